@@ -1,0 +1,204 @@
+"""Train the variable-rate ELIC codec of ``core`` on folders of images or GeoTIFFs.
+
+One network learns every rate level: each crop of a batch draws a level, and the loss
+is ``lambda_level * 255^2 * MSE + bpp`` (plus compressai's auxiliary loss on the
+entropy bottleneck). Checkpoints go to ``--out`` (``last.pt``), a JSON-lines log to
+``--out/log.jsonl``; ``--resume`` continues after a restart.
+
+Example::
+
+    python -m training.train_elic --data ../shared/data/train --val ../shared/data/val \
+        --out runs/elic-lite --steps 20000
+    python -m training.train_elic --out runs/elic-lite --export core/weights/elic-lite.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.models import REGISTRY, build_model, save_weights
+
+from .data import CropSampler, center_crops, list_images
+
+
+def setup_args() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.train_elic", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", nargs="+", help="training folders/files (images, GeoTIFFs)")
+    p.add_argument("--val", nargs="*", default=[], help="validation folders/files")
+    p.add_argument("--model", default="elic-lite", choices=sorted(REGISTRY), help="architecture (registry name)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints and log")
+    p.add_argument("--steps", type=int, default=20000, help="total optimisation steps")
+    p.add_argument("--batch", type=int, default=8, help="crops per step")
+    p.add_argument("--crop", type=int, default=192, help="crop size in pixels (multiple of 64)")
+    p.add_argument("--lr", type=float, default=3e-4, help="learning rate (decays x0.1 at --decay-at)")
+    p.add_argument("--decay-at", type=float, default=0.85, help="fraction of --steps where lr decays")
+    p.add_argument("--aux-lr", type=float, default=1e-3, help="learning rate of the auxiliary loss")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
+    p.add_argument("--val-every", type=int, default=500, help="validate every N steps")
+    p.add_argument("--val-size", type=int, default=256, help="validation centre-crop size")
+    p.add_argument("--val-limit", type=int, default=32, help="at most this many validation images")
+    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps")
+    p.add_argument("--log-every", type=int, default=20, help="log training loss every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
+    p.add_argument("--init", help="start from these weights (.safetensors or .pt) e.g. a base model")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", help="write the model (after update()) as fp16 safetensors and exit")
+    return p
+
+
+def rd_loss(net, x, levels, lambdas):
+    """Per-sample rate-distortion loss; returns (loss, mse, bpp) batch means."""
+    out = net(x, levels)
+    num_px = x.shape[2] * x.shape[3]
+    bits = sum((-torch.log2(lk.clamp_min(1e-9))).flatten(1).sum(1) for lk in _flat_likelihoods(out["likelihoods"]))
+    bpp = bits / num_px
+    mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
+    lam = lambdas[levels.long()]
+    loss = (lam * 255**2 * mse + bpp).mean()
+    return loss, mse.mean(), bpp.mean()
+
+
+def _flat_likelihoods(lk):
+    if isinstance(lk, dict):
+        for v in lk.values():
+            yield from _flat_likelihoods(v)
+    elif isinstance(lk, (list, tuple)):
+        for v in lk:
+            yield from _flat_likelihoods(v)
+    else:
+        yield lk
+
+
+@torch.no_grad()
+def validate(net, crops, levels, device) -> dict:
+    """Estimated bpp (likelihoods) and PSNR per rate level on the validation crops."""
+    net.eval()
+    res = {}
+    for lv in range(levels):
+        bpps, psnrs = [], []
+        for c in crops:
+            x = c[None].to(device)
+            out = net(x, torch.tensor([float(lv)], device=device))
+            bits = sum((-torch.log2(lk.clamp_min(1e-9))).sum() for lk in _flat_likelihoods(out["likelihoods"]))
+            bpps.append(float(bits) / (x.shape[2] * x.shape[3]))
+            mse = float((out["x_hat"].clamp(0, 1) - x).pow(2).mean())
+            psnrs.append(10 * math.log10(1 / max(mse, 1e-10)))
+        res[f"q{lv + 1}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
+    net.train()
+    return res
+
+
+def load_init(net, path: str):
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    net.load_state_dict(state, strict=False)
+
+
+def main(argv=None) -> int:
+    args = setup_args().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = REGISTRY[args.model]
+    device = torch.device(args.device)
+    net = build_model(spec).to(device)
+    lambdas = torch.tensor(spec.lambdas, device=device)
+
+    aux_names = {n for n, _ in net.named_parameters() if n.endswith(".quantiles")}
+    main_params = [p for n, p in net.named_parameters() if n not in aux_names]
+    aux_params = [p for n, p in net.named_parameters() if n in aux_names]
+    opt = torch.optim.Adam(main_params, lr=args.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr)
+    step, elapsed = 0, 0.0
+    ckpt_path = out_dir / "last.pt"
+    if (args.resume or args.export) and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        aux_opt.load_state_dict(ck["aux_opt"])
+        step, elapsed = int(ck["step"]), float(ck["elapsed"])
+        print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+    elif args.export:
+        print(f"no checkpoint at {ckpt_path}", file=sys.stderr)
+        return 2
+    elif args.init:
+        load_init(net, args.init)
+
+    if args.export:
+        net = net.cpu().eval()
+        net.update(force=True)
+        sha = save_weights(net, spec, args.export)
+        print(json.dumps({"export": args.export, "sha256": sha, "step": step}))
+        return 0
+
+    if not args.data:
+        print("--data is required for training", file=sys.stderr)
+        return 2
+    random.seed(args.seed + step)
+    torch.manual_seed(args.seed + step)
+    t0 = time.time()
+    sampler = CropSampler(list_images(args.data), args.crop, seed=args.seed + step)
+    val_crops = center_crops(list_images(args.val), args.val_size, args.val_limit) if args.val else []
+    log = open(out_dir / "log.jsonl", "a")
+    print(f"{sampler.megapixels:.1f} MP of training images loaded in {time.time() - t0:.0f}s", file=sys.stderr)
+
+    gen = torch.Generator().manual_seed(args.seed + step)
+    net.train()
+    tick = time.time()
+    while step < args.steps:
+        lr = args.lr * (0.1 if step >= args.decay_at * args.steps else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = sampler.batch(args.batch).to(device)
+        levels = torch.randint(0, spec.levels, (args.batch,), generator=gen).float().to(device)
+        loss, mse, bpp = rd_loss(net, x, levels, lambdas)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(main_params, args.clip)
+        opt.step()
+        aux = net.aux_loss()
+        aux_opt.zero_grad()
+        aux.backward()
+        aux_opt.step()
+        step += 1
+        now = time.time()
+        elapsed += now - tick
+        tick = now
+        if step % args.log_every == 0:
+            rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": float(loss), "mse": float(mse),
+                   "bpp": float(bpp), "aux": float(aux), "lr": lr}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if step % args.ckpt_every == 0 or step == args.steps:
+            tmp = out_dir / "last.pt.tmp"
+            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                        "step": step, "elapsed": elapsed, "model_name": spec.name}, tmp)
+            tmp.replace(ckpt_path)
+        if val_crops and (step % args.val_every == 0 or step == args.steps):
+            res = validate(net, val_crops, spec.levels, device)
+            log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "val": res}) + "\n")
+            log.flush()
+            print(f"step {step} {elapsed / 60:.1f} min val " +
+                  " ".join(f"{k}:{v['bpp']:.3f}bpp/{v['psnr']:.2f}dB" for k, v in res.items()), file=sys.stderr)
+            tick = time.time()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
