@@ -1,0 +1,162 @@
+"""The ``.crsic`` container: a self-describing file of independently decodable tiles.
+
+Layout (little endian)::
+
+    magic      8 bytes  b"CRSIC\\x00\\r\\n"
+    version    u16
+    header     u32 length, UTF-8 JSON, u32 CRC32      georeferencing, bands, tiling, model
+    tiles      payloads, one after the other
+    index      per tile: u64 offset, u32 length, u32 payload CRC32, u32 latent-symbols CRC32
+    footer     u64 index offset, u32 tile count, u32 index CRC32, b"CRSICEND"
+
+The footer makes truncation detectable and the index gives random access: one window
+of the raster is decoded by reading only the tiles that touch it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CodecError
+
+MAGIC = b"CRSIC\x00\r\n"
+END_MAGIC = b"CRSICEND"
+FORMAT_VERSION = 1
+_INDEX_ENTRY = struct.Struct("<QIII")
+_FOOTER = struct.Struct("<QII8s")
+
+
+@dataclass(frozen=True)
+class TileEntry:
+    offset: int
+    length: int
+    crc: int
+    symbols_crc: int
+
+
+@contextmanager
+def atomic_output(path: str | Path, overwrite: bool = False):
+    """Yield a temporary path next to ``path``; rename it into place only on success."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CodecError(f"output exists: {path} (use --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise CodecError(f"output folder does not exist: {path.parent}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ContainerWriter:
+    """Writes header, then tiles (any order), then index and footer on ``close()``."""
+
+    def __init__(self, path: str | Path, header: dict, n_tiles: int):
+        self.f = open(path, "wb")
+        head = json.dumps(header, sort_keys=True).encode()
+        self.f.write(MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<I", zlib.crc32(head)))
+        self.entries: list[TileEntry | None] = [None] * n_tiles
+
+    def add_tile(self, index: int, payload: bytes, symbols_crc: int) -> None:
+        offset = self.f.tell()
+        self.f.write(payload)
+        self.entries[index] = TileEntry(offset, len(payload), zlib.crc32(payload), symbols_crc)
+
+    def close(self) -> int:
+        missing = [i for i, e in enumerate(self.entries) if e is None]
+        if missing:
+            raise RuntimeError(f"tiles never written: {missing[:10]}")
+        index_offset = self.f.tell()
+        index = b"".join(_INDEX_ENTRY.pack(e.offset, e.length, e.crc, e.symbols_crc) for e in self.entries)
+        self.f.write(index)
+        self.f.write(_FOOTER.pack(index_offset, len(self.entries), zlib.crc32(index), END_MAGIC))
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        size = self.f.tell()
+        self.f.close()
+        return size
+
+    def abort(self) -> None:
+        self.f.close()
+
+
+class ContainerReader:
+    """Validates a container's framing on open; reads single tiles on demand."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CodecError(f"no such file: {self.path}")
+        self.f = open(self.path, "rb")
+        try:
+            self._read_framing()
+        except BaseException:
+            self.f.close()
+            raise
+
+    def _fail(self, why: str):
+        raise CodecError(f"{self.path}: {why}")
+
+    def _read_framing(self) -> None:
+        f = self.f
+        start = f.read(len(MAGIC) + 6)
+        if len(start) < len(MAGIC) + 6 or start[: len(MAGIC)] != MAGIC:
+            self._fail("not a Code-RSIC container (bad magic)")
+        version, head_len = struct.unpack("<HI", start[len(MAGIC) :])
+        if version > FORMAT_VERSION:
+            self._fail(f"container format version {version} is newer than this software ({FORMAT_VERSION}); upgrade")
+        head = f.read(head_len)
+        crc = f.read(4)
+        if len(head) < head_len or len(crc) < 4:
+            self._fail("container is truncated (header incomplete)")
+        if struct.unpack("<I", crc)[0] != zlib.crc32(head):
+            self._fail("container header is corrupt (checksum mismatch)")
+        self.header = json.loads(head)
+        self.data_start = f.tell()
+        size = os.fstat(f.fileno()).st_size
+        if size < self.data_start + _FOOTER.size:
+            self._fail("container is truncated (no tile index)")
+        f.seek(size - _FOOTER.size)
+        index_offset, n_tiles, index_crc, end = _FOOTER.unpack(f.read(_FOOTER.size))
+        if end != END_MAGIC or index_offset + n_tiles * _INDEX_ENTRY.size != size - _FOOTER.size:
+            self._fail("container is truncated or damaged (no valid tile index at the end)")
+        f.seek(index_offset)
+        index = f.read(n_tiles * _INDEX_ENTRY.size)
+        if zlib.crc32(index) != index_crc:
+            self._fail("container tile index is corrupt (checksum mismatch)")
+        self.entries = [TileEntry(*_INDEX_ENTRY.unpack_from(index, i * _INDEX_ENTRY.size)) for i in range(n_tiles)]
+        for i, e in enumerate(self.entries):
+            if e.offset < self.data_start or e.offset + e.length > index_offset:
+                self._fail(f"tile {i} lies outside the data section")
+
+    def read_tile(self, index: int) -> bytes:
+        e = self.entries[index]
+        self.f.seek(e.offset)
+        data = self.f.read(e.length)
+        if len(data) != e.length or zlib.crc32(data) != e.crc:
+            self._fail(f"tile {index} is corrupt (checksum mismatch)")
+        return data
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(e.length for e in self.entries)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,133 @@
+"""Raster input and output with rasterio: band choice, value ranges, masks, profiles."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from .errors import CodecError
+from .normalization import BandRange, check_dtype, fixed_range
+
+logging.getLogger("rasterio").setLevel(logging.ERROR)
+
+
+def open_raster(path: str | Path):
+    """Open a raster for reading, with one-line errors for the usual mistakes."""
+    path = Path(path)
+    if not path.exists():
+        raise CodecError(f"no such file: {path}")
+    if path.is_dir():
+        raise CodecError(f"{path} is a folder, not a raster")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError:
+        raise CodecError(f"{path}: not a raster GDAL can read") from None
+
+
+@functools.lru_cache(maxsize=8)
+def cached_raster(path: str):
+    """A per-process open dataset (tile jobs on a pool or Dask worker reuse it)."""
+    return open_raster(path)
+
+
+def default_bands(ds) -> list[int]:
+    """The RGB bands by colour interpretation, else the first three (or fewer)."""
+    ci = list(ds.colorinterp)
+    rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    if all(c in ci for c in rgb):
+        return [ci.index(c) + 1 for c in rgb]
+    return list(range(1, min(ds.count, 3) + 1))
+
+
+def select_bands(ds, bands: list[int] | None) -> list[int]:
+    chosen = list(bands) if bands else default_bands(ds)
+    bad = [b for b in chosen if not 1 <= b <= ds.count]
+    if bad:
+        raise CodecError(f"band {bad[0]} does not exist: the raster has bands 1..{ds.count}")
+    if len(set(chosen)) != len(chosen):
+        raise CodecError(f"bands listed twice: {chosen}")
+    dtypes = {ds.dtypes[b - 1] for b in chosen}
+    for dt in dtypes:
+        check_dtype(dt)
+    if len(dtypes) > 1:
+        raise CodecError(f"selected bands mix data types {sorted(dtypes)}")
+    return chosen
+
+
+def has_mask(ds, bands: list[int]) -> bool:
+    """True when some pixels can be invalid (nodata value, mask band or alpha)."""
+    if ds.nodata is not None:
+        return True
+    return any(MaskFlags.all_valid not in ds.mask_flag_enums[b - 1] for b in bands)
+
+
+def read_valid(ds, bands: list[int], window: Window) -> np.ndarray:
+    """(h, w) bool: pixels valid in at least one selected band."""
+    masks = ds.read_masks(bands, window=window)
+    return (masks > 0).any(axis=0)
+
+
+def band_ranges(ds, bands: list[int], masked: bool) -> list[BandRange]:
+    """Per-band value range for the codec, reading the raster block by block if needed."""
+    rng = fixed_range(ds.dtypes[bands[0] - 1])
+    if rng is not None:
+        return [rng] * len(bands)
+    lo = np.full(len(bands), np.inf)
+    hi = np.full(len(bands), -np.inf)
+    for _, window in ds.block_windows(1):
+        data = ds.read(bands, window=window)
+        if masked:
+            valid = read_valid(ds, bands, window)
+            if not valid.any():
+                continue
+            data = data[:, valid]
+        else:
+            data = data.reshape(len(bands), -1)
+        lo = np.minimum(lo, data.min(axis=1))
+        hi = np.maximum(hi, data.max(axis=1))
+    return [BandRange(float(a), float(b)) if np.isfinite(a) else BandRange(0.0, 1.0) for a, b in zip(lo, hi)]
+
+
+def output_profile(header: dict, width: int, height: int, transform) -> dict:
+    """GeoTIFF profile of a decoded raster (tiled, lossless deflate)."""
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": len(header["bands"]),
+        "dtype": header["dtype"],
+        "crs": header["crs"],
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 2,
+        "zlevel": 1,
+        "BIGTIFF": "IF_SAFER",
+    }
+    if header.get("nodata") is not None:
+        profile["nodata"] = header["nodata"]
+    if header["dtype"] == "uint8" and header.get("colorinterp") == ["red", "green", "blue"]:
+        profile["photometric"] = "RGB"
+    return profile
+
+
+def describe_bands(dst, header: dict) -> None:
+    """Copy band descriptions and colour interpretation of the coded bands."""
+    for i, desc in enumerate(header.get("band_descriptions") or [], start=1):
+        if desc:
+            dst.set_band_description(i, desc)
+    ci = header.get("colorinterp")
+    if ci and len(ci) == dst.count:
+        try:
+            dst.colorinterp = [ColorInterp[c] for c in ci]
+        except (ValueError, KeyError):
+            pass

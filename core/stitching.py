@@ -1,0 +1,51 @@
+"""Blend decoded tiles into an output window.
+
+A ``Mosaic`` covers one pixel window of the raster; tiles are added in row-major order,
+each weighted by its blend ramps. Decoding a window alone and decoding the whole raster
+strip by strip perform the same float operations in the same order, so they give
+identical pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tiling import Tile, TileGrid
+
+
+class Mosaic:
+    def __init__(self, y0: int, x0: int, height: int, width: int, bands: int):
+        self.y0, self.x0, self.height, self.width = y0, x0, height, width
+        self.values = np.zeros((bands, height, width), dtype=np.float32)
+        self.invalid = np.zeros((height, width), dtype=bool)
+
+    def add(self, grid: TileGrid, tile: Tile, decoded: np.ndarray, invalid: np.ndarray | None) -> None:
+        """Add a decoded tile (bands, tile.height, tile.width) where it overlaps the mosaic."""
+        ty0, ty1 = max(tile.y0, self.y0), min(tile.y1, self.y0 + self.height)
+        tx0, tx1 = max(tile.x0, self.x0), min(tile.x1, self.x0 + self.width)
+        if ty0 >= ty1 or tx0 >= tx1:
+            return
+        src = (slice(ty0 - tile.y0, ty1 - tile.y0), slice(tx0 - tile.x0, tx1 - tile.x0))
+        dst = (slice(ty0 - self.y0, ty1 - self.y0), slice(tx0 - self.x0, tx1 - self.x0))
+        weights = grid.blend_weights(tile)[src]
+        self.values[(slice(None), *dst)] += decoded[(slice(None), *src)] * weights
+        if invalid is not None:
+            self.invalid[dst] |= invalid[src]
+
+    def take_rows(self, n: int) -> "Mosaic":
+        """Split off the first ``n`` rows as a finished mosaic; keep the rest (the carry)."""
+        done = Mosaic(self.y0, self.x0, n, self.width, self.values.shape[0])
+        done.values, done.invalid = self.values[:, :n], self.invalid[:n]
+        self.values, self.invalid = self.values[:, n:], self.invalid[n:]
+        self.y0 += n
+        self.height -= n
+        return done
+
+    def extend_to(self, height: int) -> None:
+        """Grow downwards (zeros) to ``height`` rows."""
+        extra = height - self.height
+        if extra > 0:
+            b, _, w = self.values.shape
+            self.values = np.concatenate([self.values, np.zeros((b, extra, w), np.float32)], axis=1)
+            self.invalid = np.concatenate([self.invalid, np.zeros((extra, w), bool)], axis=0)
+            self.height = height

@@ -1,0 +1,224 @@
+"""Compress GeoTIFFs with learned ELIC tiles, and decode them back.
+
+    python -m core.tile_codec big.tif            # -> big.crsic (prints size, bpp, ratio, time)
+    python -m core.tile_codec big.crsic          # -> big.decoded.tif
+    python -m core.tile_codec compress big.tif --quality 2 --tile 512 --overlap 32
+    python -m core.tile_codec decompress big.crsic --bbox 500000 4100000 501000 4101000
+    python -m core.tile_codec info big.crsic
+    python -m core.tile_codec roundtrip big.tif  # compress + decode + PSNR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip")
+
+
+def _bands(text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.replace(" ", "").split(",") if b]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must be comma-separated numbers like 1,2,3, not '{text}'") from None
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="model name from the registry or a .safetensors file (default: elic-lite for compress, "
+                        "the container's model for decompress)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (decode on the device type that encoded)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+
+
+def _add_compress_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quality", type=float, default=3.0,
+                   help="rate level, 1 (smallest file) to 6 (best quality); fractions allowed (default 3)")
+    p.add_argument("--target-bpp", type=float, default=None,
+                   help="aim for this many bits per pixel instead of --quality (searched on sample tiles)")
+    p.add_argument("--bands", type=_bands, default=None,
+                   help="1-based bands to code, e.g. 1,2,3 or 4 (default: the RGB bands, else the first three)")
+    p.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")
+    p.add_argument("--overlap", type=int, default=32,
+                   help="pixels shared by neighbouring tiles, blended on decode to hide seams (default 32)")
+
+
+def setup_args() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.tile_codec",
+        description="Code-RSIC: learned compression for large GeoTIFFs. Give a raster to compress it, "
+                    "or a .crsic container to decode it, or use a subcommand.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{compress,decompress,info,roundtrip}")
+
+    c = sub.add_parser("compress", help="GeoTIFF -> .crsic container")
+    c.add_argument("input", help="raster to compress (GeoTIFF or anything GDAL reads)")
+    c.add_argument("-o", "--output", help="container path (default: INPUT with .crsic suffix)")
+    _add_compress_options(c)
+    _add_runtime(c)
+
+    d = sub.add_parser("decompress", help=".crsic container -> GeoTIFF (all of it, or a window)")
+    d.add_argument("input", help=".crsic container")
+    d.add_argument("-o", "--output", help="GeoTIFF path (default: INPUT with .decoded.tif suffix)")
+    d.add_argument("--window", type=int, nargs=4, metavar=("COL", "ROW", "WIDTH", "HEIGHT"),
+                   help="decode only this pixel window (only the tiles it touches are read)")
+    d.add_argument("--bbox", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
+                   help="decode only this bounding box, in the raster's CRS")
+    d.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
+    _add_runtime(d)
+
+    i = sub.add_parser("info", help="describe a .crsic container")
+    i.add_argument("input", help=".crsic container")
+    i.add_argument("--json", action="store_true", help="print the header as JSON")
+
+    r = sub.add_parser("roundtrip", help="compress, decode and report bpp and PSNR against the input")
+    r.add_argument("input", help="raster to test")
+    r.add_argument("-o", "--output", help="keep the decoded GeoTIFF here (default: a temporary file)")
+    _add_compress_options(r)
+    _add_runtime(r)
+    return parser
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """`tile_codec FILE ...` without a subcommand: pick compress or decompress by suffix."""
+    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        return (["decompress"] if argv[0].lower().endswith(".crsic") else ["compress"]) + argv
+    return argv
+
+
+def _progress(args, desc: str):
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="tile", file=sys.stderr, leave=False)
+        bar.n = done
+        bar.refresh()
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return str(n)
+
+
+def _compress_options(args):
+    from .codec import CompressOptions
+    from .models import DEFAULT_MODEL
+
+    return CompressOptions(model=args.model or DEFAULT_MODEL, quality=args.quality, target_bpp=args.target_bpp,
+                           bands=args.bands, tile=args.tile, overlap=args.overlap, device=args.device,
+                           overwrite=args.overwrite)
+
+
+def cmd_compress(args) -> dict:
+    from .codec import compress_raster
+
+    out = args.output or str(Path(args.input).with_suffix(".crsic"))
+    res = compress_raster(args.input, out, _compress_options(args), progress=_progress(args, "compress"))
+    if not args.json:
+        print(f"{args.input} -> {out}: {_fmt_bytes(res['bytes'])}, {res['bpp']:.4f} bpp, ratio {res['ratio']:.1f}:1, "
+              f"quality {res['quality']:.2f}, {res['seconds']:.1f} s ({res['megapixels_per_second']:.2f} MP/s)")
+    return res
+
+
+def cmd_decompress(args) -> dict:
+    from .codec import decompress_raster
+
+    if args.window and args.bbox:
+        from .errors import CodecError
+
+        raise CodecError("give --window or --bbox, not both")
+    out = args.output or str(Path(args.input).with_suffix(".decoded.tif"))
+    res = decompress_raster(args.input, out, window=args.window, bbox=args.bbox, model=args.model,
+                            device=args.device, overwrite=args.overwrite, cog=args.cog,
+                            progress=_progress(args, "decode"))
+    if not args.json:
+        print(f"{args.input} -> {out}: window {res['window']}, {res['tiles']} tiles, {res['seconds']:.1f} s "
+              f"({res['megapixels_per_second']:.2f} MP/s)")
+    return res
+
+
+def cmd_info(args) -> dict:
+    from .codec import container_info
+
+    info = container_info(args.input)
+    if not args.json:
+        print(f"{args.input}: {info['width']} x {info['height']} px, {len(info['bands'])} band(s) {info['bands']} "
+              f"of {info['source_band_count']}, {info['dtype']}")
+        print(f"  size {_fmt_bytes(info['file_bytes'])}, {info['bpp']:.4f} bpp, ratio {info['ratio']:.1f}:1")
+        print(f"  model {info['model']['name']} (weights {info['model']['sha256'][:12]}), quality {info['quality']:.2f}")
+        print(f"  tiles {info['tile_rows']} x {info['tile_cols']} of {info['tile']} px, overlap {info['overlap']}")
+        crs = (info["crs"] or "none").split("\n")[0][:80]
+        print(f"  crs {crs}; transform {info['transform']}; nodata {info['nodata']}")
+    return info
+
+
+def cmd_roundtrip(args) -> dict:
+    from .codec import compress_raster, decompress_raster
+    from .quality import raster_psnr
+
+    with tempfile.TemporaryDirectory() as tmp:
+        container = Path(tmp) / (Path(args.input).stem + ".crsic")
+        c = compress_raster(args.input, container, _compress_options(args), progress=_progress(args, "compress"))
+        decoded = args.output or str(Path(tmp) / "decoded.tif")
+        d = decompress_raster(container, decoded, model=args.model, device=args.device, overwrite=args.overwrite,
+                              progress=_progress(args, "decode"))
+        psnr = raster_psnr(args.input, decoded, bands=args.bands)
+    res = {"bytes": c["bytes"], "bpp": c["bpp"], "ratio": c["ratio"], "quality": c["quality"], "psnr": psnr,
+           "encode_seconds": c["seconds"], "decode_seconds": d["seconds"]}
+    if not args.json:
+        print(f"{args.input}: {c['bpp']:.4f} bpp, ratio {c['ratio']:.1f}:1, PSNR {psnr:.2f} dB, "
+              f"encode {c['seconds']:.1f} s, decode {d['seconds']:.1f} s")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    parser = setup_args()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .errors import CodecError
+
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        res = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info,
+               "roundtrip": cmd_roundtrip}[args.command](args)
+    except CodecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: no output was written", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(res, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

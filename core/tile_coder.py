@@ -1,0 +1,181 @@
+"""Pure tile functions: ``encode_tile(array) -> bytes`` and ``decode_tile(bytes) -> array``.
+
+A tile is a float32 array (bands, H, W) in [0, 1]. Bands are coded by ELIC in groups of
+three (a last group of one or two bands repeats its last band). Each ELIC stream also
+carries a CRC32 of its quantised latent symbols: the decoder recomputes it, so an
+entropy-decoding desync between machines (CompressAI issue #279: tiny float
+differences select another CDF) is detected instead of silently producing garbage.
+
+The model is loaded once per process (``get_coder``), so these functions can be sent
+to a process pool or a Dask cluster as they are.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from compressai.entropy_models import EntropyModel
+
+from .errors import CodecError
+from .models import DEFAULT_MODEL, LoadedModel, load_model
+
+PAD_MULTIPLE = 64
+
+
+class DesyncError(CodecError):
+    """The decoded latent symbols differ from the encoder's (checksum mismatch)."""
+
+
+class SymbolLog:
+    """Running CRC32 of the integer symbols an entropy model codes.
+
+    Wraps ``quantize`` (encoder: mode "symbols") and ``dequantize`` (decoder: the
+    decoded integers) of every entropy model of a network, on the instances only.
+    """
+
+    def __init__(self, net: torch.nn.Module):
+        self.mode: str | None = None
+        self.crc = 0
+        for module in net.modules():
+            if isinstance(module, EntropyModel):
+                self._wrap(module)
+
+    def _update(self, symbols: torch.Tensor) -> None:
+        data = symbols.detach().to("cpu", torch.int32).contiguous().numpy().tobytes()
+        self.crc = zlib.crc32(data, self.crc)
+
+    def _wrap(self, module: EntropyModel) -> None:
+        quantize, dequantize = module.quantize, module.dequantize
+
+        def logged_quantize(inputs, mode, means=None):
+            out = quantize(inputs, mode, means)
+            if mode == "symbols" and self.mode == "encode":
+                self._update(out)
+            return out
+
+        def logged_dequantize(inputs, means=None, dtype=torch.float):
+            if self.mode == "decode":
+                self._update(inputs)
+            return dequantize(inputs, means, dtype)
+
+        module.quantize = logged_quantize
+        module.dequantize = logged_dequantize
+
+    def start(self, mode: str) -> None:
+        self.mode, self.crc = mode, 0
+
+
+def _pack_strings(strings) -> bytes:
+    parts = [struct.pack("<B", len(strings))]
+    for lst in strings:
+        (s,) = lst  # batch of one
+        parts.append(struct.pack("<I", len(s)))
+        parts.append(s)
+    return b"".join(parts)
+
+
+def _unpack_strings(buf: memoryview, pos: int):
+    (n,) = struct.unpack_from("<B", buf, pos)
+    pos += 1
+    strings = []
+    for _ in range(n):
+        (length,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        if pos + length > len(buf):
+            raise CodecError("tile stream is truncated")
+        strings.append([bytes(buf[pos : pos + length])])
+        pos += length
+    return strings, pos
+
+
+def band_groups(n_bands: int) -> list[list[int]]:
+    """Indices of the bands coded together: [[0,1,2],[3,3,3]] for 4 bands."""
+    groups = []
+    for start in range(0, n_bands, 3):
+        g = list(range(start, min(start + 3, n_bands)))
+        groups.append(g + [g[-1]] * (3 - len(g)))
+    return groups
+
+
+@dataclass
+class TileCoder:
+    """A loaded ELIC model and the per-tile encode/decode around it."""
+
+    model: LoadedModel
+
+    def __post_init__(self):
+        self.log = SymbolLog(self.model.net)
+
+    def _latent_shape(self, h: int, w: int) -> dict:
+        groups = self.model.spec.groups
+        return {"y": [(c, h // 16, w // 16) for c in groups], "hyper": (h // 64, w // 64)}
+
+    @torch.inference_mode()
+    def encode_tile(self, tile: np.ndarray, quality_level: float) -> tuple[bytes, int]:
+        """(bands, H, W) float in [0,1], H and W multiples of 64 -> (bytes, symbols CRC)."""
+        bands, h, w = tile.shape
+        if h % PAD_MULTIPLE or w % PAD_MULTIPLE:
+            raise ValueError(f"tile shape {tile.shape} is not padded to {PAD_MULTIPLE}")
+        level = torch.tensor([quality_level], dtype=torch.float32)
+        parts = [struct.pack("<HHH", bands, h, w)]
+        self.log.start("encode")
+        for group in band_groups(bands):
+            x = torch.from_numpy(np.ascontiguousarray(tile[group], dtype=np.float32))[None]
+            out = self.model.net.compress(x.to(self.model.device), level)
+            parts.append(_pack_strings(out["strings"]))
+        self.log.mode = None
+        return b"".join(parts), self.log.crc
+
+    @torch.inference_mode()
+    def decode_tile(self, data: bytes, quality_level: float, expected_crc: int | None = None) -> np.ndarray:
+        """Inverse of ``encode_tile``; raises DesyncError if the symbols CRC differs."""
+        buf = memoryview(data)
+        try:
+            bands, h, w = struct.unpack_from("<HHH", buf, 0)
+        except struct.error:
+            raise CodecError("tile stream is truncated") from None
+        pos = 6
+        level = torch.tensor([quality_level], dtype=torch.float32)
+        shape = self._latent_shape(h, w)
+        out = np.empty((bands, h, w), dtype=np.float32)
+        self.log.start("decode")
+        try:
+            for group in band_groups(bands):
+                strings, pos = _unpack_strings(buf, pos)
+                x_hat = self.model.net.decompress(strings, shape, level)["x_hat"][0].cpu().numpy()
+                real = sorted(set(group))
+                for i, b in enumerate(real):
+                    # a padded group repeats its last band: average the copies
+                    copies = [j for j, g in enumerate(group) if g == b]
+                    out[b] = x_hat[copies].mean(axis=0) if len(copies) > 1 else x_hat[i]
+        except (struct.error, ValueError, RuntimeError, IndexError) as exc:
+            raise CodecError(f"tile stream is corrupt ({exc})") from None
+        finally:
+            self.log.mode = None
+        if expected_crc is not None and self.log.crc != expected_crc:
+            raise DesyncError("decoded latent symbols differ from the encoder's")
+        return out
+
+
+_CODERS: dict[tuple[str, str], TileCoder] = {}
+
+
+def get_coder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TileCoder:
+    """The process-wide coder for ``model`` (loaded on first use)."""
+    key = (str(model), str(device))
+    if key not in _CODERS:
+        _CODERS[key] = TileCoder(load_model(model, device))
+    return _CODERS[key]
+
+
+def encode_tile(tile: np.ndarray, quality_level: float, model: str = DEFAULT_MODEL, device: str = "cpu"):
+    return get_coder(model, device).encode_tile(tile, quality_level)
+
+
+def decode_tile(data: bytes, quality_level: float, expected_crc: int | None = None,
+                model: str = DEFAULT_MODEL, device: str = "cpu") -> np.ndarray:
+    return get_coder(model, device).decode_tile(data, quality_level, expected_crc)
