@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip")
+SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip", "enhance")
 
 
 def _bands(text: str) -> list[int]:
@@ -58,7 +58,7 @@ def setup_args() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{compress,decompress,info,roundtrip}")
+    sub = parser.add_subparsers(dest="command", metavar="{compress,decompress,info,roundtrip,enhance}")
 
     c = sub.add_parser("compress", help="GeoTIFF -> .crsic container")
     c.add_argument("input", help="raster to compress (GeoTIFF or anything GDAL reads)")
@@ -74,6 +74,7 @@ def setup_args() -> argparse.ArgumentParser:
     d.add_argument("--bbox", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
                    help="decode only this bounding box, in the raster's CRS")
     d.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
+    _add_enhance_options(d, in_decompress=True)
     _add_runtime(d)
 
     i = sub.add_parser("info", help="describe a .crsic container")
@@ -85,7 +86,26 @@ def setup_args() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="keep the decoded GeoTIFF here (default: a temporary file)")
     _add_compress_options(r)
     _add_runtime(r)
+
+    e = sub.add_parser("enhance", help="enhance any decoded raster (e.g. a JPEG-compressed GeoTIFF), keeping "
+                                       "its georeferencing")
+    e.add_argument("input", help="raster to enhance (uint8 or uint16)")
+    e.add_argument("-o", "--output", help="GeoTIFF path (default: INPUT with .enhanced.tif suffix)")
+    e.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
+    _add_enhance_options(e, in_decompress=False)
+    _add_runtime(e)
     return parser
+
+
+def _add_enhance_options(p: argparse.ArgumentParser, in_decompress: bool) -> None:
+    if in_decompress:
+        p.add_argument("--no-enhance", action="store_true",
+                       help="plain ELIC decoding, without the Code-RSIC enhancer (faster, less texture)")
+    p.add_argument("--fidelity", type=float, default=None,
+                   help="enhancer fidelity w in [0, 1]: 0 = most texture from the codebook prior, "
+                        "1 = closest to the decoded pixels (default: the enhancer's, see docs/enhancement.md)")
+    p.add_argument("--enhancer", default=None, help="enhancer weights: registry name or .safetensors file")
+    p.add_argument("--enhance-window", type=int, default=256, help="enhancer window size in pixels (default 256)")
 
 
 def _normalise_argv(argv: list[str]) -> list[str]:
@@ -150,12 +170,34 @@ def cmd_decompress(args) -> dict:
 
         raise CodecError("give --window or --bbox, not both")
     out = args.output or str(Path(args.input).with_suffix(".decoded.tif"))
-    res = decompress_raster(args.input, out, window=args.window, bbox=args.bbox, model=args.model,
-                            device=args.device, overwrite=args.overwrite, cog=args.cog,
-                            progress=_progress(args, "decode"))
+    if args.no_enhance and args.fidelity is not None:
+        from .errors import CodecError
+
+        raise CodecError("give --no-enhance or --fidelity, not both")
+    from .enhance_raster import decompress_enhanced
+
+    res = decompress_enhanced(args.input, out, enhance=not args.no_enhance, fidelity=args.fidelity,
+                              enhancer=args.enhancer, window_size=args.enhance_window, window=args.window,
+                              bbox=args.bbox, model=args.model, device=args.device, overwrite=args.overwrite,
+                              cog=args.cog, progress=_progress(args, "decode"))
+    if not args.json and not res["enhanced"] and not args.no_enhance:
+        print(f"note: enhancement unavailable ({res['enhancement']}): plain ELIC decoding", file=sys.stderr)
     if not args.json:
         print(f"{args.input} -> {out}: window {res['window']}, {res['tiles']} tiles, {res['seconds']:.1f} s "
               f"({res['megapixels_per_second']:.2f} MP/s)")
+    return res
+
+
+def cmd_enhance(args) -> dict:
+    from .enhance_raster import enhance_raster
+
+    out = args.output or str(Path(args.input).with_suffix(".enhanced.tif"))
+    res = enhance_raster(args.input, out, fidelity=args.fidelity, enhancer=args.enhancer, device=args.device,
+                         window=args.enhance_window, overwrite=args.overwrite, cog=args.cog,
+                         progress=_progress(args, "enhance"))
+    if not args.json:
+        print(f"{args.input} -> {out}: fidelity {res['fidelity']:.2f}, {res['windows']} windows, "
+              f"{res['seconds']:.1f} s ({res['megapixels_per_second']:.2f} MP/s)")
     return res
 
 
@@ -208,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         res = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info,
-               "roundtrip": cmd_roundtrip}[args.command](args)
+               "roundtrip": cmd_roundtrip, "enhance": cmd_enhance}[args.command](args)
     except CodecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

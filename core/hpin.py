@@ -1,0 +1,94 @@
+"""Stage 3 and the complete enhancer: HPIN, the hierarchical prior integration network.
+
+``Enhancer`` holds every part used at decode time:
+
+- the code lookup (E_L + Transformer, stage 2) that turns a degraded image into indices
+  of the codebook;
+- the frozen codebook and high-quality decoder D_H (stage 1);
+- HPIN fusion modules (stage 3): at several decoder scales, a windowed Transformer
+  block refines E_L's features and a multi-head cross-attention module (MCM) lets the
+  decoder features (queries) attend to them (keys/values). The result is added to the
+  decoder features scaled by the fidelity weight ``w``: ``w = 0`` decodes the looked-up
+  codes alone (most texture from the prior), ``w = 1`` follows the decoded image most
+  closely (what stage 3 is trained for).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .code_lookup import CodeLookup
+from .enhance_blocks import CrossAttentionModule, WindowBlock
+from .vqgan import VQGAN, Decoder, EnhancerConfig, VectorQuantizer
+
+
+class FusionModule(nn.Module):
+    """One HPIN scale: Transformer block on E_L features + MCM into the decoder."""
+
+    def __init__(self, ch: int, heads: int, win: int):
+        super().__init__()
+        self.refine = WindowBlock(ch, heads, win)
+        self.mcm = CrossAttentionModule(ch, ch, ch, heads, win)
+
+    def forward(self, dec, enc):
+        return self.mcm(dec, self.refine(enc))
+
+
+class Enhancer(nn.Module):
+    def __init__(self, cfg: EnhancerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.lookup = CodeLookup(cfg)
+        self.quantizer = VectorQuantizer(cfg.n_codes, cfg.code_dim)
+        self.decoder = Decoder(cfg)
+        self.fusion = nn.ModuleDict(
+            {str(lv): FusionModule(cfg.channels[lv], cfg.fuse_heads, cfg.window) for lv in cfg.fuse_levels})
+
+    # ---- parts per training stage
+    def prior_modules(self) -> list[nn.Module]:
+        """Codebook and D_H: frozen after stage 1."""
+        return [self.quantizer, self.decoder]
+
+    def load_prior(self, vqgan_state: dict) -> None:
+        """Codebook + D_H from a stage-1 VQGAN; E_L starts as a copy of E_H."""
+        sub = lambda prefix: {k[len(prefix):]: v for k, v in vqgan_state.items() if k.startswith(prefix)}  # noqa: E731
+        self.quantizer.load_state_dict(sub("quantizer."))
+        self.decoder.load_state_dict(sub("decoder."))
+        self.lookup.encoder.load_state_dict(sub("encoder."))
+
+    # ---- inference
+    def forward(self, x, w=1.0):
+        """Degraded image (B, 3, H, W) in [0, 1], H and W multiples of ``cfg.pad_multiple``.
+
+        Returns (enhanced image, code logits, E_L latent). ``w``: float or (B,) tensor.
+        """
+        feats, logits, z_l = self.lookup(x)
+        zq = self.quantizer.lookup(logits.argmax(1))
+        if not torch.is_tensor(w):
+            w = torch.tensor(float(w), device=x.device)
+        w = w.to(x.device, x.dtype).reshape(-1, 1, 1, 1)
+        use_fusion = bool((w > 0).any())
+
+        def fuse(level, f):
+            key = str(level)
+            if use_fusion and key in self.fusion:
+                return f + w * self.fusion[key](f, feats[level])
+            return f
+
+        return self.decoder(zq, fuse=fuse), logits, z_l
+
+    @torch.no_grad()
+    def enhance(self, x, w: float = 0.5) -> torch.Tensor:
+        """Any-size image (B, 3, H, W) in [0, 1] -> enhanced, same size, clamped to [0, 1]."""
+        m = self.cfg.pad_multiple
+        h, wd = x.shape[-2:]
+        ph, pw = (-h) % m, (-wd) % m
+        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        out = self(xp, w)[0]
+        return out[..., :h, :wd].clamp(0, 1)
+
+
+def vqgan_to_enhancer_state(vqgan: VQGAN) -> dict:
+    return vqgan.state_dict()

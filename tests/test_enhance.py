@@ -1,0 +1,274 @@
+"""The decoder-side enhancer: stage shapes, determinism, frozen prior, train steps, rasters.
+
+Tiny configurations only (``TINY_CONFIG``); the whole file runs in well under two
+minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from core.code_lookup import CodeLookup
+from core.hpin import Enhancer
+from core.vqgan import TINY_CONFIG, VQGAN, EnhancerConfig
+
+CFG = TINY_CONFIG
+
+
+def _seeded(cls, seed=0):
+    torch.manual_seed(seed)
+    return cls(CFG).eval()
+
+
+# ---------------------------------------------------------------- shapes and determinism
+
+def test_config_roundtrip():
+    assert EnhancerConfig.from_dict(json.loads(json.dumps(CFG.to_dict()))) == CFG
+    assert EnhancerConfig().pad_multiple == 64
+
+
+def test_vqgan_shapes_and_determinism():
+    net = _seeded(VQGAN)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        y1, idx1, loss = net(x)
+        y2, idx2, _ = net(x)
+    assert y1.shape == x.shape
+    assert idx1.shape == (2, 8, 12) and idx1.max() < CFG.n_codes
+    assert torch.equal(y1, y2) and torch.equal(idx1, idx2)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    # the quantised codes are codebook entries
+    zq = net.encode(x)[0]
+    assert torch.allclose(zq, net.quantizer.lookup(idx1), atol=1e-6)
+
+
+def test_lookup_shapes_and_determinism():
+    net = _seeded(CodeLookup)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        feats, logits, z_l = net(x)
+        _, logits2, _ = net(x)
+    assert [f.shape[-1] for f in feats] == [64, 32, 16, 8]
+    assert logits.shape == (1, CFG.n_codes, 8, 8)
+    assert z_l.shape == (1, CFG.code_dim, 8, 8)
+    assert torch.equal(logits, logits2)
+
+
+def test_enhancer_any_size_deterministic_and_fidelity():
+    net = _seeded(Enhancer)
+    x = torch.rand(1, 3, 70, 45)
+    a = net.enhance(x, 0.5)
+    b = net.enhance(x, 0.5)
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    # MCM outputs start at zero: an untrained HPIN is the pure code lookup at any w
+    assert torch.allclose(net.enhance(x, 0.0), net.enhance(x, 1.0))
+    for p in net.fusion.parameters():
+        p.data.normal_(0, 0.1)
+    assert not torch.allclose(net.enhance(x, 0.0), net.enhance(x, 1.0))
+    # per-sample fidelity
+    x2 = torch.rand(2, 3, 32, 32)
+    out, logits, z_l = net(x2, torch.tensor([0.0, 1.0]))
+    assert out.shape == x2.shape and logits.shape == (2, CFG.n_codes, 4, 4)
+
+
+# ---------------------------------------------------------------- training pipeline
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, tiny_weights_module):
+    """Stage 1 -> pair cache -> stage 2 -> stage 3 -> export, each for a couple of steps."""
+    from training import lq_pairs, train_codebook, train_hpin, train_lookup
+
+    d = tmp_path_factory.mktemp("enh")
+    data = "tests/data/neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif"
+    common = ["--config", "tiny", "--threads", "1", "--batch", "2", "--crop", "64", "--val-every", "2",
+              "--val-size", "64", "--val-limit", "2", "--log-every", "1", "--ckpt-every", "1"]
+    assert train_codebook.main(["--data", data, "--val", data, "--out", str(d / "s1"), "--steps", "2",
+                                "--lpips-weight", "0", "--restart-every", "1", *common]) == 0
+    for name, extra in (("pairs", []), ("val", ["--center"])):
+        assert lq_pairs.main(["--data", data, "--elic", tiny_weights_module, "--out", str(d / f"{name}.npz"),
+                              "--count", "4", "--crop", "64", "--batch", "2", "--threads", "1", *extra]) == 0
+    pairs = ["--pairs", str(d / "pairs.npz"), "--val-pairs", str(d / "val.npz")]
+    assert train_lookup.main([*pairs, "--codebook", str(d / "s1" / "last.pt"), "--out", str(d / "s2"),
+                              "--steps", "2", *common]) == 0
+    assert train_hpin.main([*pairs, "--codebook", str(d / "s1" / "last.pt"), "--lookup", str(d / "s2" / "last.pt"),
+                            "--out", str(d / "s3"), "--steps", "2", "--lpips-weight", "0", *common]) == 0
+    # resume continues from the checkpoint
+    assert train_hpin.main([*pairs, "--codebook", str(d / "s1" / "last.pt"), "--out", str(d / "s3"), "--steps", "3",
+                            "--lpips-weight", "0", "--resume", *common]) == 0
+    weights = d / "enhancer.safetensors"
+    assert train_hpin.main(["--out", str(d / "s3"), "--export", str(weights)]) == 0
+    return d, weights
+
+
+@pytest.fixture(scope="module")
+def tiny_weights_module(tmp_path_factory) -> str:
+    from core.models import REGISTRY, build_model, save_weights
+
+    torch.manual_seed(0)
+    spec = REGISTRY["elic-tiny"]
+    net = build_model(spec).eval()
+    net.update(force=True)
+    path = tmp_path_factory.mktemp("elic") / "elic-tiny.safetensors"
+    save_weights(net, spec, path)
+    return str(path)
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_train_steps_log_and_checkpoint(pipeline):
+    d, _ = pipeline
+    for stage, steps in (("s1", 2), ("s2", 2), ("s3", 3)):
+        ck = _load(d / stage / "last.pt")
+        assert ck["step"] == steps
+        lines = [json.loads(x) for x in (d / stage / "log.jsonl").read_text().splitlines()]
+        assert any("val" in rec for rec in lines)
+        assert all(np.isfinite(rec["loss"]) for rec in lines if "loss" in rec)
+
+
+def test_codebook_and_decoder_frozen_in_stages_2_and_3(pipeline):
+    d, _ = pipeline
+    s1 = _load(d / "s1" / "last.pt")["model"]
+    s2 = _load(d / "s2" / "last.pt")["model"]
+    s3 = _load(d / "s3" / "last.pt")["model"]
+    prior = [k for k in s1 if k.startswith(("quantizer.", "decoder."))]
+    assert prior and any(k.startswith("decoder.") for k in prior)
+    for k in prior:
+        assert torch.equal(s1[k], s2[k]), k
+        assert torch.equal(s1[k], s3[k]), k
+    # stage 2 trained the lookup; stage 3 trained the fusion and E_L but not the Transformer
+    assert torch.equal(s2["lookup.head.weight"], s3["lookup.head.weight"])
+    assert any(not torch.equal(s2[k], s3[k]) for k in s3 if k.startswith("fusion."))
+    assert any(not torch.equal(s2[k], s3[k]) for k in s3 if k.startswith("lookup.encoder."))
+
+
+def test_stage2_and_3_parameters_have_no_grad_on_prior(pipeline):
+    """The optimisers of stages 2 and 3 hold no prior parameter."""
+    d, _ = pipeline
+    for stage in ("s2", "s3"):
+        ck = _load(d / stage / "last.pt")
+        n_opt = sum(len(g["params"]) for g in ck["opt"]["param_groups"])
+        net = Enhancer(EnhancerConfig.from_dict(ck["config"]))
+        n_prior = sum(1 for m in net.prior_modules() for _ in m.parameters())
+        n_all = sum(1 for _ in net.parameters())
+        assert n_opt <= n_all - n_prior
+
+
+# ---------------------------------------------------------------- rasters
+
+def _write(path, data, **kw):
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=str(data.dtype), crs="EPSG:32633", transform=from_origin(500000, 4100000, 0.5, 0.5), **kw)
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+
+
+def _georef(path):
+    with rasterio.open(path) as ds:
+        return ds.crs, ds.transform, ds.width, ds.height, ds.count, ds.dtypes, ds.nodata
+
+
+def test_enhance_raster_keeps_georeferencing(pipeline, tmp_path, neon_rgb):
+    from core.enhance_raster import enhance_raster
+
+    _, weights = pipeline
+    out = tmp_path / "enh.tif"
+    res = enhance_raster(neon_rgb, out, enhancer=str(weights), fidelity=0.7, window=128, overlap=16)
+    assert _georef(out) == _georef(neon_rgb)
+    assert res["fidelity"] == 0.7 and res["windows"] == 16
+    with rasterio.open(out) as ds:
+        assert ds.read().std() > 0
+
+
+def test_enhance_jpeg_geotiff_and_cli(pipeline, tmp_path, neon_rgb):
+    """A JPEG-compressed GeoTIFF (another codec) is enhanced with the CLI subcommand."""
+    from core.tile_codec import main
+
+    _, weights = pipeline
+    with rasterio.open(neon_rgb) as ds:
+        data, crs, transform = ds.read(), ds.crs, ds.transform
+    src = tmp_path / "jpeg.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3,
+                       dtype="uint8", crs=crs, transform=transform, compress="JPEG", jpeg_quality=20,
+                       photometric="YCBCR", tiled=True, blockxsize=128, blockysize=128) as ds:
+        ds.write(data)
+    out = tmp_path / "jpeg.enh.tif"
+    assert main(["enhance", str(src), "-o", str(out), "--enhancer", str(weights), "--fidelity", "1",
+                 "--quiet"]) == 0
+    assert _georef(out) == _georef(src)
+    assert main(["enhance", str(src), "-o", str(out), "--enhancer", str(weights), "--quiet"]) == 1  # exists
+
+
+def test_enhance_keeps_nodata_and_uint16(pipeline, tmp_path):
+    from core.enhance_raster import enhance_raster
+
+    _, weights = pipeline
+    rng = np.random.default_rng(0)
+    data = rng.integers(100, 2000, size=(1, 90, 130)).astype(np.uint16)
+    data[:, :10, :] = 0
+    src = tmp_path / "pan.tif"
+    _write(src, data, nodata=0)
+    out = tmp_path / "pan.enh.tif"
+    enhance_raster(src, out, enhancer=str(weights), window=64, overlap=16)
+    assert _georef(out) == _georef(src)
+    with rasterio.open(out) as ds:
+        got = ds.read()
+    assert (got[:, :10, :] == 0).all()  # nodata pixels copied unchanged
+    assert got[:, 10:].min() >= 100 and got[:, 10:].max() <= 1999  # within the band's range
+
+
+def test_windows_blend_without_seams_when_identity(tmp_path, neon_rgb, monkeypatch):
+    """With an identity enhancer the blended output equals the input: the window ramps sum to one."""
+    import core.enhance_raster as er
+
+    class Identity(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def enhance(self, x, w):
+            return x
+
+    class Loaded:
+        net, sha256, default_fidelity = Identity(), "0" * 64, 0.5
+
+    monkeypatch.setattr("core.enhancer.get_enhancer", lambda *a, **k: Loaded())
+    out = tmp_path / "id.tif"
+    er.enhance_raster(neon_rgb, out, window=96, overlap=24)
+    with rasterio.open(neon_rgb) as a, rasterio.open(out) as b:
+        assert np.array_equal(a.read(), b.read())
+
+
+def test_decompress_without_enhancer_weights_still_decodes(tmp_path, neon_rgb, tiny_weights):
+    from core.codec import CompressOptions, compress_raster
+    from core.enhance_raster import decompress_enhanced
+
+    c = tmp_path / "a.crsic"
+    compress_raster(neon_rgb, c, CompressOptions(model=tiny_weights, quality=1, tile=256, overlap=32))
+    res = decompress_enhanced(c, tmp_path / "a.tif", enhancer=str(tmp_path / "missing.safetensors"),
+                              model=tiny_weights)
+    assert res["enhanced"] is False and "not found" in res["enhancement"]
+    res = decompress_enhanced(c, tmp_path / "b.tif", enhance=False, model=tiny_weights)
+    assert res["enhanced"] is False
+    assert _georef(tmp_path / "a.tif") == _georef(tmp_path / "b.tif")
+
+
+def test_decompress_enhanced(pipeline, tmp_path, neon_rgb, tiny_weights):
+    from core.codec import CompressOptions, compress_raster
+    from core.enhance_raster import decompress_enhanced
+
+    _, weights = pipeline
+    c = tmp_path / "a.crsic"
+    compress_raster(neon_rgb, c, CompressOptions(model=tiny_weights, quality=1, tile=256, overlap=32))
+    res = decompress_enhanced(c, tmp_path / "e.tif", enhancer=str(weights), fidelity=0.3, model=tiny_weights)
+    assert res["enhanced"] is True and res["fidelity"] == 0.3
+    assert _georef(tmp_path / "e.tif") == _georef(neon_rgb)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
