@@ -186,10 +186,17 @@ def _bbox_in_raster_crs(container: str, bbox, bbox_crs):
 
 # ---------------------------------------------------------------- actions
 
+REQUIRED = ("numpy", "torch", "compressai", "rasterio", "safetensors")
+
+
 def do_ping(job: dict, steps=None) -> dict:
+    """Cheap self-description (imports none of the heavy packages, only looks them up)."""
+    from importlib.util import find_spec
+
     return {"version": __version__, "python": sys.executable, "python_version": sys.version.split()[0],
             "actions": list(ACTIONS), "enhance": _enhance_cli_available(),
-            "core": str(Path(__file__).resolve().parent)}
+            "core": str(Path(__file__).resolve().parent),
+            "missing": [name for name in REQUIRED if find_spec(name) is None]}
 
 
 def do_info(job: dict, steps=None) -> dict:
@@ -350,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except CodecError as exc:
         emit({"type": "error", "message": str(exc)})
+        return 1
+    except ImportError as exc:
+        emit({"type": "error", "message": f"the worker Python {sys.executable} lacks a package Code-RSIC needs "
+                                          f"({exc}): install the project into it (pip install code-rsic)"})
         return 1
     except Exception as exc:  # noqa: BLE001 - the caller gets one line, the traceback goes to stderr
         traceback.print_exc()

@@ -1,0 +1,648 @@
+"""Dialogs: compress a layer, decompress a container (whole or map extent), settings.
+
+Each dialog turns its widgets into a parameter object and checks it with a plain
+``validate_*`` function; the problems are listed in the dialog itself (red text) and the
+OK button stays disabled until they are fixed, so a bad choice never reaches the worker
+as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .layers import SUPPORTED_TYPES, band_names, default_bands, layer_file_path
+from .settings import PluginSettings
+
+CONTAINER_MAGIC = b"CRSIC\x00\r\n"  # first bytes of a .crsic file (core/container.py)
+DEVICES = ("cpu", "cuda")
+MODEL_NAMES = ("elic-lite",)
+
+
+# ---------------------------------------------------------------- shared checks
+
+def model_levels(model: str) -> tuple[str, int] | None:
+    """(name, rate levels) from a Code-RSIC .safetensors file's metadata, read without torch."""
+    try:
+        with open(model, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 10_000_000:
+                return None
+            meta = json.loads(f.read(n)).get("__metadata__", {})
+        spec = json.loads(meta["crsic_model_spec"])
+        return spec["name"], len(spec["lambdas"])
+    except (OSError, ValueError, KeyError, struct.error, TypeError):
+        return None
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.endswith(".safetensors") or os.sep in model or "/" in model
+
+
+def check_model(model: str, quality: float | None = None) -> list[str]:
+    if not model or not _looks_like_path(model):
+        return []
+    if not os.path.isfile(model):
+        return [f"Model file not found: {model}"]
+    info = model_levels(model)
+    if info is None:
+        return [f"{Path(model).name} is not a Code-RSIC weights file"]
+    name, levels = info
+    if quality is not None and not 1 <= quality <= levels:
+        return [f"Quality must be between 1 and {levels} for model {name}"]
+    return []
+
+
+def check_output(path: str, what: str, overwrite: bool, others: dict[str, str]) -> list[str]:
+    if not path:
+        return [f"Choose a {what}"]
+    p = Path(path)
+    if not p.parent.is_dir():
+        return [f"The folder of the {what} does not exist: {p.parent}"]
+    if not os.access(p.parent, os.W_OK):
+        return [f"The folder of the {what} is not writable: {p.parent}"]
+    for other_what, other in others.items():
+        if other and os.path.abspath(other) == os.path.abspath(path):
+            return [f"The {what} must differ from the {other_what}"]
+    if p.exists() and not overwrite:
+        return [f"The {what} already exists: {p.name} (tick 'Overwrite existing files' to replace it)"]
+    return []
+
+
+def check_container(path: str) -> list[str]:
+    if not path:
+        return ["Choose a .crsic file to decode"]
+    if not os.path.isfile(path):
+        return [f"File not found: {path}"]
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(CONTAINER_MAGIC))
+    except OSError as exc:
+        return [f"Cannot read {path}: {exc.strerror}"]
+    if head != CONTAINER_MAGIC:
+        return [f"{Path(path).name} is not a Code-RSIC container"]
+    return []
+
+
+# ---------------------------------------------------------------- compress
+
+@dataclass
+class CompressParams:
+    layer_id: str = ""
+    input: str = ""
+    bands: list[int] = field(default_factory=list)
+    use_target_bpp: bool = False
+    quality: float = 3.0
+    target_bpp: float = 0.3
+    tile: int = 512
+    overlap: int = 32
+    enhance: bool = False
+    fidelity: float = 0.5
+    output: str = ""
+    decode: bool = True  # decode again and add the before/after comparison
+    decoded_output: str = ""
+    model: str = ""
+    device: str = "cpu"
+    overwrite: bool = False
+
+    def to_job(self, threads: int = 0) -> dict:
+        job = {"action": "compress", "input": self.input, "output": self.output, "bands": self.bands,
+               "quality": self.quality, "target_bpp": self.target_bpp if self.use_target_bpp else None,
+               "tile": self.tile, "overlap": self.overlap, "device": self.device, "overwrite": self.overwrite,
+               "threads": threads}
+        if self.model:
+            job["model"] = self.model
+        if self.decode:
+            job["decode_to"] = self.decoded_output
+            job["enhance"] = self.enhance
+            job["fidelity"] = self.fidelity
+        return job
+
+
+def validate_compress(p: CompressParams, layer: QgsRasterLayer | None) -> list[str]:
+    """Problems with the choices, as sentences for the dialog (empty: OK)."""
+    errors: list[str] = []
+    if layer is None:
+        return ["Choose a raster layer"]
+    if not p.input:
+        return [f"Layer '{layer.name()}' is not a local raster file (provider {layer.providerType()}): "
+                "save it as a GeoTIFF first"]
+    if not p.bands:
+        errors.append("Choose at least one band")
+    else:
+        bad = [b for b in p.bands if not 1 <= b <= layer.bandCount()]
+        if bad:
+            errors.append(f"Band {bad[0]} does not exist: the layer has bands 1..{layer.bandCount()}")
+        else:
+            types = {layer.dataProvider().dataType(b) for b in p.bands}
+            unsupported = [t for t in types if t not in SUPPORTED_TYPES]
+            if unsupported:
+                errors.append("Code-RSIC codes 8-bit and 16-bit unsigned bands only; the chosen bands are "
+                              f"{', '.join(sorted(str(getattr(t, 'name', t)) for t in unsupported))}")
+            elif len(types) > 1:
+                errors.append("The chosen bands mix 8-bit and 16-bit data: choose bands of one type")
+    if p.use_target_bpp:
+        if not p.target_bpp > 0:
+            errors.append("Target bits per pixel must be above 0")
+    elif not 1 <= p.quality <= 6:
+        errors.append("Quality must be between 1 (smallest file) and 6 (best)")
+    if p.tile < 64:
+        errors.append("Tile size must be at least 64 pixels")
+    if p.overlap < 0 or p.overlap > p.tile // 2:
+        errors.append(f"Overlap must be between 0 and half the tile size ({p.tile // 2} px)")
+    if p.decode and p.enhance and not 0 <= p.fidelity <= 1:
+        errors.append("Fidelity must be between 0 and 1")
+    errors += check_model(p.model, None if p.use_target_bpp else p.quality)
+    if p.device not in DEVICES:
+        errors.append(f"Device must be one of {', '.join(DEVICES)}")
+    errors += check_output(p.output, "compressed file", p.overwrite, {"input layer's file": p.input})
+    if p.output and not p.output.lower().endswith(".crsic"):
+        errors.append("The compressed file should end with .crsic")
+    if p.decode:
+        errors += check_output(p.decoded_output, "decoded GeoTIFF", p.overwrite,
+                               {"input layer's file": p.input, "compressed file": p.output})
+    return errors
+
+
+def _model_row(parent: QWidget) -> tuple[QWidget, QComboBox]:
+    box = QWidget(parent)
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    combo = QComboBox(box)
+    combo.setEditable(True)
+    combo.addItems(MODEL_NAMES)
+    combo.setToolTip("A model name (default elic-lite) or a .safetensors weights file")
+    browse = QPushButton("…", box)
+    browse.setMaximumWidth(32)
+
+    def pick():
+        from qgis.PyQt.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(box, "Model weights", "", "Weights (*.safetensors)")
+        if path:
+            combo.setEditText(path)
+
+    browse.clicked.connect(pick)
+    row.addWidget(combo, 1)
+    row.addWidget(browse)
+    return box, combo
+
+
+def _model_text(combo: QComboBox) -> str:
+    text = combo.currentText().strip()
+    return "" if text in ("", MODEL_NAMES[0]) else text
+
+
+class _ValidatingDialog(QDialog):
+    """A dialog with a red problem list above OK/Cancel; OK works only without problems."""
+
+    def _finish_layout(self, layout: QVBoxLayout) -> None:
+        self.problems = QLabel(self)
+        self.problems.setObjectName("problems")
+        self.problems.setWordWrap(True)
+        self.problems.setStyleSheet("color: #b00020;")
+        self.problems.setTextFormat(Qt.PlainText)
+        layout.addWidget(self.problems)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+
+    def errors(self) -> list[str]:
+        raise NotImplementedError
+
+    def refresh(self, *_args) -> list[str]:
+        errors = self.errors()
+        self.problems.setText("\n".join(f"• {e}" for e in errors))
+        self.problems.setVisible(bool(errors))
+        self.buttons.button(QDialogButtonBox.Ok).setEnabled(not errors)
+        return errors
+
+    def accept(self) -> None:
+        if not self.refresh():
+            super().accept()
+
+
+class CompressDialog(_ValidatingDialog):
+    def __init__(self, parent=None, layer: QgsRasterLayer | None = None, worker_problem: str | None = None,
+                 enhance_available: bool | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Compress layer with Code-RSIC")
+        self.worker_problem = worker_problem
+        self.enhance_available = enhance_available
+        self._outputs_touched = False
+        st = PluginSettings.load()
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        layout.addLayout(form)
+
+        self.layer_combo = QgsMapLayerComboBox(self)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        form.addRow("Raster layer", self.layer_combo)
+
+        self.band_list = QListWidget(self)
+        self.band_list.setMaximumHeight(110)
+        form.addRow("Bands", self.band_list)
+
+        rate = QGroupBox("Rate", self)
+        rate_form = QFormLayout(rate)
+        self.quality_radio = QRadioButton("Quality", rate)
+        self.bpp_radio = QRadioButton("Target bits per pixel", rate)
+        group = QButtonGroup(self)
+        group.addButton(self.quality_radio)
+        group.addButton(self.bpp_radio)
+        self.quality_radio.setChecked(True)
+        self.quality = QDoubleSpinBox(rate)
+        self.quality.setRange(1.0, 6.0)
+        self.quality.setSingleStep(0.5)
+        self.quality.setValue(3.0)
+        self.quality.setToolTip("1 = smallest file ... 6 = best quality (fractions allowed)")
+        self.target_bpp = QDoubleSpinBox(rate)
+        self.target_bpp.setRange(0.0, 24.0)
+        self.target_bpp.setDecimals(3)
+        self.target_bpp.setSingleStep(0.05)
+        self.target_bpp.setValue(0.3)
+        rate_form.addRow(self.quality_radio, self.quality)
+        rate_form.addRow(self.bpp_radio, self.target_bpp)
+        form.addRow(rate)
+
+        self.tile = QSpinBox(self)
+        self.tile.setRange(64, 8192)
+        self.tile.setSingleStep(64)
+        self.tile.setValue(512)
+        self.overlap = QSpinBox(self)
+        self.overlap.setRange(0, 4096)
+        self.overlap.setSingleStep(8)
+        self.overlap.setValue(32)
+        form.addRow("Tile size (px)", self.tile)
+        form.addRow("Tile overlap (px)", self.overlap)
+
+        self.output = QgsFileWidget(self)
+        self.output.setStorageMode(QgsFileWidget.SaveFile)
+        self.output.setFilter("Code-RSIC container (*.crsic)")
+        form.addRow("Compressed file", self.output)
+
+        self.decode = QCheckBox("Decode it again and add a before/after comparison", self)
+        self.decode.setChecked(True)
+        form.addRow(self.decode)
+        self.decoded_output = QgsFileWidget(self)
+        self.decoded_output.setStorageMode(QgsFileWidget.SaveFile)
+        self.decoded_output.setFilter("GeoTIFF (*.tif *.tiff)")
+        form.addRow("Decoded GeoTIFF", self.decoded_output)
+
+        self.enhance = QCheckBox("Enhance the decoded image (codebook prior)", self)
+        self.fidelity = QDoubleSpinBox(self)
+        self.fidelity.setRange(0.0, 1.0)
+        self.fidelity.setSingleStep(0.1)
+        self.fidelity.setValue(0.5)
+        self.fidelity.setToolTip("0 = most texture from the prior, 1 = most faithful to the decoded image")
+        form.addRow(self.enhance)
+        form.addRow("Fidelity", self.fidelity)
+
+        self.model_box, self.model = _model_row(self)
+        form.addRow("Model", self.model_box)
+        self.device = QComboBox(self)
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(st.device if st.device in DEVICES else "cpu")
+        form.addRow("Device", self.device)
+        self.overwrite = QCheckBox("Overwrite existing files", self)
+        form.addRow(self.overwrite)
+        self._finish_layout(layout)
+
+        self.layer_combo.layerChanged.connect(self._layer_changed)
+        for signal in (self.band_list.itemChanged, self.quality_radio.toggled, self.quality.valueChanged,
+                       self.target_bpp.valueChanged, self.tile.valueChanged, self.overlap.valueChanged,
+                       self.decode.toggled, self.enhance.toggled, self.fidelity.valueChanged,
+                       self.model.currentTextChanged, self.device.currentTextChanged, self.overwrite.toggled):
+            signal.connect(self.refresh)
+        self.output.fileChanged.connect(self._output_edited)
+        self.decoded_output.fileChanged.connect(self._output_edited)
+        self.decode.toggled.connect(self._sync_enabled)
+        self.enhance.toggled.connect(self._sync_enabled)
+        self.quality_radio.toggled.connect(self._sync_enabled)
+        if layer is not None:
+            self.layer_combo.setLayer(layer)
+        self._layer_changed(self.layer_combo.currentLayer())
+        self._sync_enabled()
+
+    # -- widgets -> params
+    def _layer_changed(self, layer) -> None:
+        self.band_list.blockSignals(True)
+        self.band_list.clear()
+        if isinstance(layer, QgsRasterLayer):
+            chosen = set(default_bands(layer))
+            for b, name in enumerate(band_names(layer), start=1):
+                item = QListWidgetItem(name, self.band_list)
+                item.setData(Qt.UserRole, b)
+                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                item.setCheckState(Qt.Checked if b in chosen else Qt.Unchecked)
+            path = layer_file_path(layer)
+            if path and not self._outputs_touched:
+                stem = Path(path).with_suffix("")
+                self._set_output(self.output, f"{stem}.crsic")
+                self._set_output(self.decoded_output, f"{stem}.decoded.tif")
+        self.band_list.blockSignals(False)
+        self.refresh()
+
+    def _set_output(self, widget: QgsFileWidget, path: str) -> None:
+        widget.blockSignals(True)
+        widget.setFilePath(path)
+        widget.blockSignals(False)
+
+    def _output_edited(self, *_args) -> None:
+        self._outputs_touched = True
+        self.refresh()
+
+    def _sync_enabled(self, *_args) -> None:
+        self.quality.setEnabled(self.quality_radio.isChecked())
+        self.target_bpp.setEnabled(not self.quality_radio.isChecked())
+        self.decoded_output.setEnabled(self.decode.isChecked())
+        self.enhance.setEnabled(self.decode.isChecked())
+        self.fidelity.setEnabled(self.decode.isChecked() and self.enhance.isChecked())
+
+    def selected_bands(self) -> list[int]:
+        return [self.band_list.item(i).data(Qt.UserRole) for i in range(self.band_list.count())
+                if self.band_list.item(i).checkState() == Qt.Checked]
+
+    def set_bands(self, bands: list[int]) -> None:
+        for i in range(self.band_list.count()):
+            item = self.band_list.item(i)
+            item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in bands else Qt.Unchecked)
+
+    def params(self) -> CompressParams:
+        layer = self.layer_combo.currentLayer()
+        return CompressParams(
+            layer_id=layer.id() if layer else "",
+            input=(layer_file_path(layer) or "") if layer else "",
+            bands=self.selected_bands(),
+            use_target_bpp=self.bpp_radio.isChecked(),
+            quality=self.quality.value(),
+            target_bpp=self.target_bpp.value(),
+            tile=self.tile.value(),
+            overlap=self.overlap.value(),
+            enhance=self.enhance.isChecked(),
+            fidelity=self.fidelity.value(),
+            output=self.output.filePath().strip(),
+            decode=self.decode.isChecked(),
+            decoded_output=self.decoded_output.filePath().strip(),
+            model=_model_text(self.model),
+            device=self.device.currentText(),
+            overwrite=self.overwrite.isChecked(),
+        )
+
+    def errors(self) -> list[str]:
+        p = self.params()
+        errors = validate_compress(p, self.layer_combo.currentLayer())
+        if p.decode and p.enhance and self.enhance_available is False:
+            errors.append("Enhancement is not available in the worker's Code-RSIC version: untick 'Enhance'")
+        if self.worker_problem:
+            errors.append(self.worker_problem)
+        return errors
+
+
+# ---------------------------------------------------------------- decompress
+
+@dataclass
+class DecompressParams:
+    container: str = ""
+    output: str = ""
+    extent_only: bool = False
+    extent: QgsRectangle | None = None
+    extent_crs: str = ""  # authid or WKT of the extent's CRS
+    model: str = ""
+    device: str = "cpu"
+    enhance: bool = False
+    fidelity: float = 0.5
+    overwrite: bool = False
+
+    def to_job(self, threads: int = 0) -> dict:
+        job = {"action": "decompress", "input": self.container, "output": self.output, "device": self.device,
+               "overwrite": self.overwrite, "enhance": self.enhance, "fidelity": self.fidelity, "threads": threads}
+        if self.model:
+            job["model"] = self.model
+        if self.extent_only and self.extent is not None:
+            e = self.extent
+            job["bbox"] = [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()]
+            if self.extent_crs:
+                job["bbox_crs"] = self.extent_crs
+        return job
+
+
+def validate_decompress(p: DecompressParams) -> list[str]:
+    errors = check_container(p.container)
+    if p.extent_only and (p.extent is None or p.extent.isEmpty()):
+        errors.append("The map extent is empty")
+    errors += check_model(p.model)
+    if p.enhance and not 0 <= p.fidelity <= 1:
+        errors.append("Fidelity must be between 0 and 1")
+    errors += check_output(p.output, "decoded GeoTIFF", p.overwrite, {"container": p.container})
+    return errors
+
+
+def default_decoded_path(container: str, extent_only: bool) -> str:
+    base = Path(container).with_suffix("")
+    if not extent_only:
+        return f"{base}.decoded.tif"
+    n = 1
+    while Path(f"{base}.extent-{n}.tif").exists():
+        n += 1
+    return f"{base}.extent-{n}.tif"
+
+
+class DecompressDialog(_ValidatingDialog):
+    def __init__(self, parent=None, container: str = "", model: str = "", extent: QgsRectangle | None = None,
+                 extent_crs: str = "",
+                 extent_only: bool = False, worker_problem: str | None = None,
+                 enhance_available: bool | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Decode current map extent" if extent_only else "Decompress .crsic file")
+        self.extent, self.extent_crs = extent, extent_crs
+        self.worker_problem = worker_problem
+        self.enhance_available = enhance_available
+        self._output_touched = False
+        st = PluginSettings.load()
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        layout.addLayout(form)
+        self.container = QgsFileWidget(self)
+        self.container.setStorageMode(QgsFileWidget.GetFile)
+        self.container.setFilter("Code-RSIC container (*.crsic)")
+        form.addRow("Compressed file", self.container)
+        self.whole = QRadioButton("Whole raster", self)
+        self.in_extent = QRadioButton("Only the current map extent (decodes just the tiles in view)", self)
+        group = QButtonGroup(self)
+        group.addButton(self.whole)
+        group.addButton(self.in_extent)
+        (self.in_extent if extent_only else self.whole).setChecked(True)
+        self.in_extent.setEnabled(extent is not None)
+        form.addRow(self.whole)
+        form.addRow(self.in_extent)
+        self.output = QgsFileWidget(self)
+        self.output.setStorageMode(QgsFileWidget.SaveFile)
+        self.output.setFilter("GeoTIFF (*.tif *.tiff)")
+        form.addRow("Decoded GeoTIFF", self.output)
+        self.enhance = QCheckBox("Enhance the decoded image (codebook prior)", self)
+        self.fidelity = QDoubleSpinBox(self)
+        self.fidelity.setRange(0.0, 1.0)
+        self.fidelity.setSingleStep(0.1)
+        self.fidelity.setValue(0.5)
+        form.addRow(self.enhance)
+        form.addRow("Fidelity", self.fidelity)
+        self.model_box, self.model = _model_row(self)
+        self.model.setToolTip("Leave at elic-lite to use the model the file was made with, or give a weights file")
+        if model:
+            self.model.setEditText(model)
+        form.addRow("Model", self.model_box)
+        self.device = QComboBox(self)
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(st.device if st.device in DEVICES else "cpu")
+        form.addRow("Device", self.device)
+        self.overwrite = QCheckBox("Overwrite existing files", self)
+        form.addRow(self.overwrite)
+        self._finish_layout(layout)
+
+        self.container.fileChanged.connect(self._container_changed)
+        self.output.fileChanged.connect(self._output_edited)
+        for signal in (self.whole.toggled, self.enhance.toggled, self.fidelity.valueChanged,
+                       self.model.currentTextChanged, self.device.currentTextChanged, self.overwrite.toggled):
+            signal.connect(self.refresh)
+        self.whole.toggled.connect(lambda *_: self._container_changed(self.container.filePath()))
+        self.enhance.toggled.connect(lambda on: self.fidelity.setEnabled(on))
+        self.fidelity.setEnabled(False)
+        if container:
+            self.container.setFilePath(container)
+        self._container_changed(self.container.filePath())
+
+    def _container_changed(self, path: str) -> None:
+        if path and not self._output_touched:
+            self.output.blockSignals(True)
+            self.output.setFilePath(default_decoded_path(path, self.in_extent.isChecked()))
+            self.output.blockSignals(False)
+        self.refresh()
+
+    def _output_edited(self, *_args) -> None:
+        self._output_touched = True
+        self.refresh()
+
+    def params(self) -> DecompressParams:
+        return DecompressParams(
+            container=self.container.filePath().strip(),
+            output=self.output.filePath().strip(),
+            extent_only=self.in_extent.isChecked(),
+            extent=self.extent,
+            extent_crs=self.extent_crs,
+            model=_model_text(self.model),
+            device=self.device.currentText(),
+            enhance=self.enhance.isChecked(),
+            fidelity=self.fidelity.value(),
+            overwrite=self.overwrite.isChecked(),
+        )
+
+    def errors(self) -> list[str]:
+        p = self.params()
+        errors = validate_decompress(p)
+        if p.enhance and self.enhance_available is False:
+            errors.append("Enhancement is not available in the worker's Code-RSIC version: untick 'Enhance'")
+        if self.worker_problem:
+            errors.append(self.worker_problem)
+        return errors
+
+
+# ---------------------------------------------------------------- settings
+
+class SettingsDialog(QDialog):
+    """Where the worker Python is, and how it runs."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Code-RSIC settings")
+        st = PluginSettings.load()
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        layout.addLayout(form)
+        self.python = QgsFileWidget(self)
+        self.python.setStorageMode(QgsFileWidget.GetFile)
+        self.python.setFilePath(st.worker_python)
+        self.python.lineEdit().setPlaceholderText("automatic ($CODERSIC_PYTHON, the checkout's .venv, python3)")
+        form.addRow("Worker Python", self.python)
+        self.source = QgsFileWidget(self)
+        self.source.setStorageMode(QgsFileWidget.GetDirectory)
+        self.source.setFilePath(st.source_dir)
+        self.source.lineEdit().setPlaceholderText("optional: a Code-RSIC source folder (if not pip-installed)")
+        form.addRow("Code-RSIC source folder", self.source)
+        self.threads = QSpinBox(self)
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("all cores")
+        self.threads.setValue(st.threads)
+        form.addRow("Worker CPU threads", self.threads)
+        self.device = QComboBox(self)
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(st.device if st.device in DEVICES else "cpu")
+        form.addRow("Default device", self.device)
+        test = QPushButton("Test worker", self)
+        self.status = QLabel(self)
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        test.clicked.connect(self.test_worker)
+        layout.addWidget(test)
+        layout.addWidget(self.status)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def settings(self) -> PluginSettings:
+        return PluginSettings(self.python.filePath().strip(), self.source.filePath().strip(),
+                              self.threads.value(), self.device.currentText())
+
+    def test_worker(self) -> str:
+        from .worker_client import WorkerProcess, find_worker, forget_found_workers
+
+        st = self.settings()
+        forget_found_workers()
+        try:
+            cmd = find_worker(st.worker_python, st.source_dir)
+            info = WorkerProcess(cmd).run({"action": "ping"}, timeout=60)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            text = f"Not working: {exc}"
+        else:
+            missing = info.get("missing") or []
+            text = (f"Code-RSIC {info.get('version')} in {cmd.python} (Python {info.get('python_version')}, "
+                    f"found by {cmd.found_by}); enhancement {'available' if info.get('enhance') else 'not available'}")
+            if missing:
+                text = f"{cmd.python} lacks {', '.join(missing)}: run 'pip install code-rsic' with it"
+        self.status.setText(text)
+        return text
+
+    def accept(self) -> None:
+        self.settings().save()
+        from .worker_client import forget_found_workers
+
+        forget_found_workers()
+        super().accept()

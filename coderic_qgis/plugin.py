@@ -1,0 +1,270 @@
+"""The plugin object: Raster menu "Code-RSIC", toolbar button, tasks and their results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsProject,
+    QgsRasterLayer,
+)
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .dialogs import CompressDialog, CompressParams, DecompressDialog, DecompressParams, SettingsDialog
+from .layers import (
+    PROP_CONTAINER,
+    PROP_MODEL,
+    add_decoded_layer,
+    find_layer_by_container,
+    find_layer_by_file_name,
+    summary_text,
+)
+from .settings import PluginSettings, current_worker
+from .tasks import CodecTask
+from .worker_client import WorkerCanceled, WorkerCommand, WorkerError, WorkerProcess
+
+MENU = "&Code-RSIC"
+ICON = Path(__file__).resolve().parent / "icons" / "coderic.svg"
+TITLE = "Code-RSIC"
+
+
+def crs_text(crs: QgsCoordinateReferenceSystem) -> str:
+    """A CRS as the worker's rasterio understands it: EPSG code if it has one, else WKT."""
+    if not crs.isValid():
+        return ""
+    return crs.authid() if crs.authid().upper().startswith("EPSG:") else crs.toWkt(
+        QgsCoordinateReferenceSystem.WKT_PREFERRED)
+
+
+class CodeRsicPlugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.actions: list[QAction] = []
+        self.toolbar = None
+        self.provider = None
+        self.tasks: set[CodecTask] = set()
+        self._pings: dict[WorkerCommand, dict] = {}
+        self.last_message: tuple[str, str] | None = None  # (level, text), handy for tests and logs
+        self.last_task: CodecTask | None = None
+
+    # ------------------------------------------------------------ QGIS plugin interface
+    def initProcessing(self):  # noqa: N802 - QGIS name
+        from .processing_provider import CodeRsicProvider
+
+        if self.provider is None:
+            self.provider = CodeRsicProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self):  # noqa: N802 - QGIS name
+        icon = QIcon(str(ICON))
+        parent = self.iface.mainWindow()
+        self.toolbar = self.iface.addToolBar(TITLE)
+        self.toolbar.setObjectName("CodeRsicToolbar")
+        self.compress_action = self._add_action(icon, "Compress layer with Code-RSIC", self.show_compress_dialog,
+                                                "Compress the selected raster layer and compare before/after",
+                                                toolbar=True)
+        self.decompress_action = self._add_action(icon, "Decompress .crsic file", self.show_decompress_dialog,
+                                                  "Decode a Code-RSIC container to a GeoTIFF")
+        self.extent_action = self._add_action(icon, "Decode current map extent", self.show_extent_dialog,
+                                              "Decode only the tiles of a container that lie in the map view")
+        self.settings_action = self._add_action(QIcon(), "Settings…", self.show_settings,
+                                                "Worker Python and threads")
+        for action in self.actions:
+            action.setParent(parent)
+        self.initProcessing()
+
+    def _add_action(self, icon, text, slot, tip, toolbar=False) -> QAction:
+        action = QAction(icon, text, self.iface.mainWindow())
+        action.setObjectName("coderic_" + "".join(c for c in text.lower() if c.isalnum())[:24])
+        action.setStatusTip(tip)
+        action.setToolTip(tip)
+        action.triggered.connect(slot)
+        self.iface.addPluginToRasterMenu(MENU, action)
+        if toolbar:
+            self.toolbar.addAction(action)
+        self.actions.append(action)
+        return action
+
+    def unload(self):
+        for task in list(self.tasks):
+            task.on_finished = None
+            task.cancel()
+        for action in self.actions:
+            self.iface.removePluginRasterMenu(MENU, action)
+        self.actions.clear()
+        if self.toolbar is not None:
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+
+    # ------------------------------------------------------------ worker
+    def worker_status(self) -> tuple[WorkerCommand | None, dict | None, str | None]:
+        """(worker, its ping, problem sentence or None); pings are cached per worker."""
+        try:
+            cmd = current_worker()
+        except WorkerError as exc:
+            return None, None, f"Worker: {exc}"
+        if cmd not in self._pings:
+            try:
+                info = WorkerProcess(cmd).run({"action": "ping"}, timeout=60)
+            except (WorkerError, WorkerCanceled) as exc:
+                return cmd, None, f"The worker Python {cmd.python} does not work: {exc}"
+            if info.get("missing"):
+                return cmd, info, (f"The worker Python {cmd.python} lacks {', '.join(info['missing'])}: install "
+                                   "Code-RSIC into it (see docs/qgis.md) or choose another in Settings")
+            self._pings[cmd] = info
+        return cmd, self._pings[cmd], None
+
+    def _threads(self) -> int:
+        return PluginSettings.load().threads
+
+    def _message(self, level: str, text: str) -> None:
+        self.last_message = (level, text)
+        levels = {"success": Qgis.Success, "info": Qgis.Info, "warning": Qgis.Warning, "critical": Qgis.Critical}
+        duration = 0 if level in ("success", "critical") else 8
+        self.iface.messageBar().pushMessage(TITLE, text, levels[level], duration)
+
+    def _worker_or_message(self, worker: WorkerCommand | None) -> WorkerCommand | None:
+        if worker is not None:
+            return worker
+        try:
+            return current_worker()
+        except WorkerError as exc:
+            self._message("critical", str(exc))
+            return None
+
+    def _submit(self, task: CodecTask) -> CodecTask:
+        self.last_task = task
+        self.tasks.add(task)
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    # ------------------------------------------------------------ compress
+    def show_compress_dialog(self, checked=False):
+        layer = self.iface.activeLayer()
+        _, info, problem = self.worker_status()
+        dlg = CompressDialog(self.iface.mainWindow(), layer if isinstance(layer, QgsRasterLayer) else None,
+                             worker_problem=problem, enhance_available=None if info is None else info.get("enhance"))
+        if dlg.exec_():
+            self.start_compress(dlg.params())
+        return dlg
+
+    def start_compress(self, params: CompressParams, worker: WorkerCommand | None = None) -> CodecTask | None:
+        worker = self._worker_or_message(worker)
+        if worker is None:
+            return None
+        layer = QgsProject.instance().mapLayer(params.layer_id)
+        name = layer.name() if layer else Path(params.input).stem
+        job = params.to_job(self._threads())
+        task = CodecTask(f"Code-RSIC: compress {name}", job, worker,
+                         on_finished=lambda t: self._compress_done(t, params, name))
+        return self._submit(task)
+
+    def _compress_done(self, task: CodecTask, params: CompressParams, name: str) -> None:
+        self.tasks.discard(task)
+        if task.was_canceled:
+            self._message("info", f"Compressing {name} was canceled; no files were written")
+            return
+        if not task.succeeded:
+            self._message("critical", f"Compressing {name} failed: {task.error}")
+            return
+        res = task.result
+        if params.decode:
+            original = QgsProject.instance().mapLayer(params.layer_id)
+            label = f"{name} (Code-RSIC q{res.get('quality', 0):.1f}, {res.get('bpp', 0):.3f} bpp)"
+            try:
+                layer, _ = add_decoded_layer(res["decoded"], label, original=original, bands=res.get("bands"),
+                                             container=params.output)
+            except RuntimeError as exc:
+                self._message("critical", str(exc))
+                return
+            if params.model:
+                layer.setCustomProperty(PROP_MODEL, params.model)
+            task.decoded_layer = layer
+        self._message("success", summary_text(res, f"{name} -> {Path(params.output).name}"))
+
+    # ------------------------------------------------------------ decompress
+    def _container_of_active_layer(self) -> tuple[str, str]:
+        """(container, model) remembered on the active layer or on a decoded layer in its group."""
+        layer = self.iface.activeLayer()
+        if layer is None:
+            return "", ""
+        candidates = [layer]
+        node = QgsProject.instance().layerTreeRoot().findLayer(layer.id())
+        group = node.parent() if node is not None else None
+        candidates += [c.layer() for c in (group.findLayers() if group is not None else []) if c.layer() is not None]
+        for candidate in candidates:
+            if candidate.customProperty(PROP_CONTAINER):
+                return str(candidate.customProperty(PROP_CONTAINER)), str(candidate.customProperty(PROP_MODEL) or "")
+        return "", ""
+
+    def _canvas_extent(self):
+        canvas = self.iface.mapCanvas()
+        return canvas.extent(), crs_text(canvas.mapSettings().destinationCrs())
+
+    def show_decompress_dialog(self, checked=False, extent_only=False):
+        extent, crs = self._canvas_extent()
+        _, info, problem = self.worker_status()
+        container, model = self._container_of_active_layer()
+        dlg = DecompressDialog(self.iface.mainWindow(), container=container, model=model, extent=extent, extent_crs=crs, extent_only=extent_only, worker_problem=problem,
+                               enhance_available=None if info is None else info.get("enhance"))
+        if dlg.exec_():
+            self.start_decompress(dlg.params())
+        return dlg
+
+    def show_extent_dialog(self, checked=False):
+        return self.show_decompress_dialog(extent_only=True)
+
+    def start_decompress(self, params: DecompressParams, worker: WorkerCommand | None = None) -> CodecTask | None:
+        worker = self._worker_or_message(worker)
+        if worker is None:
+            return None
+        what = "map extent of " if params.extent_only else ""
+        stem = Path(params.container).stem
+        task = CodecTask(f"Code-RSIC: decode {what}{stem}", params.to_job(self._threads()), worker,
+                         on_finished=lambda t: self._decompress_done(t, params))
+        return self._submit(task)
+
+    def _decompress_done(self, task: CodecTask, params: DecompressParams) -> None:
+        self.tasks.discard(task)
+        stem = Path(params.container).stem
+        if task.was_canceled:
+            self._message("info", f"Decoding {stem} was canceled; no files were written")
+            return
+        if not task.succeeded:
+            self._message("critical", f"Decoding {stem} failed: {task.error}")
+            return
+        res = task.result
+        label = f"{stem} {'map extent ' if params.extent_only else ''}(Code-RSIC decoded)"
+        original = find_layer_by_file_name(res.get("source_name") or "")
+        sibling = find_layer_by_container(params.container)
+        try:
+            if original is not None:
+                layer, _ = add_decoded_layer(res["output"], label, original=original, bands=res.get("bands"),
+                                             container=params.container)
+            elif sibling is not None:
+                layer, _ = add_decoded_layer(res["output"], label, original=sibling, style_from=sibling,
+                                             container=params.container)
+            else:
+                layer, _ = add_decoded_layer(res["output"], label, container=params.container)
+        except RuntimeError as exc:
+            self._message("critical", str(exc))
+            return
+        if params.model:
+            layer.setCustomProperty(PROP_MODEL, params.model)
+        task.decoded_layer = layer
+        tiles = f"{res.get('tiles')} tile(s), " if params.extent_only else ""
+        self._message("success", tiles + summary_text(res, f"{Path(params.container).name} -> {Path(res['output']).name}"))
+
+    # ------------------------------------------------------------ settings
+    def show_settings(self, checked=False):
+        dlg = SettingsDialog(self.iface.mainWindow())
+        if dlg.exec_():
+            self._pings.clear()
+        return dlg
