@@ -123,7 +123,7 @@ class CompressParams:
     tile: int = 512
     overlap: int = 32
     enhance: bool = False
-    fidelity: float = 0.5
+    fidelity: float | None = None  # None: the enhancer's default
     output: str = ""
     decode: bool = True  # decode again and add the before/after comparison
     decoded_output: str = ""
@@ -176,7 +176,7 @@ def validate_compress(p: CompressParams, layer: QgsRasterLayer | None) -> list[s
         errors.append("Tile size must be at least 64 pixels")
     if p.overlap < 0 or p.overlap > p.tile // 2:
         errors.append(f"Overlap must be between 0 and half the tile size ({p.tile // 2} px)")
-    if p.decode and p.enhance and not 0 <= p.fidelity <= 1:
+    if p.decode and p.enhance and p.fidelity is not None and not 0 <= p.fidelity <= 1:
         errors.append("Fidelity must be between 0 and 1")
     errors += check_model(p.model, None if p.use_target_bpp else p.quality)
     if p.device not in DEVICES:
@@ -212,6 +212,22 @@ def _model_row(parent: QWidget) -> tuple[QWidget, QComboBox]:
     row.addWidget(combo, 1)
     row.addWidget(browse)
     return box, combo
+
+
+def _fidelity_box(parent: QWidget) -> QDoubleSpinBox:
+    """Fidelity 0..1; the lowest position means "the enhancer's default"."""
+    box = QDoubleSpinBox(parent)
+    box.setRange(-0.1, 1.0)
+    box.setSingleStep(0.1)
+    box.setDecimals(2)
+    box.setSpecialValueText("enhancer default")
+    box.setValue(-0.1)
+    box.setToolTip("0 = most texture from the codebook prior, 1 = most faithful to the decoded image")
+    return box
+
+
+def _fidelity_value(box: QDoubleSpinBox) -> float | None:
+    return None if box.value() < 0 else box.value()
 
 
 def _model_text(combo: QComboBox) -> str:
@@ -317,11 +333,7 @@ class CompressDialog(_ValidatingDialog):
         form.addRow("Decoded GeoTIFF", self.decoded_output)
 
         self.enhance = QCheckBox("Enhance the decoded image (codebook prior)", self)
-        self.fidelity = QDoubleSpinBox(self)
-        self.fidelity.setRange(0.0, 1.0)
-        self.fidelity.setSingleStep(0.1)
-        self.fidelity.setValue(0.5)
-        self.fidelity.setToolTip("0 = most texture from the prior, 1 = most faithful to the decoded image")
+        self.fidelity = _fidelity_box(self)
         form.addRow(self.enhance)
         form.addRow("Fidelity", self.fidelity)
 
@@ -407,7 +419,7 @@ class CompressDialog(_ValidatingDialog):
             tile=self.tile.value(),
             overlap=self.overlap.value(),
             enhance=self.enhance.isChecked(),
-            fidelity=self.fidelity.value(),
+            fidelity=_fidelity_value(self.fidelity),
             output=self.output.filePath().strip(),
             decode=self.decode.isChecked(),
             decoded_output=self.decoded_output.filePath().strip(),
@@ -438,7 +450,7 @@ class DecompressParams:
     model: str = ""
     device: str = "cpu"
     enhance: bool = False
-    fidelity: float = 0.5
+    fidelity: float | None = None  # None: the enhancer's default
     overwrite: bool = False
 
     def to_job(self, threads: int = 0) -> dict:
@@ -459,7 +471,7 @@ def validate_decompress(p: DecompressParams) -> list[str]:
     if p.extent_only and (p.extent is None or p.extent.isEmpty()):
         errors.append("The map extent is empty")
     errors += check_model(p.model)
-    if p.enhance and not 0 <= p.fidelity <= 1:
+    if p.enhance and p.fidelity is not None and not 0 <= p.fidelity <= 1:
         errors.append("Fidelity must be between 0 and 1")
     errors += check_output(p.output, "decoded GeoTIFF", p.overwrite, {"container": p.container})
     return errors
@@ -508,10 +520,7 @@ class DecompressDialog(_ValidatingDialog):
         self.output.setFilter("GeoTIFF (*.tif *.tiff)")
         form.addRow("Decoded GeoTIFF", self.output)
         self.enhance = QCheckBox("Enhance the decoded image (codebook prior)", self)
-        self.fidelity = QDoubleSpinBox(self)
-        self.fidelity.setRange(0.0, 1.0)
-        self.fidelity.setSingleStep(0.1)
-        self.fidelity.setValue(0.5)
+        self.fidelity = _fidelity_box(self)
         form.addRow(self.enhance)
         form.addRow("Fidelity", self.fidelity)
         self.model_box, self.model = _model_row(self)
@@ -560,7 +569,7 @@ class DecompressDialog(_ValidatingDialog):
             model=_model_text(self.model),
             device=self.device.currentText(),
             enhance=self.enhance.isChecked(),
-            fidelity=self.fidelity.value(),
+            fidelity=_fidelity_value(self.fidelity),
             overwrite=self.overwrite.isChecked(),
         )
 
@@ -596,6 +605,12 @@ class SettingsDialog(QDialog):
         self.source.setFilePath(st.source_dir)
         self.source.lineEdit().setPlaceholderText("optional: a Code-RSIC source folder (if not pip-installed)")
         form.addRow("Code-RSIC source folder", self.source)
+        self.enhancer = QgsFileWidget(self)
+        self.enhancer.setStorageMode(QgsFileWidget.GetFile)
+        self.enhancer.setFilter("Enhancer weights (*.safetensors)")
+        self.enhancer.setFilePath(st.enhancer)
+        self.enhancer.lineEdit().setPlaceholderText("optional: enhancer weights (default: the shipped enhancer)")
+        form.addRow("Enhancer weights", self.enhancer)
         self.threads = QSpinBox(self)
         self.threads.setRange(0, 256)
         self.threads.setSpecialValueText("all cores")
@@ -619,7 +634,7 @@ class SettingsDialog(QDialog):
 
     def settings(self) -> PluginSettings:
         return PluginSettings(self.python.filePath().strip(), self.source.filePath().strip(),
-                              self.threads.value(), self.device.currentText())
+                              self.threads.value(), self.device.currentText(), self.enhancer.filePath().strip())
 
     def test_worker(self) -> str:
         from .worker_client import WorkerProcess, find_worker, forget_found_workers

@@ -121,8 +121,11 @@ class CodeRsicPlugin:
             self._pings[cmd] = info
         return cmd, self._pings[cmd], None
 
-    def _threads(self) -> int:
-        return PluginSettings.load().threads
+    def _job(self, params) -> dict:
+        st = PluginSettings.load()
+        job = params.to_job(st.threads)
+        job.update(st.job_extras())
+        return job
 
     def _message(self, level: str, text: str) -> None:
         self.last_message = (level, text)
@@ -161,7 +164,7 @@ class CodeRsicPlugin:
             return None
         layer = QgsProject.instance().mapLayer(params.layer_id)
         name = layer.name() if layer else Path(params.input).stem
-        job = params.to_job(self._threads())
+        job = self._job(params)
         task = CodecTask(f"Code-RSIC: compress {name}", job, worker,
                          on_finished=lambda t: self._compress_done(t, params, name))
         return self._submit(task)
@@ -227,7 +230,7 @@ class CodeRsicPlugin:
             return None
         what = "map extent of " if params.extent_only else ""
         stem = Path(params.container).stem
-        task = CodecTask(f"Code-RSIC: decode {what}{stem}", params.to_job(self._threads()), worker,
+        task = CodecTask(f"Code-RSIC: decode {what}{stem}", self._job(params), worker,
                          on_finished=lambda t: self._decompress_done(t, params))
         return self._submit(task)
 

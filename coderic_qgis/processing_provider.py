@@ -57,7 +57,8 @@ class _WorkerAlgorithm(QgsProcessingAlgorithm):
 
     def run_job(self, job: dict, feedback) -> dict:
         feedback = feedback or QgsProcessingFeedback()
-        job["threads"] = PluginSettings.load().threads
+        for key, value in PluginSettings.load().job_extras().items():
+            job.setdefault(key, value)
         try:
             worker = current_worker()
         except WorkerError as exc:
@@ -162,8 +163,14 @@ class _RasterOutputAlgorithm(_WorkerAlgorithm):
         if optional_enhance:
             self.addParameter(QgsProcessingParameterBoolean("ENHANCE", "Enhance with the codebook prior", False))
         self.addParameter(QgsProcessingParameterNumber(
-            "FIDELITY", "Fidelity (0 = most texture, 1 = most faithful)", QgsProcessingParameterNumber.Double,
-            0.5, False, 0.0, 1.0))
+            "FIDELITY", "Fidelity (0 = most texture, 1 = most faithful; empty: the enhancer's default)",
+            QgsProcessingParameterNumber.Double, None, True, 0.0, 1.0))
+
+
+    def _fidelity(self, parameters, context) -> float | None:
+        if parameters.get("FIDELITY") in (None, ""):
+            return None
+        return self.parameterAsDouble(parameters, "FIDELITY", context)
 
 
 class DecompressAlgorithm(_RasterOutputAlgorithm):
@@ -201,7 +208,7 @@ class DecompressAlgorithm(_RasterOutputAlgorithm):
         device, model = self._device_and_model(parameters, context)
         job = {"action": "decompress", "input": src, "output": output, "device": device, "overwrite": True,
                "enhance": self.parameterAsBool(parameters, "ENHANCE", context),
-               "fidelity": self.parameterAsDouble(parameters, "FIDELITY", context)}
+               "fidelity": self._fidelity(parameters, context)}
         if model:
             job["model"] = model
         if parameters.get("EXTENT") not in (None, ""):
@@ -231,7 +238,7 @@ class EnhanceAlgorithm(_RasterOutputAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS name
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Decoded raster"))
         self._add_enhance_params(False)
-        self.addParameter(QgsProcessingParameterString("MODEL", "Enhancer weights (default: shipped)", "",
+        self.addParameter(QgsProcessingParameterString("MODEL", "Enhancer weights: name or .safetensors file (default: the shipped enhancer)", "",
                                                        optional=True))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Enhanced raster"))
@@ -244,9 +251,9 @@ class EnhanceAlgorithm(_RasterOutputAlgorithm):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         device, model = self._device_and_model(parameters, context)
         job = {"action": "enhance", "input": src, "output": output, "device": device, "overwrite": True,
-               "fidelity": self.parameterAsDouble(parameters, "FIDELITY", context)}
+               "fidelity": self._fidelity(parameters, context)}
         if model:
-            job["enhance_model"] = model
+            job["enhancer"] = model
         self.run_job(job, feedback)
         return {"OUTPUT": output}
 

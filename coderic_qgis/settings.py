@@ -17,6 +17,7 @@ class PluginSettings:
     source_dir: str = ""  # a Code-RSIC source folder put on the worker's PYTHONPATH (optional)
     threads: int = 0  # CPU threads for the worker's torch (0: all cores)
     device: str = "cpu"
+    enhancer: str = ""  # enhancer weights (name or .safetensors); empty: the shipped one
 
     @classmethod
     def load(cls) -> "PluginSettings":
@@ -26,6 +27,7 @@ class PluginSettings:
             source_dir=str(s.value(PREFIX + "source_dir", "") or ""),
             threads=int(s.value(PREFIX + "threads", 0) or 0),
             device=str(s.value(PREFIX + "device", "cpu") or "cpu"),
+            enhancer=str(s.value(PREFIX + "enhancer", "") or ""),
         )
 
     def save(self) -> None:
@@ -34,6 +36,14 @@ class PluginSettings:
         s.setValue(PREFIX + "source_dir", self.source_dir)
         s.setValue(PREFIX + "threads", int(self.threads))
         s.setValue(PREFIX + "device", self.device)
+        s.setValue(PREFIX + "enhancer", self.enhancer)
+
+    def job_extras(self) -> dict:
+        """What every worker job gets from the settings."""
+        extras = {"threads": int(self.threads)}
+        if self.enhancer:
+            extras["enhancer"] = self.enhancer
+        return extras
 
 
 def current_worker() -> WorkerCommand:

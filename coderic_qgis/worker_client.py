@@ -206,8 +206,23 @@ class WorkerProcess:
             if end_marker:
                 sink(None)
 
-        threading.Thread(target=pump, args=(proc.stdout, lines.put, True), daemon=True).start()
-        threading.Thread(target=pump, args=(proc.stderr, self.stderr_tail.append, False), daemon=True).start()
+        pumps = [threading.Thread(target=pump, args=(proc.stdout, lines.put, True), daemon=True),
+                 threading.Thread(target=pump, args=(proc.stderr, self.stderr_tail.append, False), daemon=True)]
+        for t in pumps:
+            t.start()
+        try:
+            return self._follow(job, proc, lines, existed, progress, is_canceled, timeout)
+        finally:
+            if proc.poll() is not None:
+                for t in pumps:
+                    t.join(timeout=5)
+                for stream in (proc.stdout, proc.stderr):
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+
+    def _follow(self, job, proc, lines, existed, progress, is_canceled, timeout) -> dict:
         deadline = None if timeout is None else time.monotonic() + timeout
         result = error = None
         canceled = False

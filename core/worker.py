@@ -20,12 +20,10 @@ ends by itself when its parent goes away.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -38,6 +36,7 @@ from .errors import CodecError
 ACTIONS = ("ping", "info", "compress", "decompress", "enhance", "psnr")
 
 _OUT_LOCK = threading.Lock()
+_PROTOCOL_OUT = sys.stdout  # JSON lines only; anything else printed goes to stderr (see main)
 
 
 class Canceled(BaseException):
@@ -60,8 +59,8 @@ def _clean(value):
 def emit(message: dict) -> None:
     line = json.dumps(_clean(message), allow_nan=False)
     with _OUT_LOCK:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        _PROTOCOL_OUT.write(line + "\n")
+        _PROTOCOL_OUT.flush()
 
 
 class Steps:
@@ -102,63 +101,36 @@ def _set_threads(job: dict) -> None:
         torch.set_num_threads(threads)
 
 
-def _enhance_cli_available() -> bool:
-    from . import tile_codec
+def _enhancer_installed() -> bool:
+    """Whether this installation has the decoder-side enhancer code (cheap: imports nothing heavy)."""
+    from importlib.util import find_spec
 
-    return "enhance" in getattr(tile_codec, "SUBCOMMANDS", ())
-
-
-def _require_enhance() -> None:
-    if not _enhance_cli_available():
-        raise CodecError("enhancement is not available in this Code-RSIC installation "
-                         "('python -m core.tile_codec enhance' is missing): update the worker environment "
-                         "or turn enhancement off")
+    return find_spec("core.enhance_raster") is not None
 
 
-def run_enhance(src: str, dst: str, job: dict, progress=None) -> dict:
-    """Enhance a decoded raster with ``python -m core.tile_codec enhance`` (in a child process)."""
-    _require_enhance()
-    cmd = [sys.executable, "-m", "core.tile_codec", "enhance", src, "-o", dst, "--json", "--quiet"]
-    if job.get("fidelity") is not None:
-        cmd += ["--fidelity", str(float(job["fidelity"]))]
-    if job.get("enhance_model"):
-        cmd += ["--model", str(job["enhance_model"])]
-    if job.get("device"):
-        cmd += ["--device", str(job["device"])]
-    if job.get("overwrite"):
-        cmd.append("--overwrite")
-    if progress:
-        progress(0, 1)
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = child.communicate()
-    except BaseException:
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        raise
-    if child.returncode != 0:
-        lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
-        why = lines[-1] if lines else f"exit status {child.returncode}"
-        raise CodecError(f"enhancement failed: {why.removeprefix('error: ')}")
-    if progress:
-        progress(1, 1)
-    for line in reversed(out.splitlines()):
-        try:
-            result = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(result, dict):
-            return result
-    return {"output": dst}
+def _require_enhancer(enhancer: str | None):
+    """The enhancement module, or a one-line reason why enhancement cannot run."""
+    if not _enhancer_installed():
+        raise CodecError("enhancement is not available in this Code-RSIC installation (no core.enhance_raster): "
+                         "update the worker environment or turn enhancement off")
+    from . import enhance_raster
+
+    reason = enhance_raster.enhancement_status(enhancer)
+    if reason is not None:
+        raise CodecError(f"enhancement is unavailable: {reason}; turn enhancement off or install the weights")
+    return enhance_raster
 
 
-def _decompress_accepts_enhance() -> bool:
-    from .codec import decompress_raster
+def _fidelity(job: dict) -> float | None:
+    return None if job.get("fidelity") is None else float(job["fidelity"])
 
-    return "enhance" in inspect.signature(decompress_raster).parameters
+
+def run_enhance(src: str, dst: str, job: dict, progress=None, ranges=None) -> dict:
+    """Enhance a raster with the Code-RSIC enhancer (windows blended, georeferencing kept)."""
+    mod = _require_enhancer(job.get("enhancer"))
+    return mod.enhance_raster(src, dst, fidelity=_fidelity(job), enhancer=job.get("enhancer") or None,
+                              device=job.get("device") or "cpu", overwrite=bool(job.get("overwrite")),
+                              ranges=ranges, progress=progress)
 
 
 def _bbox_in_raster_crs(container: str, bbox, bbox_crs):
@@ -194,7 +166,7 @@ def do_ping(job: dict, steps=None) -> dict:
     from importlib.util import find_spec
 
     return {"version": __version__, "python": sys.executable, "python_version": sys.version.split()[0],
-            "actions": list(ACTIONS), "enhance": _enhance_cli_available(),
+            "actions": list(ACTIONS), "enhance": _enhancer_installed(),
             "core": str(Path(__file__).resolve().parent),
             "missing": [name for name in REQUIRED if find_spec(name) is None]}
 
@@ -212,35 +184,36 @@ def do_psnr(job: dict, steps=None) -> dict:
 
 
 def _decode(container: str, output: str, job: dict, steps: Steps, window=None, bbox=None) -> dict:
+    """Decode (a window of) a container; with ``enhance`` the decoded pixels are enhanced too."""
     from .codec import decompress_raster
 
-    enhance = bool(job.get("enhance"))
     kwargs = dict(window=window, bbox=bbox, model=job.get("model") or None, device=job.get("device") or "cpu",
-                  overwrite=bool(job.get("overwrite")), progress=steps.callback("decode"))
-    if job.get("cog"):
-        kwargs["cog"] = True
-    if _decompress_accepts_enhance():  # the codec enhances itself: tell it what we want
-        kwargs["enhance"] = enhance
-        if enhance and job.get("fidelity") is not None:
-            kwargs["fidelity"] = float(job["fidelity"])
-        return decompress_raster(container, output, **kwargs)
-    if not enhance:
-        return decompress_raster(container, output, **kwargs)
-    _require_enhance()  # fail before spending time on decoding
-    plain = Path(output).with_name(f".{Path(output).name}.plain.tif")
-    kwargs["overwrite"] = True
+                  progress=steps.callback("decode"))
+    if not job.get("enhance"):
+        return decompress_raster(container, output, overwrite=bool(job.get("overwrite")),
+                                 cog=bool(job.get("cog")), **kwargs)
+    _require_enhancer(job.get("enhancer"))  # fail before spending time on decoding
+    out = Path(output)
+    if out.exists() and not job.get("overwrite"):
+        raise CodecError(f"output exists: {out} (use --overwrite to replace it)")
+    from .container import ContainerReader
+    from .normalization import BandRange
+
+    with ContainerReader(container) as reader:
+        ranges = [BandRange(*r) for r in reader.header["ranges"]]
+    plain = out.with_name(f".{out.name}.plain.tif")  # hidden, removed whatever happens
     try:
-        result = decompress_raster(container, plain, **kwargs)
-        enhanced = run_enhance(str(plain), output, job, steps.callback("enhance"))
+        result = decompress_raster(container, plain, overwrite=True, **kwargs)
+        enhanced = run_enhance(str(plain), output, job, steps.callback("enhance"), ranges=ranges)
     finally:
         plain.unlink(missing_ok=True)
-    result.update({"output": output, "enhanced": True, "enhance": enhanced})
+    result.update({"output": output, "enhanced": True, "fidelity": enhanced.get("fidelity"),
+                   "enhance_seconds": enhanced.get("seconds")})
     return result
 
 
 def _decode_steps(job: dict) -> list[str]:
-    separate = bool(job.get("enhance")) and not _decompress_accepts_enhance()
-    return ["decode", "enhance"] if separate else ["decode"]
+    return ["decode", "enhance"] if job.get("enhance") else ["decode"]
 
 
 def do_compress(job: dict, steps=None) -> dict:
@@ -344,7 +317,9 @@ def read_job(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _PROTOCOL_OUT
     argv = list(sys.argv[1:] if argv is None else argv)
+    _PROTOCOL_OUT, sys.stdout = sys.stdout, sys.stderr  # stray prints cannot break the protocol
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     if os.name == "posix":

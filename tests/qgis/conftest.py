@@ -29,6 +29,7 @@ if importlib.util.find_spec("qgis") is None:  # e.g. the project's venv: nothing
     collect_ignore_glob = ["test_*.py"]
 else:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["GDAL_PAM_ENABLED"] = "NO"  # no .aux.xml statistics next to the committed fixtures
     # Keep QgsSettings (worker Python, threads) out of the user's real QGIS profile.
     _CONFIG_HOME = tempfile.mkdtemp(prefix="coderic-qgis-tests-")
     os.environ["XDG_CONFIG_HOME"] = _CONFIG_HOME
@@ -45,6 +46,16 @@ spec = REGISTRY["elic-tiny"]
 net = build_model(spec).eval()
 net.update(force=True)
 save_weights(net, spec, sys.argv[1])
+"""
+
+
+TINY_ENHANCER_CODE = """
+import sys, torch
+from core.enhancer import save_enhancer
+from core.hpin import Enhancer
+from core.vqgan import TINY_CONFIG
+torch.manual_seed(0)
+save_enhancer(Enhancer(TINY_CONFIG).eval(), sys.argv[1])
 """
 
 
@@ -110,6 +121,19 @@ def tiny_weights(worker_ready, tmp_path_factory) -> str:
     """Seeded random elic-tiny weights, made by the worker Python (QGIS's Python has no torch)."""
     path = tmp_path_factory.mktemp("weights") / "elic-tiny.safetensors"
     subprocess.run([worker_ready, "-c", TINY_WEIGHTS_CODE, str(path)], env=worker_env(), check=True,
+                   capture_output=True, timeout=600)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_enhancer(worker_ready, tmp_path_factory) -> str:
+    """Seeded random tiny enhancer weights (the decoder-side Code-RSIC enhancer)."""
+    probe = subprocess.run([worker_ready, "-c", "import core.enhance_raster, core.hpin, core.vqgan"],
+                           env=worker_env(), capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("this checkout has no Code-RSIC enhancer (core.enhance_raster)")
+    path = tmp_path_factory.mktemp("enhancer") / "enhancer-tiny.safetensors"
+    subprocess.run([worker_ready, "-c", TINY_ENHANCER_CODE, str(path)], env=worker_env(), check=True,
                    capture_output=True, timeout=600)
     return str(path)
 

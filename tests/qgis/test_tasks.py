@@ -129,7 +129,10 @@ def test_copy_style_remaps_bands(qgis_app, tmp_path):
     from coderic_qgis.layers import copy_style
     from conftest import TEST_DATA
 
-    src = QgsRasterLayer(str(TEST_DATA / "landsat7_6band_uint8_utm25s_rstars_L7_ETMs.tif"), "landsat", "gdal")
+    import shutil
+
+    shutil.copyfile(TEST_DATA / "landsat7_6band_uint8_utm25s_rstars_L7_ETMs.tif", tmp_path / "landsat.tif")
+    src = QgsRasterLayer(str(tmp_path / "landsat.tif"), "landsat", "gdal")
     src.setRenderer(QgsMultiBandColorRenderer(src.dataProvider(), 4, 3, 2))
     path = tmp_path / "three.tif"
     ds = gdal.GetDriverByName("GTiff").Create(str(path), 32, 32, 3, gdal.GDT_Byte)
@@ -160,8 +163,11 @@ def _with(target, **overrides):
     return params
 
 
-def test_decompress_action_pairs_with_source_layer(plugin, iface, qgis_app, neon_copy, tiny_weights, tmp_path):
-    """Decompress .crsic: the decoded raster joins the layer the container was made from."""
+def test_decompress_action_pairs_with_source_layer(plugin, iface, qgis_app, neon_copy, tiny_weights, tmp_path,
+                                                   tiny_enhancer):
+    """Decompress .crsic (enhanced): the decoded raster joins the layer the container was made from."""
+    from qgis.core import QgsSettings
+
     import subprocess
 
     from conftest import worker_env
@@ -174,10 +180,17 @@ def test_decompress_action_pairs_with_source_layer(plugin, iface, qgis_app, neon
                     str(container), "--model", tiny_weights, "--quality", "1", "--tile", "128", "--overlap", "0",
                     "--threads", "1", "--quiet"], env=worker_env(), check=True, capture_output=True)
     layer = _add_layer(neon_copy, "neon")
-    task = plugin.start_decompress(DecompressParams(container=str(container), output=str(tmp_path / "out.tif"),
-                                                    model=tiny_weights))
-    wait_for(task, qgis_app)
+    QgsSettings().setValue("CodeRSIC/enhancer", tiny_enhancer)
+    try:
+        task = plugin.start_decompress(DecompressParams(container=str(container), output=str(tmp_path / "out.tif"),
+                                                        model=tiny_weights, enhance=True, fidelity=0.7))
+        assert task.job["enhancer"] == tiny_enhancer and task.job["fidelity"] == 0.7
+        wait_for(task, qgis_app)
+    finally:
+        QgsSettings().remove("CodeRSIC/enhancer")
     assert task.succeeded, task.error
+    assert task.result["enhanced"] is True and task.result["fidelity"] == pytest.approx(0.7)
+    assert sorted(os.listdir(tmp_path)) == ["neon.crsic", "neon.tif", "out.tif"]  # no leftovers
     group = QgsProject.instance().layerTreeRoot().findGroup(GROUP)
     assert [n.layer() for n in group.findLayers()] == [task.decoded_layer, layer]
     level, text = plugin.last_message
