@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
 )
+from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
@@ -131,7 +132,21 @@ class CodeRsicPlugin:
         self.last_message = (level, text)
         levels = {"success": Qgis.Success, "info": Qgis.Info, "warning": Qgis.Warning, "critical": Qgis.Critical}
         duration = 0 if level in ("success", "critical") else 8
-        self.iface.messageBar().pushMessage(TITLE, text, levels[level], duration)
+        bar = self.iface.messageBar()
+        # Pushed from the event loop, so it lands above QGIS's own "Task complete" notice.
+        QTimer.singleShot(0, lambda: bar.pushMessage(TITLE, text, levels[level], duration))
+
+    def _show_group(self, group) -> None:
+        """Expand the before/after group in the Layers panel (the view keeps its own state)."""
+        if group is None:
+            return
+        group.setExpanded(True)
+        view = getattr(self.iface, "layerTreeView", lambda: None)()
+        if view is not None:
+            try:
+                view.setExpanded(view.node2index(group), True)
+            except (AttributeError, TypeError):
+                pass
 
     def _worker_or_message(self, worker: WorkerCommand | None) -> WorkerCommand | None:
         if worker is not None:
@@ -182,13 +197,14 @@ class CodeRsicPlugin:
             original = QgsProject.instance().mapLayer(params.layer_id)
             label = f"{name} (Code-RSIC q{res.get('quality', 0):.1f}, {res.get('bpp', 0):.3f} bpp)"
             try:
-                layer, _ = add_decoded_layer(res["decoded"], label, original=original, bands=res.get("bands"),
-                                             container=params.output)
+                layer, group = add_decoded_layer(res["decoded"], label, original=original, bands=res.get("bands"),
+                                                 container=params.output)
             except RuntimeError as exc:
                 self._message("critical", str(exc))
                 return
             if params.model:
                 layer.setCustomProperty(PROP_MODEL, params.model)
+            self._show_group(group)
             task.decoded_layer = layer
         self._message("success", summary_text(res, f"{name} -> {Path(params.output).name}"))
 
@@ -249,18 +265,19 @@ class CodeRsicPlugin:
         sibling = find_layer_by_container(params.container)
         try:
             if original is not None:
-                layer, _ = add_decoded_layer(res["output"], label, original=original, bands=res.get("bands"),
-                                             container=params.container)
+                layer, group = add_decoded_layer(res["output"], label, original=original, bands=res.get("bands"),
+                                                 container=params.container)
             elif sibling is not None:
-                layer, _ = add_decoded_layer(res["output"], label, original=sibling, style_from=sibling,
-                                             container=params.container)
+                layer, group = add_decoded_layer(res["output"], label, original=sibling, style_from=sibling,
+                                                 container=params.container)
             else:
-                layer, _ = add_decoded_layer(res["output"], label, container=params.container)
+                layer, group = add_decoded_layer(res["output"], label, container=params.container)
         except RuntimeError as exc:
             self._message("critical", str(exc))
             return
         if params.model:
             layer.setCustomProperty(PROP_MODEL, params.model)
+        self._show_group(group)
         task.decoded_layer = layer
         tiles = f"{res.get('tiles')} tile(s), " if params.extent_only else ""
         self._message("success", tiles + summary_text(res, f"{Path(params.container).name} -> {Path(res['output']).name}"))

@@ -240,6 +240,9 @@ def wait_for(task, app, timeout: float = 300.0) -> None:
     while time.monotonic() < end:
         app.processEvents()
         if task.status() in (QgsTask.Complete, QgsTask.Terminated) and task.done:
+            for _ in range(5):  # let queued main-thread work (message bar) run
+                app.processEvents()
+                time.sleep(0.01)
             return
         time.sleep(0.02)
     raise AssertionError(f"task {task.description()} did not finish in {timeout} s (status {task.status()})")
