@@ -9,6 +9,7 @@ Memory stays bounded by one row of tiles whatever the raster size.
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 import zlib
@@ -121,12 +122,30 @@ def encode_job(job: EncodeJob) -> tuple[int, bytes, int]:
 
 
 _READERS: dict[str, ContainerReader] = {}
+_MAX_READERS = 8
 
 
 def _reader(path: str) -> ContainerReader:
-    if path not in _READERS:
-        _READERS[path] = ContainerReader(path)
-    return _READERS[path]
+    """This process's open container at ``path``; reopened when the file was replaced since
+    (a long-lived Dask worker must not read an old copy), at most ``_MAX_READERS`` kept open."""
+    reader = _READERS.get(path)
+    if reader is not None and not _same_file(reader, path):
+        _READERS.pop(path, None)
+        reader.close()
+        reader = None
+    if reader is None:
+        while len(_READERS) >= _MAX_READERS:
+            _READERS.pop(next(iter(_READERS))).close()
+        reader = _READERS[path] = ContainerReader(path)
+    return reader
+
+
+def _same_file(reader: ContainerReader, path: str) -> bool:
+    try:
+        a, b = os.fstat(reader.f.fileno()), os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
 
 
 def decode_job(job: DecodeJob) -> tuple[int, np.ndarray, np.ndarray | None]:
@@ -279,8 +298,12 @@ def resolve_window(header: dict, window: tuple[int, int, int, int] | None = None
 def _write_strip(dst, mosaic: Mosaic, header: dict, ranges, win: Window) -> None:
     out = np.stack([r.from_unit(v, header["dtype"]) for r, v in zip(ranges, mosaic.values)])
     nodata = header.get("nodata")
-    if mosaic.invalid.any() and nodata is not None:
-        out[:, mosaic.invalid] = np.asarray(nodata).astype(header["dtype"])
+    if nodata is not None:
+        nd = np.asarray(nodata).astype(header["dtype"])
+        # a valid pixel must not decode to the nodata value: nudge it by one level
+        nudge = nd + 1 if nd < np.iinfo(header["dtype"]).max else nd - 1
+        out[(out == nd) & ~mosaic.invalid[None]] = nudge
+        out[:, mosaic.invalid] = nd
     w = Window(0, mosaic.y0 - win.row_off, mosaic.width, mosaic.height)
     dst.write(out, window=w)
     if header.get("has_mask") and nodata is None:

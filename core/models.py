@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -143,6 +144,7 @@ def save_weights(model: torch.nn.Module, spec: ModelSpec, path: str | Path, fp16
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=spec_metadata(spec))
+    os.chmod(tmp, 0o644)
     tmp.replace(path)
     return file_sha256(path)
 

@@ -1,0 +1,101 @@
+"""Encode/decode throughput and peak memory for rasters of growing size.
+
+Builds square uint8 RGB GeoTIFFs of each size from real aerial imagery (mirrored
+mosaics of the given source images, georeferenced in EPSG:32617 at 0.3 m), then runs
+``compress`` and ``decompress`` of the CLI, each in its own process, and reports
+megapixels per second and the peak resident memory of that process.
+
+    python benchmarks/codec_throughput.py --sizes 2048 4096 8192 \
+        --images ../shared/data/val/dubai/*.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from PIL import Image
+from rasterio.transform import from_origin
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_raster(path: Path, size: int, images: list[Path]) -> None:
+    """Write a size x size RGB GeoTIFF, strip by strip, tiled from mirrored source images."""
+    sources = [np.asarray(Image.open(p).convert("RGB")) for p in images]
+    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32617",
+                   transform=from_origin(500000, 3300000, 0.3, 0.3), tiled=True, blockxsize=256, blockysize=256,
+                   compress="deflate", photometric="RGB")
+    with rasterio.open(path, "w", **profile) as dst:
+        y, k = 0, 0
+        while y < size:
+            img = sources[k % len(sources)]
+            h = min(img.shape[0], size - y)
+            row = []
+            x, j = 0, 0
+            while x < size:
+                piece = sources[(k + j) % len(sources)][:h]
+                piece = piece[:, ::-1] if j % 2 else piece
+                row.append(piece[:, : size - x])
+                x += row[-1].shape[1]
+                j += 1
+            strip = np.concatenate(row, axis=1)
+            dst.write(strip.transpose(2, 0, 1), window=rasterio.windows.Window(0, y, size, h))
+            y += h
+            k += 1
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """Run a command; return (seconds, peak RSS in MB of exactly that process)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read()}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
+    p.add_argument("--images", nargs="+", default=sorted(str(x) for x in (ROOT.parent / "shared/data/val/dubai").glob("*.jpg")))
+    p.add_argument("--model", default=None, help="model name or .safetensors (default: the shipped one)")
+    p.add_argument("--quality", default="3")
+    p.add_argument("--threads", default="2")
+    args = p.parse_args(argv)
+    if not args.images:
+        sys.exit("no source images: pass --images")
+    model = ["--model", args.model] if args.model else []
+    print(f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sorted(args.sizes):
+            src = Path(tmp) / f"mosaic_{size}.tif"
+            build_raster(src, size, [Path(i) for i in args.images])
+            crsic, dec = src.with_suffix(".crsic"), Path(tmp) / f"dec_{size}.tif"
+            py = [sys.executable, "-m", "core.tile_codec"]
+            te, me = run(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality, "--threads",
+                               args.threads, "--quiet", *model])
+            td, md = run(py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads, "--quiet", *model])
+            mp = size * size / 1e6
+            bpp = crsic.stat().st_size * 8 / (size * size)
+            rows.append(dict(size=size, megapixels=mp, encode_mp_s=mp / te, decode_mp_s=mp / td,
+                             encode_peak_mb=me, decode_peak_mb=md, bpp=bpp))
+            print(f"{size:>6} {mp:>6.1f} {mp / te:>9.2f} {mp / td:>9.2f} {me:>12.0f} {md:>12.0f} {bpp:>7.3f}", flush=True)
+            for f in (src, crsic, dec):
+                f.unlink()
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
