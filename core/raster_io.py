@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,18 @@ def open_raster(path: str | Path):
         raise CodecError(f"{path}: not a raster GDAL can read") from None
 
 
-@functools.lru_cache(maxsize=8)
 def cached_raster(path: str):
-    """A per-process open dataset (tile jobs on a pool or Dask worker reuse it)."""
+    """A per-process open dataset (tile jobs on a pool or Dask worker reuse it); reopened
+    when the file was replaced since, so a long-lived worker never reads an old copy."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return open_raster(path)  # the one-line error
+    return _cached_raster(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_raster(path: str, *identity):
     return open_raster(path)
 
 

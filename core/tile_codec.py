@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip", "enhance")
+SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip", "enhance", "batch")
 
 
 def _bands(text: str) -> list[int]:
@@ -58,13 +58,14 @@ def setup_args() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{compress,decompress,info,roundtrip,enhance}")
+    sub = parser.add_subparsers(dest="command", metavar="{compress,decompress,info,roundtrip,enhance,batch}")
 
     c = sub.add_parser("compress", help="GeoTIFF -> .crsic container")
     c.add_argument("input", help="raster to compress (GeoTIFF or anything GDAL reads)")
     c.add_argument("-o", "--output", help="container path (default: INPUT with .crsic suffix)")
     _add_compress_options(c)
     _add_runtime(c)
+    _add_cluster(c)
 
     d = sub.add_parser("decompress", help=".crsic container -> GeoTIFF (all of it, or a window)")
     d.add_argument("input", help=".crsic container")
@@ -76,6 +77,7 @@ def setup_args() -> argparse.ArgumentParser:
     d.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
     _add_enhance_options(d, in_decompress=True)
     _add_runtime(d)
+    _add_cluster(d)
 
     i = sub.add_parser("info", help="describe a .crsic container")
     i.add_argument("input", help=".crsic container")
@@ -94,6 +96,7 @@ def setup_args() -> argparse.ArgumentParser:
     e.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
     _add_enhance_options(e, in_decompress=False)
     _add_runtime(e)
+    _add_batch_parser(sub)
     return parser
 
 
@@ -106,6 +109,72 @@ def _add_enhance_options(p: argparse.ArgumentParser, in_decompress: bool) -> Non
                         "1 = closest to the decoded pixels (default: the enhancer's, see docs/enhancement.md)")
     p.add_argument("--enhancer", default=None, help="enhancer weights: registry name or .safetensors file")
     p.add_argument("--enhance-window", type=int, default=256, help="enhancer window size in pixels (default 256)")
+
+
+def _add_cluster(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale-out on Dask (see docs/dask.md)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="code tiles on a local Dask cluster of N worker processes; --threads then sets torch "
+                        "threads per worker (default: the cores shared out). Default: in this process, no Dask")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="code tiles on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (workers need code-rsic, "
+                        "the weights and the same files at the same paths)")
+
+
+def _mapper(args):
+    """The tile mapper the options ask for: in-process, or a Dask cluster (context manager)."""
+    from .parallel import mapper_for
+
+    return mapper_for(workers=args.workers, scheduler=args.scheduler, torch_threads=args.threads or None,
+                      quiet=args.quiet)
+
+
+def _add_batch_parser(sub) -> None:
+    b = sub.add_parser("batch", help="compress or decode many rasters (folders, globs, list files), one output each")
+    modes = b.add_subparsers(dest="batch_command", metavar="{compress,decompress}", required=True)
+    inputs_help = ("rasters, folders (their {} files), quoted globs ('scenes/**/*.tif') or list files "
+                   "(.txt/.lst or @FILE, one path a line)")
+    bc = modes.add_parser("compress", help="rasters -> .crsic containers")
+    bc.add_argument("inputs", nargs="+", help=inputs_help.format(".tif/.tiff/.vrt/.jp2/.img"))
+    bd = modes.add_parser("decompress", help=".crsic containers -> GeoTIFFs")
+    bd.add_argument("inputs", nargs="+", help=inputs_help.format(".crsic"))
+    bd.add_argument("--cog", action="store_true", help="write Cloud-Optimized GeoTIFFs")
+    _add_enhance_options(bd, in_decompress=True)
+    _add_compress_options(bc)
+    for p in (bc, bd):
+        p.add_argument("-o", "--output-dir", help="folder for the outputs (default: next to each input)")
+        p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (resume a batch)")
+        p.add_argument("--concurrent", type=int, default=None, metavar="K",
+                       help="rasters in progress at once on Dask (default: the workers' threads, at most 8)")
+        _add_runtime(p)
+        _add_cluster(p)
+
+
+def cmd_batch(args) -> dict:
+    from .batch import progress_bar, run_batch, summary_lines
+
+    decode_options = None
+    if args.batch_command == "decompress":
+        if args.no_enhance and args.fidelity is not None:
+            from .errors import CodecError
+
+            raise CodecError("give --no-enhance or --fidelity, not both")
+        decode_options = {"model": args.model, "device": args.device, "cog": args.cog, "enhance": not args.no_enhance,
+                          "fidelity": args.fidelity, "enhancer": args.enhancer, "window_size": args.enhance_window}
+    progress, close = progress_bar(args.quiet or args.json)
+    with _mapper(args) as mapper:
+        concurrent = args.concurrent or min(8, max(1, getattr(mapper, "worker_threads", 1)))
+        try:
+            res = run_batch(args.batch_command, args.inputs, args.output_dir,
+                            compress_options=_compress_options(args) if args.batch_command == "compress" else None,
+                            decode_options=decode_options, overwrite=args.overwrite,
+                            skip_existing=args.skip_existing, mapper=mapper, concurrency=concurrent,
+                            progress=progress)
+        finally:
+            close()
+    if not args.json:
+        print("\n".join(summary_lines(res)))
+    return res
 
 
 def _normalise_argv(argv: list[str]) -> list[str]:
@@ -155,7 +224,9 @@ def cmd_compress(args) -> dict:
     from .codec import compress_raster
 
     out = args.output or str(Path(args.input).with_suffix(".crsic"))
-    res = compress_raster(args.input, out, _compress_options(args), progress=_progress(args, "compress"))
+    with _mapper(args) as mapper:
+        res = compress_raster(args.input, out, _compress_options(args), progress=_progress(args, "compress"),
+                              mapper=mapper)
     if not args.json:
         print(f"{args.input} -> {out}: {_fmt_bytes(res['bytes'])}, {res['bpp']:.4f} bpp, ratio {res['ratio']:.1f}:1, "
               f"quality {res['quality']:.2f}, {res['seconds']:.1f} s ({res['megapixels_per_second']:.2f} MP/s)")
@@ -176,10 +247,11 @@ def cmd_decompress(args) -> dict:
         raise CodecError("give --no-enhance or --fidelity, not both")
     from .enhance_raster import decompress_enhanced
 
-    res = decompress_enhanced(args.input, out, enhance=not args.no_enhance, fidelity=args.fidelity,
-                              enhancer=args.enhancer, window_size=args.enhance_window, window=args.window,
-                              bbox=args.bbox, model=args.model, device=args.device, overwrite=args.overwrite,
-                              cog=args.cog, progress=_progress(args, "decode"))
+    with _mapper(args) as mapper:
+        res = decompress_enhanced(args.input, out, enhance=not args.no_enhance, fidelity=args.fidelity,
+                                  enhancer=args.enhancer, window_size=args.enhance_window, window=args.window,
+                                  bbox=args.bbox, model=args.model, device=args.device, overwrite=args.overwrite,
+                                  cog=args.cog, progress=_progress(args, "decode"), mapper=mapper)
     if not args.json and not res["enhanced"] and not args.no_enhance:
         print(f"note: enhancement unavailable ({res['enhancement']}): plain ELIC decoding", file=sys.stderr)
     if not args.json:
@@ -250,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         res = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info,
-               "roundtrip": cmd_roundtrip, "enhance": cmd_enhance}[args.command](args)
+               "roundtrip": cmd_roundtrip, "enhance": cmd_enhance, "batch": cmd_batch}[args.command](args)
     except CodecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -259,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if getattr(args, "json", False):
         print(json.dumps(res, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))
-    return 0
+    return 1 if args.command == "batch" and res["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,296 @@
+"""Compress or decode many rasters: folders, globs or list files in, one output each.
+
+    python -m core.tile_codec batch compress scenes/ -o containers/ --workers 4
+    python -m core.tile_codec batch compress 'archive/**/*.tif' list.txt --scheduler tcp://head:8786
+    python -m core.tile_codec batch decompress containers/ -o decoded/ --workers 4
+
+Several rasters are in progress at once (their tiles share the mapper's bounded window,
+see ``core.parallel``), each written atomically to its own output. A raster that fails
+is reported in the summary and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import CodecError
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+CONTAINER_SUFFIXES = (".crsic",)
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+MODES = ("compress", "decompress")
+
+
+@dataclass
+class BatchItem:
+    src: Path
+    dst: Path | None = None
+    status: str = "pending"  # pending, done, failed, skipped
+    error: str | None = None
+    tiles: int = 0
+    result: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"input": str(self.src), "output": str(self.dst) if self.dst else None, "status": self.status,
+                "error": self.error, **self.result}
+
+
+# ---------------------------------------------------------------- inputs
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _read_list(path: Path) -> list[str]:
+    """Paths in a list file, one a line; blank lines and # comments skipped; relative to the file."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodecError(f"cannot read list file {path}: {exc}") from None
+    out = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line if os.path.isabs(line) else str(path.parent / line))
+    return out
+
+
+def expand_inputs(items: list[str], mode: str) -> list[Path]:
+    """Folders (their rasters, or containers for decompress), globs, list files (``@list``,
+    or a .txt/.lst/.list file) and plain paths -> unique paths in the order given.
+
+    A plain path that does not exist is kept: it fails, and is reported, like any bad input.
+    """
+    suffixes = RASTER_SUFFIXES if mode == "compress" else CONTAINER_SUFFIXES
+    found: list[Path] = []
+
+    def add(text: str, from_list: bool = False) -> None:
+        path = Path(text)
+        if text.startswith("@") and not path.exists():
+            for line in _read_list(Path(text[1:])):
+                add(line, True)
+        elif path.suffix.lower() in LIST_SUFFIXES and path.is_file() and not from_list:
+            for line in _read_list(path):
+                add(line, True)
+        elif path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes))
+        elif _is_glob(text) and not path.exists():
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            if not matches:
+                raise CodecError(f"no file matches {text}")
+            found.extend(p for p in matches if p.is_file())
+        else:
+            found.append(path)
+
+    for text in items:
+        add(text)
+    unique, seen = [], set()
+    for p in found:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def output_for(src: Path, mode: str, out_dir: Path | None) -> Path:
+    name = src.stem + (".crsic" if mode == "compress" else ".decoded.tif")
+    return (out_dir or src.parent) / name
+
+
+# ---------------------------------------------------------------- running
+
+def _probe(item: BatchItem, mode: str, tile: int, overlap: int) -> int:
+    """Number of tiles of an input (cheap: header only); raises CodecError for a bad input."""
+    if mode == "compress":
+        from .raster_io import open_raster
+        from .tiling import TileGrid
+
+        with open_raster(item.src) as ds:
+            return len(TileGrid(ds.width, ds.height, tile, overlap))
+    from .container import ContainerReader
+
+    with ContainerReader(item.src) as reader:
+        return len(reader.entries)
+
+
+def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *, compress_options=None,
+              decode_options: dict | None = None, overwrite: bool = False, skip_existing: bool = False,
+              mapper=None, concurrency: int = 1,
+              progress: Callable[[int, int, int, int], None] | None = None) -> dict:
+    """Run ``mode`` on every input; returns a summary with one entry per input.
+
+    ``compress_options``: a ``CompressOptions`` (its ``overwrite`` is set from ``overwrite``).
+    ``decode_options``: keyword arguments of ``enhance_raster.decompress_enhanced`` (model,
+    device, cog, enhance, fidelity, enhancer, window_size).
+    ``progress(tiles_done, tiles_total, rasters_finished, rasters_failed)``.
+    """
+    from .codec import CompressOptions, compress_raster, serial_map
+
+    if mode not in MODES:
+        raise CodecError(f"batch mode must be one of {', '.join(MODES)}, not '{mode}'")
+    if overwrite and skip_existing:
+        raise CodecError("give --overwrite or --skip-existing, not both")
+    mapper = mapper or serial_map
+    if mapper is serial_map:
+        concurrency = 1  # the in-process coder runs one tile at a time
+    t0 = time.perf_counter()
+    opts = compress_options or CompressOptions()
+    opts.overwrite = overwrite
+    decode_options = dict(decode_options or {})
+    out = Path(out_dir) if out_dir else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    items = [BatchItem(p) for p in expand_inputs(inputs, mode)]
+    if not items:
+        raise CodecError("no input files found")
+    owners: dict[str, BatchItem] = {}
+    for item in items:
+        item.dst = output_for(item.src, mode, out)
+        key = os.path.abspath(item.dst)
+        if key in owners:
+            item.status, item.error = "failed", f"same output {item.dst} as {owners[key].src}"
+        elif os.path.abspath(item.src) == key:
+            item.status, item.error = "failed", "output would replace the input"
+        else:
+            owners[key] = item
+        if item.status == "pending" and skip_existing and item.dst.exists():
+            item.status = "skipped"
+        if item.status == "pending":
+            try:
+                item.tiles = _probe(item, mode, opts.tile, opts.overlap)
+            except CodecError as exc:
+                item.status, item.error = "failed", str(exc)
+    todo = [i for i in items if i.status == "pending"]
+
+    if mode == "compress" and todo:
+        from .tile_coder import get_coder
+
+        get_coder(opts.model, opts.device)  # bad weights: one clear error, not one per raster
+
+    lock = threading.Lock()
+    state = {"tiles": 0, "finished": sum(i.status != "pending" for i in items),
+             "failed": sum(i.status == "failed" for i in items)}
+    total_tiles = sum(i.tiles for i in todo)
+    stop = threading.Event()
+
+    def report() -> None:
+        if progress:
+            progress(state["tiles"], total_tiles, state["finished"], state["failed"])
+
+    def run_one(item: BatchItem) -> None:
+        last = 0
+
+        def tile_progress(done: int, total: int) -> None:
+            nonlocal last
+            if stop.is_set():
+                raise KeyboardInterrupt
+            with lock:
+                # decoding with enhancement reports decode tiles only; clamp to this raster's share
+                step = max(0, min(done, item.tiles) - last)
+                last += step
+                state["tiles"] += step
+                report()
+
+        t = time.perf_counter()
+        try:
+            if mode == "compress":
+                item.result = compress_raster(item.src, item.dst, opts, progress=tile_progress, mapper=mapper)
+                item.result["input_bytes"] = item.src.stat().st_size
+            else:
+                from .enhance_raster import decompress_enhanced
+
+                item.result = decompress_enhanced(item.src, item.dst, overwrite=overwrite, progress=tile_progress,
+                                                  mapper=mapper, **decode_options)
+                item.result["input_bytes"] = item.src.stat().st_size
+                item.result["bytes"] = item.dst.stat().st_size
+            item.status = "done"
+        except CodecError as exc:
+            item.status, item.error = "failed", str(exc)
+        except Exception as exc:  # noqa: BLE001 - one raster's bug must not stop the batch; it is reported
+            item.status, item.error = "failed", f"{type(exc).__name__}: {exc}"
+        item.result.setdefault("seconds", time.perf_counter() - t)
+        with lock:
+            state["tiles"] += item.tiles - last
+            state["finished"] += 1
+            state["failed"] += item.status == "failed"
+            report()
+
+    report()
+    if todo:
+        pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo))), thread_name_prefix="batch")
+        try:
+            for f in [pool.submit(run_one, item) for item in todo]:
+                f.result()
+        except BaseException:
+            stop.set()  # running rasters stop at their next tile; their outputs are not written
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    return summarize(mode, items, time.perf_counter() - t0)
+
+
+def summarize(mode: str, items: list[BatchItem], seconds: float) -> dict:
+    done = [i for i in items if i.status == "done"]
+    return {
+        "mode": mode,
+        "rasters": len(items),
+        "done": len(done),
+        "failed": sum(i.status == "failed" for i in items),
+        "skipped": sum(i.status == "skipped" for i in items),
+        "seconds": seconds,
+        "input_bytes": sum(i.result.get("input_bytes", 0) for i in done),
+        "output_bytes": sum(i.result.get("bytes", 0) for i in done),
+        "tiles": sum(i.tiles for i in done),
+        "items": [i.as_dict() for i in items],
+    }
+
+
+def summary_lines(summary: dict, max_ok: int = 20) -> list[str]:
+    """Human summary: every failure, the successes when there are few, and the totals."""
+    from .tile_codec import _fmt_bytes
+
+    lines = []
+    ok = [i for i in summary["items"] if i["status"] == "done"]
+    for item in summary["items"]:
+        if item["status"] == "failed":
+            lines.append(f"  FAILED  {item['input']}: {item['error']}")
+        elif item["status"] == "skipped":
+            lines.append(f"  skipped {item['input']} ({item['output']} exists)")
+        elif len(ok) <= max_ok:
+            extra = f", {item['bpp']:.4f} bpp" if "bpp" in item else ""
+            lines.append(f"  ok      {item['input']} -> {item['output']}: {_fmt_bytes(item.get('bytes', 0))}"
+                         f"{extra}, {item['seconds']:.1f} s")
+    s = summary
+    ratio = f", {s['input_bytes'] / s['output_bytes']:.1f}:1" if s["output_bytes"] and s["mode"] == "compress" else ""
+    lines.append(f"batch {s['mode']}: {s['done']} of {s['rasters']} rasters done, {s['failed']} failed, "
+                 f"{s['skipped']} skipped; {s['tiles']} tiles, {_fmt_bytes(s['input_bytes'])} -> "
+                 f"{_fmt_bytes(s['output_bytes'])}{ratio} in {s['seconds']:.1f} s")
+    return lines
+
+
+def progress_bar(quiet: bool):
+    """``progress`` for ``run_batch``: one tqdm bar over all tiles, rasters done / failed after it."""
+    import sys
+
+    from tqdm import tqdm
+
+    if quiet:
+        return None, lambda: None
+    bar = tqdm(total=0, desc="batch", unit="tile", file=sys.stderr)
+
+    def update(done: int, total: int, finished: int, failed: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(f"{finished} rasters finished, {failed} failed", refresh=False)
+        bar.refresh()
+
+    return update, bar.close

@@ -1,0 +1,37 @@
+"""The Dask worker plugin of ``core.parallel`` (its own module: importing it imports Dask)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from distributed import WorkerPlugin
+
+from .errors import CodecError
+
+
+class CodecWorkerPlugin(WorkerPlugin):
+    """Configure a worker for tile jobs when it starts: torch threads, models loaded once.
+
+    ``models`` is a list of (model, device); ``get_coder`` caches each per process, so a
+    worker loads a model once however many jobs it runs. Workers that join later, or that
+    the nanny restarts after a crash, run ``setup`` too.
+    """
+
+    idempotent = False
+
+    def __init__(self, torch_threads: int | None = None, models: Iterable[tuple[str, str]] = ()):
+        self.torch_threads = torch_threads
+        self.models = list(models)
+
+    def setup(self, worker) -> None:
+        if self.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+        from .tile_coder import get_coder
+
+        for model, device in self.models:
+            try:
+                get_coder(model, device)
+            except CodecError as exc:
+                raise CodecError(f"Dask worker {worker.address}: {exc}") from None

@@ -1,0 +1,282 @@
+"""Run tile jobs on Dask: a local cluster of worker processes, or an existing cluster.
+
+``compress_raster`` and ``decompress_raster`` take a ``mapper(fn, jobs)`` that yields the
+results in job order. ``core.codec.serial_map`` runs them in this process; ``DaskMapper``
+sends each job to a Dask worker:
+
+- bounded work in flight: at most ``max_in_flight`` jobs are submitted and not yet
+  consumed (shared by every raster using the mapper, e.g. a batch), so memory stays flat
+  on the client and on the workers whatever the raster's size; the job iterator is read
+  lazily;
+- results in order: futures wait in a FIFO, so the container is written in the same
+  order as serially and its bytes are identical;
+- one model per worker: ``CodecWorkerPlugin`` (in ``core.dask_plugin``) sets torch's
+  thread count and loads the models in use when a worker starts (also a worker restarted
+  after a crash), and every job checks that its worker's weights hash is the client's;
+- one tile at a time per worker process (the tile coder keeps per-call state), so give
+  workers one Dask thread each and the cores to torch;
+- a worker that dies mid-job (out of memory, killed) is replaced by the nanny and the
+  scheduler reruns its jobs elsewhere; a job that kills workers repeatedly fails with a
+  one-line ``CodecError`` and, as always, the output is not written.
+
+Dask is imported only when a cluster is asked for: the in-process default pays nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import fields, is_dataclass, replace
+from itertools import chain
+from typing import Callable, Iterable, Iterator
+
+from .errors import CodecError
+
+PLUGIN_NAME = "code-rsic"
+_TILE_LOCK = threading.Lock()
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (cgroup/affinity aware where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def local_torch_threads(workers: int, torch_threads: int | None = None) -> int:
+    """Torch threads per local worker: as asked, else the cores shared out among the workers."""
+    return torch_threads or max(1, available_cores() // max(1, workers))
+
+
+# ---------------------------------------------------------------- on the workers
+
+def run_tile(fn: Callable, job, expected_weights: dict | None = None):
+    """Run one tile job on a worker: one at a time per process, with the client's weights."""
+    with _TILE_LOCK:
+        if expected_weights:
+            _check_weights(job, expected_weights)
+        return fn(job)
+
+
+def _check_weights(job, expected: dict) -> None:
+    model, device = getattr(job, "model", None), getattr(job, "device", "cpu")
+    want = expected.get((model, device))
+    if want is None:
+        return
+    from .tile_coder import get_coder
+
+    got = get_coder(model, device).model.sha256
+    if got != want:
+        raise CodecError(
+            f"Dask worker on {_hostname()} has other weights for model '{model}' (sha256 {got[:12]}, the client "
+            f"has {want[:12]}): install the same weights on every worker"
+        )
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _worker_weights(model: str, device: str) -> str:
+    """sha256 of the weights a worker loads for ``model`` (or the error, one line)."""
+    from .tile_coder import get_coder
+
+    try:
+        return get_coder(model, device).model.sha256
+    except CodecError as exc:
+        return f"error: {exc}"
+
+
+def _worker_torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ---------------------------------------------------------------- on the client
+
+def _absolute_paths(job):
+    """The job with its file paths absolute, so a worker in another directory finds them."""
+    if not is_dataclass(job):
+        return job
+    changes = {}
+    for f in fields(job):
+        value = getattr(job, f.name)
+        if f.name in ("src", "container") and isinstance(value, str) and not os.path.isabs(value):
+            changes[f.name] = os.path.abspath(value)
+        elif f.name == "model" and isinstance(value, str) and not os.path.isabs(value) and os.path.isfile(value):
+            changes[f.name] = os.path.abspath(value)
+    return replace(job, **changes) if changes else job
+
+
+def _describe(job) -> str:
+    index = getattr(job, "tile_index", None)
+    path = getattr(job, "src", None) or getattr(job, "container", None)
+    if index is None:
+        return "a job"
+    return f"tile {index} of {os.path.basename(path)}" if path else f"tile {index}"
+
+
+class DaskMapper:
+    """``mapper(fn, jobs)`` on a Dask client: bounded in flight, results in order.
+
+    One instance may serve several rasters at once (batch mode, from several threads):
+    ``max_in_flight`` then bounds all of them together.
+    """
+
+    def __init__(self, client, max_in_flight: int | None = None, retries: int = 0,
+                 torch_threads: int | None = None):
+        self.client = client
+        threads = sum(client.nthreads().values())
+        self.max_in_flight = max(2, int(max_in_flight or 2 * threads))
+        self.retries = retries
+        self.torch_threads = torch_threads
+        self.weights: dict[tuple[str, str], str] = {}  # (model, device) -> sha256 the workers must have
+        self._slots = threading.BoundedSemaphore(self.max_in_flight)
+        self._models_lock = threading.Lock()
+
+    @property
+    def worker_threads(self) -> int:
+        return sum(self.client.nthreads().values())
+
+    def expect_model(self, model: str, device: str = "cpu") -> None:
+        """Load ``model`` on every worker now (and on workers that start later) and check
+        that each has the client's weights; jobs then check it too."""
+        from .models import file_sha256, resolve_weights
+
+        with self._models_lock:
+            if (model, device) in self.weights:
+                return
+            want = file_sha256(resolve_weights(model))
+            from .dask_plugin import CodecWorkerPlugin
+
+            plugin = CodecWorkerPlugin(self.torch_threads, [*self.weights, (model, device)])
+            self.client.register_plugin(plugin, name=PLUGIN_NAME)
+            found = self.client.run(_worker_weights, model, device)
+            bad = {w: sha for w, sha in found.items() if sha != want}
+            if bad:
+                worker, sha = next(iter(bad.items()))
+                why = sha[len("error: "):] if sha.startswith("error: ") else (
+                    f"its weights differ (sha256 {sha[:12]}, the client has {want[:12]})")
+                raise CodecError(f"Dask worker {worker} cannot use model '{model}': {why}")
+            self.weights[(model, device)] = want
+
+    def _submit(self, fn, job):
+        index = getattr(job, "tile_index", "")
+        key = f"{getattr(fn, '__name__', 'job')}-{index}-{uuid.uuid4().hex[:12]}"
+        return self.client.submit(run_tile, fn, job, dict(self.weights) or None, key=key, pure=False,
+                                  retries=self.retries)
+
+    def _take(self, pending: deque):
+        from distributed import KilledWorker
+        from distributed.utils import CancelledError
+
+        job, future = pending.popleft()
+        try:
+            return future.result()
+        except KilledWorker:
+            raise CodecError(
+                f"{_describe(job)}: the Dask workers running it died too often (out of memory or killed)"
+            ) from None
+        except CancelledError:
+            raise CodecError(f"{_describe(job)}: cancelled by the Dask cluster (scheduler restarted or "
+                             "connection lost)") from None
+        finally:
+            future.release()
+            self._slots.release()
+
+    def __call__(self, fn: Callable, jobs: Iterable) -> Iterator:
+        jobs = iter(jobs)
+        first = next(jobs, None)
+        if first is None:
+            return
+        jobs = chain([first], jobs)
+        model = getattr(first, "model", None)
+        if isinstance(model, str):
+            self.expect_model(_absolute_paths(first).model, getattr(first, "device", "cpu"))
+        pending: deque = deque()
+        try:
+            for job in jobs:
+                job = _absolute_paths(job)
+                # a slot for this job: wait for our own oldest result rather than block
+                # while holding slots (several rasters share the slots in batch mode)
+                while not self._slots.acquire(blocking=not pending):
+                    yield self._take(pending)
+                try:
+                    pending.append((job, self._submit(fn, job)))
+                except BaseException:
+                    self._slots.release()
+                    raise
+            while pending:
+                yield self._take(pending)
+        finally:
+            if pending:
+                self.client.cancel([f for _, f in pending])
+                for _ in range(len(pending)):
+                    self._slots.release()
+                pending.clear()
+
+
+@contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None, torch_threads: int | None = None,
+                dashboard: bool = False, quiet: bool = False):
+    """A Dask client: a new local cluster of ``workers`` processes, or ``scheduler``'s cluster.
+
+    Local workers get one Dask thread each and ``torch_threads`` torch threads (default:
+    the cores divided among the workers), and listen on localhost only. Their warnings are
+    not printed (a worker slow to exit after importing torch is killed after 4 s, which
+    Dask reports as a warning); failures reach the client as errors. On an existing
+    cluster torch threads are only changed when ``torch_threads`` is given.
+    """
+    if workers and scheduler:
+        raise CodecError("give --workers or --scheduler, not both")
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise CodecError("Dask is not installed: pip install 'code-rsic[dask]' (dask[distributed])") from None
+    cluster = None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise CodecError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    else:
+        if workers is None or workers < 1:
+            raise CodecError(f"--workers must be at least 1, got {workers}")
+        torch_threads = local_torch_threads(workers, torch_threads)
+        env = {name: str(torch_threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=":0" if dashboard else None,
+                               silence_logs=logging.CRITICAL if quiet else logging.ERROR, env=env)
+        client = Client(cluster)
+    from .dask_plugin import CodecWorkerPlugin
+
+    try:
+        client.register_plugin(CodecWorkerPlugin(torch_threads), name=PLUGIN_NAME)
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@contextmanager
+def mapper_for(workers: int | None = None, scheduler: str | None = None, torch_threads: int | None = None,
+               quiet: bool = False, max_in_flight: int | None = None):
+    """The mapper the CLI options ask for: in-process (no Dask) unless workers or a scheduler."""
+    if not workers and not scheduler:
+        from .codec import serial_map
+
+        yield serial_map
+        return
+    if not scheduler:
+        torch_threads = local_torch_threads(workers, torch_threads)
+    with dask_client(workers, scheduler, torch_threads, quiet=quiet) as client:
+        yield DaskMapper(client, max_in_flight=max_in_flight, torch_threads=torch_threads)
