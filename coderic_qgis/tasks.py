@@ -29,7 +29,8 @@ class CodecTask(QgsTask):
         self.was_canceled = False
         self.stage = ""
         self.decoded_layer = None  # set by the plugin when it adds the result to the project
-        self.done = False  # finished() has run
+        self.done = False  # finished() has run (the task manager deletes the C++ task soon after)
+        self.ok: bool | None = None  # what QGIS passed to finished()
         self._process: WorkerProcess | None = None
 
     def _progress(self, p: Progress) -> None:
@@ -52,6 +53,7 @@ class CodecTask(QgsTask):
         return True
 
     def finished(self, ok: bool) -> None:  # main thread
+        self.ok = ok
         if self.result is None and self.error is None and self.isCanceled():
             self.was_canceled = True  # canceled before it started
         try:

@@ -118,3 +118,24 @@ def test_qgis_process_never_imports_torch_or_rasterio(plugin):
 
     assert "torch" not in sys.modules
     assert "rasterio" not in sys.modules
+
+
+def test_settings_dialog_tests_and_saves_worker(iface, worker_ready, tmp_path):
+    from qgis.core import QgsSettings
+
+    from coderic_qgis.dialogs import SettingsDialog
+    from coderic_qgis.settings import PluginSettings
+
+    dlg = SettingsDialog(iface.mainWindow())
+    dlg.python.setFilePath(worker_ready)
+    dlg.threads.setValue(1)
+    assert dlg.test_worker().startswith("Code-RSIC ")
+    dlg.python.setFilePath(str(tmp_path / "nope" / "python"))
+    assert "Not working" in dlg.test_worker() and "does not exist" in dlg.status.text()
+    dlg.python.setFilePath(worker_ready)
+    dlg.accept()
+    try:
+        st = PluginSettings.load()
+        assert st.worker_python == worker_ready and st.threads == 1
+    finally:
+        QgsSettings().remove("CodeRSIC/worker_python")
