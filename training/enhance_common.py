@@ -61,20 +61,12 @@ def load_lpips(device, required: bool):
     Returns None when not ``required`` and the metric or its local weights are missing.
     """
     try:
-        from core import metrics  # written alongside; weights installed by core.metric_weights
+        from core.metrics import LPIPS  # weights from the local cache of core.metric_weights
 
-        fn = None
-        for name in ("lpips_loss", "LPIPS", "Lpips", "lpips_model", "load_lpips"):
-            if hasattr(metrics, name):
-                fn = getattr(metrics, name)
-                break
-        if fn is None:
-            raise ImportError("core.metrics has no LPIPS")
-        net = fn() if not isinstance(fn, type) else fn()
-        if isinstance(net, torch.nn.Module):
-            net = net.to(device).eval()
-            for prm in net.parameters():
-                prm.requires_grad_(False)
+        net = LPIPS("alex").to(device)
+        net.eval()
+        for prm in net.parameters():
+            prm.requires_grad_(False)
         return net
     except Exception as exc:  # noqa: BLE001 - any failure means "not available"
         if required:
