@@ -1,0 +1,79 @@
+"""Write the model card of exported enhancer weights from the three run folders.
+
+    python -m training.enhancer_card --weights core/weights/enhancer-lite.safetensors \
+        --runs runs/enh-codebook runs/enh-lookup runs/enh-hpin --eval runs/eval-enhance.json \
+        --hardware "2-core CPU, 1 thread, shared with other jobs"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def setup_args() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.enhancer_card", description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", required=True)
+    p.add_argument("--runs", nargs=3, required=True, help="stage 1, 2, 3 run folders")
+    p.add_argument("--eval", help="JSON of training.eval_enhance")
+    p.add_argument("--hardware", default="CPU")
+    p.add_argument("--notes", default="", help="extra markdown appended to the card")
+    p.add_argument("--out", help="card path (default: weights path with .md)")
+    return p
+
+
+def last_val(run: Path) -> dict | None:
+    val = None
+    log = run / "log.jsonl"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            rec = json.loads(line)
+            if "val" in rec:
+                val = rec
+    return val
+
+
+def main(argv=None) -> int:
+    args = setup_args().parse_args(argv)
+    from core.models import file_sha256
+
+    weights = Path(args.weights)
+    lines = [f"# {weights.stem}: Code-RSIC decoder-side enhancer", "",
+             f"- file: `{weights.name}` (fp16 safetensors, {weights.stat().st_size / 1e6:.1f} MB)",
+             f"- sha256: `{file_sha256(weights)}`",
+             f"- hardware: {args.hardware}", ""]
+    lines += ["| stage | steps | wall time (training, excl. validation) | last validation |", "|---|---|---|---|"]
+    total = 0.0
+    for name, run in zip(("1 codebook (VQGAN)", "2 code lookup", "3 HPIN"), args.runs):
+        ck = torch.load(Path(run) / "last.pt", map_location="cpu", weights_only=True)
+        total += float(ck["elapsed"])
+        val = last_val(Path(run))
+        lines.append(f"| {name} | {ck['step']} | {ck['elapsed'] / 60:.0f} min | "
+                     f"{json.dumps(val['val']) if val else '-'} |")
+    lines += ["", f"Total training time: {total / 60:.0f} min.", ""]
+    if args.eval:
+        from .eval_enhance import print_table  # noqa: F401 - same table format
+
+        res = json.loads(Path(args.eval).read_text())
+        cols = ["bpp", "psnr", "ms_ssim", "lpips", "dists", "fid", "kid"]
+        lines += [f"Validation ({res['crops']} centre crops of {res['size']} px from ../shared/data/val, "
+                  f"ELIC weights `{res['elic']}`):", "",
+                  "| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for key, s in sorted(res["results"].items(), key=lambda kv: (kv[0].split("/")[0], kv[1]["bpp"])):
+            lines.append(f"| {key} | " + " | ".join(f"{s[c]:.4f}" if c in s else "-" for c in cols) + " |")
+        lines += ["", f"Decode {res['decode_s_per_mp']:.2f} s/MP, enhancement {res['enhance_s_per_mp']:.2f} s/MP "
+                  f"({res['threads']} thread(s)).", ""]
+    if args.notes:
+        lines += [args.notes, ""]
+    out = Path(args.out) if args.out else weights.with_suffix(".md")
+    out.write_text("\n".join(lines))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
