@@ -94,11 +94,15 @@ def _need(job: dict, key: str) -> str:
 
 
 def _set_threads(job: dict) -> None:
+    """Apply the job's thread count and check its device before any work starts."""
+    import torch
+
     threads = int(job.get("threads") or 0)
     if threads > 0:
-        import torch
-
         torch.set_num_threads(threads)
+    device = str(job.get("device") or "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CodecError(f"device '{device}' was requested but this worker has no usable CUDA GPU: choose cpu")
 
 
 def _enhancer_installed() -> bool:
@@ -278,6 +282,7 @@ def do_decompress(job: dict, steps=None) -> dict:
 
 def do_enhance(job: dict, steps=None) -> dict:
     src, dst = _need(job, "input"), _need(job, "output")
+    _set_threads(job)
     result = run_enhance(src, dst, job, Steps(["enhance"]).callback("enhance"))
     result.setdefault("output", dst)
     return result

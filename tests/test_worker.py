@@ -80,6 +80,13 @@ def test_errors_are_one_json_line(job, words):
     assert lines[0]["type"] == "error" and words in lines[0]["message"] and "\n" not in lines[0]["message"]
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_gpu_is_a_clear_error(neon_rgb, tmp_path):
+    code, lines = run_worker({"action": "compress", "input": str(neon_rgb), "output": str(tmp_path / "a.crsic"),
+                              "device": "cuda"})
+    assert code == 1 and "no usable CUDA GPU" in lines[-1]["message"]
+
+
 def test_bad_json():
     p = subprocess.run([sys.executable, "-m", "core.worker", "{not json"], capture_output=True, text=True,
                        env=_env())
