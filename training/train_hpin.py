@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--no-train-encoder", dest="train_encoder", action="store_false",
                    help="keep E_L frozen too (train only the fusion modules)")
     p.add_argument("--gan-weight", type=float, default=0.0, help="hinge GAN loss weight (0: off)")
+    p.add_argument("--fuse-levels", type=int, nargs="+", default=None,
+                   help="decoder scales with HPIN fusion (0 = full resolution, 3 = 1/8; default: the config's)")
     p.add_argument("--export", help="write the enhancer as fp16 safetensors and exit")
     return p
 
@@ -74,8 +77,13 @@ def main(argv=None) -> int:
     vq = load_stage1(args.codebook, device)
     start = ck or torch.load(args.lookup, map_location=device, weights_only=True)
     cfg = EnhancerConfig.from_dict(start["config"])
+    if args.fuse_levels and ck is None:
+        cfg = replace(cfg, fuse_levels=tuple(sorted(args.fuse_levels)))
     net = Enhancer(cfg).to(device)
-    net.load_state_dict(start["model"])
+    missing, unexpected = net.load_state_dict(start["model"], strict=False)
+    bad = [k for k in missing + unexpected if not k.startswith("fusion.")]
+    if bad or (ck is not None and (missing or unexpected)):
+        raise RuntimeError(f"checkpoint does not fit the enhancer: {(missing + unexpected)[:5]}")
     info = dict(start.get("info", {}))
     if ck is None:
         info.update(stage2_steps=int(start["step"]), stage2_seconds=round(float(start["elapsed"])))
