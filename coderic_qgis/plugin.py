@@ -169,9 +169,10 @@ class CodeRsicPlugin:
         _, info, problem = self.worker_status()
         dlg = CompressDialog(self.iface.mainWindow(), layer if isinstance(layer, QgsRasterLayer) else None,
                              worker_problem=problem, enhance_available=None if info is None else info.get("enhance"))
-        if dlg.exec_():
-            self.start_compress(dlg.params())
-        return dlg
+        params = dlg.params() if dlg.exec_() else None
+        dlg.deleteLater()
+        if params is not None:
+            self.start_compress(params)
 
     def start_compress(self, params: CompressParams, worker: WorkerCommand | None = None) -> CodecTask | None:
         worker = self._worker_or_message(worker)
@@ -233,12 +234,13 @@ class CodeRsicPlugin:
         container, model = self._container_of_active_layer()
         dlg = DecompressDialog(self.iface.mainWindow(), container=container, model=model, extent=extent, extent_crs=crs, extent_only=extent_only, worker_problem=problem,
                                enhance_available=None if info is None else info.get("enhance"))
-        if dlg.exec_():
-            self.start_decompress(dlg.params())
-        return dlg
+        params = dlg.params() if dlg.exec_() else None
+        dlg.deleteLater()
+        if params is not None:
+            self.start_decompress(params)
 
     def show_extent_dialog(self, checked=False):
-        return self.show_decompress_dialog(extent_only=True)
+        self.show_decompress_dialog(extent_only=True)
 
     def start_decompress(self, params: DecompressParams, worker: WorkerCommand | None = None) -> CodecTask | None:
         worker = self._worker_or_message(worker)
@@ -287,4 +289,4 @@ class CodeRsicPlugin:
         dlg = SettingsDialog(self.iface.mainWindow())
         if dlg.exec_():
             self._pings.clear()
-        return dlg
+        dlg.deleteLater()
