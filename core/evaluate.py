@@ -382,11 +382,12 @@ def quality_axis(metric: str, values: np.ndarray) -> np.ndarray:
     return values
 
 
-def bd_rate(rate_a, q_a, rate_t, q_t) -> float:
+def bd_rate(rate_a, q_a, rate_t, q_t, with_overlap: bool = False):
     """Bjontegaard delta rate (%) of test vs anchor: mean log-rate difference at equal quality,
     over the overlapping quality range, each curve interpolated with a monotone cubic (PCHIP).
     Negative: the test codec needs fewer bits. NaN when the curves do not overlap or a curve
-    is not monotonic."""
+    is not monotonic. ``with_overlap``: also return the overlap as a fraction of the shorter
+    curve's quality range (a small overlap makes the number unreliable)."""
     from scipy.interpolate import PchipInterpolator
 
     def curve(r, q):
@@ -400,13 +401,14 @@ def bd_rate(rate_a, q_a, rate_t, q_t) -> float:
         return PchipInterpolator(q, np.log(r)), q[0], q[-1]
 
     a, t = curve(rate_a, q_a), curve(rate_t, q_t)
-    if a is None or t is None:
-        return math.nan
-    lo, hi = max(a[1], t[1]), min(a[2], t[2])
-    if hi <= lo:
-        return math.nan
-    diff = (t[0].integrate(lo, hi) - a[0].integrate(lo, hi)) / (hi - lo)
-    return float((math.exp(diff) - 1) * 100)
+    value, overlap = math.nan, 0.0
+    if a is not None and t is not None:
+        lo, hi = max(a[1], t[1]), min(a[2], t[2])
+        if hi > lo:
+            diff = (t[0].integrate(lo, hi) - a[0].integrate(lo, hi)) / (hi - lo)
+            value = float((math.exp(diff) - 1) * 100)
+            overlap = float((hi - lo) / min(a[2] - a[1], t[2] - t[1]))
+    return (value, overlap) if with_overlap else value
 
 
 # ------------------------------------------------------------------ evaluation
@@ -525,6 +527,7 @@ def summarize(records, codec_names, targets, metrics, ref_feats, dec_feats) -> d
 
 
 def bd_table(summary, codec_names, anchor, metrics) -> dict:
+    """{codec: {metric: {"bd_rate": %, "overlap": fraction}}} of every codec against ``anchor``."""
     keys = [m for m in ("psnr", "ms_ssim", "lpips", "dists", "fid", "kid") if any(m in r for r in summary[anchor])]
     table = {}
     for name in codec_names:
@@ -533,9 +536,15 @@ def bd_table(summary, codec_names, anchor, metrics) -> dict:
         table[name] = {}
         for m in keys:
             a, t = summary[anchor], summary[name]
-            table[name][m] = bd_rate([r["bpp"] for r in a], quality_axis(m, np.array([r.get(m, math.nan) for r in a])),
-                                     [r["bpp"] for r in t], quality_axis(m, np.array([r.get(m, math.nan) for r in t])))
+            value, overlap = bd_rate(
+                [r["bpp"] for r in a], quality_axis(m, np.array([r.get(m, math.nan) for r in a], float)),
+                [r["bpp"] for r in t], quality_axis(m, np.array([r.get(m, math.nan) for r in t], float)),
+                with_overlap=True)
+            table[name][m] = {"bd_rate": value, "overlap": overlap}
     return table
+
+
+SMALL_OVERLAP = 0.25
 
 
 # ------------------------------------------------------------------ outputs
@@ -582,8 +591,16 @@ def markdown_tables(result: dict) -> str:
         lines.append("| codec | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
         for name, row in table.items():
-            lines.append(f"| {name} | " + " | ".join(
-                "n/a" if v is None or not math.isfinite(v) else f"{v:+.1f}" for v in row.values()) + " |")
+            cells = []
+            for cell in row.values():
+                v = cell["bd_rate"]
+                if v is None or not math.isfinite(v):
+                    cells.append("n/a")
+                else:
+                    cells.append(f"{v:+.1f}" + (" †" if cell["overlap"] < SMALL_OVERLAP else ""))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"\nn/a: the curves do not overlap in quality, or one is not monotonic. †: they overlap on "
+                     f"less than {SMALL_OVERLAP:.0%} of the shorter curve's quality range (unreliable).")
     lines.append("\n## Throughput (megapixels per second, final encode / decode)\n")
     lines.append("| codec | encode | decode |")
     lines.append("|---|---|---|")

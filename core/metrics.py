@@ -45,7 +45,7 @@ def to_tensor(img) -> torch.Tensor:
     arr = np.asarray(img)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].float()
     return x / 255.0 if arr.dtype == np.uint8 else x
 
 

@@ -307,6 +307,7 @@ def test_bd_rate():
     assert bd_rate(rates, psnr, rates * 0.5, psnr) == pytest.approx(-50.0, abs=1e-6)
     assert bd_rate(rates, psnr, rates * 1.2, psnr) == pytest.approx(20.0, abs=1e-6)
     assert math.isnan(bd_rate(rates, psnr, rates, psnr + 20))  # no overlap
+    assert bd_rate(rates, psnr, rates, psnr + 6, with_overlap=True)[1] == pytest.approx(2 / 8)
 
 
 def test_list_images_limit_spreads_over_folders(tmp_path):
