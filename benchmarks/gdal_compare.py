@@ -11,8 +11,9 @@ process (so peak resident memory is that job's alone):
 
 Decoded outputs all use the profile ``decompress_raster`` writes (tiled, deflate level 1,
 predictor 2), so "decompress" means the same work everywhere. By default the JPEG and
-WebP qualities are chosen so their bitrate matches ours (searched with Pillow's libjpeg /
-libwebp on a 1024 px crop), since speed at different bitrates is not comparable.
+WebP qualities are chosen so their bitrate matches ours (integer search on GDAL's own
+output size for the whole raster; WebP's lowest quality may still be above our bitrate,
+see the bpp column), since speeds at different bitrates are not comparable.
 
     python benchmarks/gdal_compare.py --size 4096 --out results/gdal_compare.json
 """
@@ -99,13 +100,7 @@ def job(kind: str, src: str, dst: str, params: dict) -> dict:
     elif kind == "ours_decompress":
         decompress_raster(src, dst, model=params["model"], overwrite=True)
     elif kind in ("gdal_jpeg_compress", "gdal_webp_compress"):
-        opts = dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
-                    num_threads=str(params["threads"]))
-        if kind == "gdal_jpeg_compress":
-            opts.update(compress="JPEG", photometric="YCBCR", jpeg_quality=int(params["quality"]))
-        else:
-            opts.update(compress="WEBP", webp_level=int(params["quality"]))
-        rasterio.shutil.copy(src, dst, **opts)
+        rasterio.shutil.copy(src, dst, **gdal_options(kind, params["quality"], params["threads"]))
     elif kind == "gdal_decompress":
         rasterio.shutil.copy(src, dst, photometric="RGB", num_threads=str(params["threads"]), **DECODED_PROFILE)
     else:
@@ -131,21 +126,39 @@ def run_job(kind: str, src: Path, dst: Path, params: dict) -> dict:
 
 # ------------------------------------------------------------------ matching the bitrate
 
-def matched_quality(codec: str, crop: np.ndarray, target_bpp: float) -> int:
-    from core.evaluate import CODECS, EvalOptions, RateSearch
+def gdal_options(kind: str, quality: int, threads: int) -> dict:
+    opts = dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256, num_threads=str(threads))
+    if kind == "gdal_jpeg_compress":
+        opts.update(compress="JPEG", photometric="YCBCR", jpeg_quality=int(quality))
+    else:
+        opts.update(compress="WEBP", webp_level=int(quality))
+    return opts
 
-    enc = RateSearch(CODECS[codec](EvalOptions()), crop).match(target_bpp, tol=0.02)
-    return int(round(enc.quality))
 
-
-def read_center(path: Path, size: int = 1024) -> np.ndarray:
+def matched_quality(kind: str, src: Path, target_bpp: float, tmp: Path) -> int:
+    """GDAL quality (1..100) whose output on the whole raster is closest to ``target_bpp``
+    (integer bisection on GDAL's own output size, so tile headers are counted)."""
     import rasterio
-    from rasterio.windows import Window
+    import rasterio.shutil
 
-    with rasterio.open(path) as ds:
-        s = min(size, ds.width, ds.height)
-        win = Window((ds.width - s) // 2, (ds.height - s) // 2, s, s)
-        return np.ascontiguousarray(ds.read([1, 2, 3], window=win).transpose(1, 2, 0))
+    with rasterio.open(src) as ds:
+        pixels = ds.width * ds.height
+    sizes: dict[int, float] = {}
+
+    def bpp(q: int) -> float:
+        if q not in sizes:
+            out = tmp / f"match_{q}.tif"
+            rasterio.shutil.copy(src, out, **gdal_options(kind, q, 1))
+            sizes[q] = out.stat().st_size * 8 / pixels
+            out.unlink()
+        return sizes[q]
+
+    lo, hi = 1, 100
+    if bpp(lo) < target_bpp:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if bpp(mid) <= target_bpp else (lo, mid)
+    return min(sizes, key=lambda q: abs(np.log(sizes[q] / target_bpp)))
 
 
 def main(argv=None) -> int:
@@ -190,10 +203,9 @@ def main(argv=None) -> int:
                   f"dec {r['decode_mpx_per_s']:.2f} MP/s ({r['decode_peak_rss_mb']:.0f} MB)", flush=True)
 
         measure("ours", "ours_compress", "ours_decompress", tmp / "ours.crsic", params)
-        crop = read_center(src)
         target = rows["ours"]["bpp"]
-        jq = args.jpeg_quality or matched_quality("jpeg", crop, target)
-        wq = args.webp_quality or matched_quality("webp", crop, target)
+        jq = args.jpeg_quality or matched_quality("gdal_jpeg_compress", src, target, tmp)
+        wq = args.webp_quality or matched_quality("gdal_webp_compress", src, target, tmp)
         measure("gdal_jpeg", "gdal_jpeg_compress", "gdal_decompress", tmp / "jpeg.tif", dict(params, quality=jq))
         measure("gdal_webp", "gdal_webp_compress", "gdal_decompress", tmp / "webp.tif", dict(params, quality=wq))
     import rasterio

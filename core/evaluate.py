@@ -683,6 +683,7 @@ def main(argv=None) -> int:
         print(f"{len(paths)} images, codecs {', '.join(codecs)}, targets {args.bpp} bpp", flush=True)
         result = evaluate(paths, codecs, args.bpp, metrics, opts, tol=args.tol, crop=args.crop,
                           fid_cap=args.fid_patches, log=lambda s: print(s, flush=True))
+        result["config"]["command"] = " ".join(["python -m core.evaluate"] + list(sys.argv[1:] if argv is None else argv))
         for path in write_outputs(result, Path(args.out)):
             print(f"wrote {path}")
         print(markdown_tables(result))
