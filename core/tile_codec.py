@@ -6,6 +6,8 @@
     python -m core.tile_codec decompress big.crsic --bbox 500000 4100000 501000 4101000
     python -m core.tile_codec info big.crsic
     python -m core.tile_codec roundtrip big.tif  # compress + decode + PSNR
+    python -m core.tile_codec compress big.tif --workers 4          # tiles on 4 Dask worker processes
+    python -m core.tile_codec batch compress scenes/ -o out/ --scheduler tcp://head:8786  # see docs/dask.md
 """
 
 from __future__ import annotations
@@ -145,7 +147,8 @@ def _add_batch_parser(sub) -> None:
         p.add_argument("-o", "--output-dir", help="folder for the outputs (default: next to each input)")
         p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (resume a batch)")
         p.add_argument("--concurrent", type=int, default=None, metavar="K",
-                       help="rasters in progress at once on Dask (default: the workers' threads, at most 8)")
+                       help="rasters in progress at once on Dask (default: the workers' threads, at most 64 "
+                            "for compress, 8 for decompress)")
         _add_runtime(p)
         _add_cluster(p)
 
@@ -163,7 +166,9 @@ def cmd_batch(args) -> dict:
                           "fidelity": args.fidelity, "enhancer": args.enhancer, "window_size": args.enhance_window}
     progress, close = progress_bar(args.quiet or args.json)
     with _mapper(args) as mapper:
-        concurrent = args.concurrent or min(8, max(1, getattr(mapper, "worker_threads", 1)))
+        # decoding holds a strip of tiles per raster on the client: fewer at once
+        cap = 64 if args.batch_command == "compress" else 8
+        concurrent = args.concurrent or min(cap, max(1, getattr(mapper, "worker_threads", 1)))
         try:
             res = run_batch(args.batch_command, args.inputs, args.output_dir,
                             compress_options=_compress_options(args) if args.batch_command == "compress" else None,

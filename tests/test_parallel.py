@@ -130,14 +130,14 @@ def test_serial_and_dask_containers_are_byte_identical(client, tiny_weights, tmp
     if isinstance(src, str):
         src = shared_fixture(src)
     if threads:
-        request_threads = torch.get_num_threads()
+        before = torch.get_num_threads()
         torch.set_num_threads(threads)
     opts = _opts(tiny_weights, bands=bands)
     try:
         compress_raster(src, tmp_path / "serial.crsic", opts)
     finally:
         if threads:
-            torch.set_num_threads(request_threads)
+            torch.set_num_threads(before)
     res = compress_raster(src, tmp_path / "dask.crsic", opts, mapper=DaskMapper(client))
     assert res["tiles"] > 4
     assert (tmp_path / "serial.crsic").read_bytes() == (tmp_path / "dask.crsic").read_bytes()
