@@ -630,7 +630,11 @@ def plot(result: dict, out: Path) -> list[Path]:
         ax.set_ylabel(METRIC_LABELS[m])
         ax.grid(alpha=0.3)
         ax.legend()
-        ax.set_title(f"{len(result['config']['images'])} images")
+        title = f"{len(result['config']['images'])} images, mean per target bpp"
+        if m in ("fid", "kid"):
+            patches = max((r.get("fid_patches") or 0) for rows in summary.values() for r in rows)
+            title = f"{len(result['config']['images'])} images, {patches} patches of 256 px"
+        ax.set_title(title)
         fig.tight_layout()
         path = out / f"rd_{m}.png"
         fig.savefig(path, dpi=110)
