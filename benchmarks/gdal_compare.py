@@ -210,8 +210,11 @@ def main(argv=None) -> int:
         measure("gdal_webp", "gdal_webp_compress", "gdal_decompress", tmp / "webp.tif", dict(params, quality=wq))
     import rasterio
 
+    from core.models import file_sha256, resolve_weights
+
     result = {"raster": {"width": args.size, "height": args.size, "bands": 3, "source": str(args.images), **mosaic},
-              "threads": args.threads, "model": args.model, "gdal": rasterio.__gdal_version__,
+              "threads": args.threads, "model": args.model,
+              "model_sha256": file_sha256(resolve_weights(args.model)), "gdal": rasterio.__gdal_version__,
               "quality_matched_to_our_bpp": not (args.jpeg_quality or args.webp_quality), "results": rows}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

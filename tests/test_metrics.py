@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +29,9 @@ import torch
 
 from core import metric_weights as W
 from core import metrics as M
-from tests.conftest import TEST_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = ROOT / "tests" / "data"
 
 # ------------------------------------------------------------------ fixtures and images
 
@@ -370,3 +373,30 @@ def test_evaluate_unknown_codec_is_one_line_error(tmp_path, capsys):
 
     assert main([str(_two_images(tmp_path)), "--codecs", "gif", "--metrics", "psnr"]) == 2
     assert "unknown codec 'gif'" in capsys.readouterr().err
+
+
+def test_gdal_compare_mosaic_and_quality_matching(tmp_path):
+    """The benchmark's test raster and its GDAL bitrate matching (the timed runs are not tested)."""
+    import importlib.util
+
+    import rasterio
+    import rasterio.shutil
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("gdal_compare", ROOT / "benchmarks" / "gdal_compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    src_dir = tmp_path / "src"
+    src_dir.mkdir()
+    Image.fromarray(_neon_rgb()).save(src_dir / "neon.png")  # 400 x 400 -> one 256 px tile
+    raster = tmp_path / "mosaic.tif"
+    info = bench.build_mosaic(raster, 512, src_dir)
+    assert info == {"tiles_used": 4, "distinct_tiles": 1}
+    with rasterio.open(raster) as ds:
+        assert (ds.width, ds.height, ds.count, ds.crs.to_epsg()) == (512, 512, 3, 32617)
+        a = ds.read()
+    np.testing.assert_array_equal(a[:, :256, 256:], a[:, :256, :256][:, :, ::-1])  # a repeat is mirrored
+    q = bench.matched_quality("gdal_jpeg_compress", raster, 1.0, tmp_path)
+    out = tmp_path / "q.tif"
+    rasterio.shutil.copy(raster, out, **bench.gdal_options("gdal_jpeg_compress", q, 1))
+    assert abs(out.stat().st_size * 8 / 512**2 - 1.0) < 0.15
