@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-TEST_DATA = ROOT / "tests" / "data"
-SHARED_FIXTURES = ROOT.parent / "shared" / "data" / "fixtures"
+from testdata import ROOT, SHARED_FIXTURES, TEST_DATA, shared_fixture  # noqa: F401 (re-exported)
 
 
 @pytest.fixture(scope="session")
@@ -25,14 +23,6 @@ def tiny_weights(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("weights") / "elic-tiny.safetensors"
     save_weights(net, spec, path)
     return str(path)
-
-
-def shared_fixture(name: str) -> Path:
-    """A raster from ../shared/data/fixtures, or skip when that folder is absent."""
-    path = SHARED_FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"shared fixture {name} not available (../shared/data/fixtures is absent in this clone)")
-    return path
 
 
 @pytest.fixture

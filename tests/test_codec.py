@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from conftest import shared_fixture
+from testdata import shared_fixture
 from core.codec import CompressOptions, compress_raster, container_info, decompress_raster
 from core.container import ContainerReader
 from core.tiling import TileGrid

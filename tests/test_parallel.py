@@ -17,7 +17,7 @@ import pytest
 import rasterio
 import torch
 
-from conftest import ROOT, TEST_DATA, shared_fixture
+from testdata import ROOT, TEST_DATA, shared_fixture
 
 distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
