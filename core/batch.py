@@ -232,6 +232,9 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
                 f.result()
         except BaseException:
             stop.set()  # running rasters stop at their next tile; their outputs are not written
+            cancel = getattr(mapper, "cancel", None)
+            if cancel is not None:
+                cancel()  # and do not wait for the tiles in flight (their workers may be gone)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
@@ -262,7 +265,10 @@ def summary_lines(summary: dict, max_ok: int = 20) -> list[str]:
     ok = [i for i in summary["items"] if i["status"] == "done"]
     for item in summary["items"]:
         if item["status"] == "failed":
-            lines.append(f"  FAILED  {item['input']}: {item['error']}")
+            error = item["error"]
+            if error.startswith(f"{item['input']}: "):  # most messages name the file already
+                error = error[len(item["input"]) + 2:]
+            lines.append(f"  FAILED  {item['input']}: {error}")
         elif item["status"] == "skipped":
             lines.append(f"  skipped {item['input']} ({item['output']} exists)")
         elif len(ok) <= max_ok:

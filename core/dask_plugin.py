@@ -35,3 +35,17 @@ class CodecWorkerPlugin(WorkerPlugin):
                 get_coder(model, device)
             except CodecError as exc:
                 raise CodecError(f"Dask worker {worker.address}: {exc}") from None
+
+
+class IgnoreInterrupt(WorkerPlugin):
+    """Workers of a local cluster ignore Ctrl-C: the terminal sends it to the whole process
+    group, and the client, which stops the work and closes the cluster, is the one to act."""
+
+    idempotent = True
+
+    def setup(self, worker) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)

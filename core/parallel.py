@@ -145,6 +145,20 @@ class DaskMapper:
         self.weights: dict[tuple[str, str], str] = {}  # (model, device) -> sha256 the workers must have
         self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._models_lock = threading.Lock()
+        self._outstanding: set = set()  # futures submitted and not yet taken, by every caller
+        self._outstanding_lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop every map in progress now (e.g. on Ctrl-C in a batch): outstanding jobs are
+        cancelled on the cluster, and the maps raise instead of waiting for them."""
+        self._cancelled.set()
+        with self._outstanding_lock:
+            futures = list(self._outstanding)
+        try:
+            self.client.cancel(futures)
+        except Exception:  # noqa: BLE001 - best effort: the client may be closing
+            pass
 
     @property
     def worker_threads(self) -> int:
@@ -175,11 +189,16 @@ class DaskMapper:
     def _submit(self, fn, job):
         index = getattr(job, "tile_index", "")
         key = f"{getattr(fn, '__name__', 'job')}-{index}-{uuid.uuid4().hex[:12]}"
+        if self._cancelled.is_set():
+            raise CodecError("cancelled")
         try:
-            return self.client.submit(run_tile, fn, job, dict(self.weights) or None, key=key, pure=False,
-                                      retries=self.retries)
+            future = self.client.submit(run_tile, fn, job, dict(self.weights) or None, key=key, pure=False,
+                                        retries=self.retries)
         except OSError as exc:  # CommClosedError and friends
             raise CodecError(f"lost the connection to the Dask scheduler ({exc})") from None
+        with self._outstanding_lock:
+            self._outstanding.add(future)
+        return future
 
     def _take(self, pending: deque):
         from distributed import KilledWorker
@@ -193,9 +212,13 @@ class DaskMapper:
                 f"{_describe(job)}: the Dask workers running it died too often (out of memory or killed)"
             ) from None
         except CancelledError:
+            if self._cancelled.is_set():
+                raise CodecError("cancelled") from None
             raise CodecError(f"{_describe(job)}: cancelled by the Dask cluster (scheduler restarted or "
                              "connection lost)") from None
         finally:
+            with self._outstanding_lock:
+                self._outstanding.discard(future)
             future.release()
             self._slots.release()
 
@@ -225,11 +248,14 @@ class DaskMapper:
                 yield self._take(pending)
         finally:
             if pending:
+                futures = [f for _, f in pending]
+                with self._outstanding_lock:
+                    self._outstanding.difference_update(futures)
                 try:
-                    self.client.cancel([f for _, f in pending])
+                    self.client.cancel(futures)
                 except Exception:  # noqa: BLE001 - best effort while another error propagates
                     pass
-                for _ in range(len(pending)):
+                for _ in futures:
                     self._slots.release()
                 pending.clear()
 
@@ -268,10 +294,12 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, torch_
                                    dashboard_address=":0" if dashboard else None,
                                    silence_logs=logging.CRITICAL if quiet else logging.ERROR, env=env)
         client = Client(cluster)
-    from .dask_plugin import CodecWorkerPlugin
+    from .dask_plugin import CodecWorkerPlugin, IgnoreInterrupt
 
     try:
         client.register_plugin(CodecWorkerPlugin(torch_threads), name=PLUGIN_NAME)
+        if cluster is not None:
+            client.register_plugin(IgnoreInterrupt(), name=f"{PLUGIN_NAME}-ignore-interrupt")
         yield client
     finally:
         client.close()

@@ -164,8 +164,8 @@ def cmd_batch(args) -> dict:
             raise CodecError("give --no-enhance or --fidelity, not both")
         decode_options = {"model": args.model, "device": args.device, "cog": args.cog, "enhance": not args.no_enhance,
                           "fidelity": args.fidelity, "enhancer": args.enhancer, "window_size": args.enhance_window}
-    progress, close = progress_bar(args.quiet or args.json)
     with _mapper(args) as mapper:
+        progress, close = progress_bar(args.quiet or args.json)  # after the cluster's start-up
         # decoding holds a strip of tiles per raster on the client: fewer at once
         cap = 64 if args.batch_command == "compress" else 8
         concurrent = args.concurrent or min(cap, max(1, getattr(mapper, "worker_threads", 1)))
@@ -175,6 +175,11 @@ def cmd_batch(args) -> dict:
                             decode_options=decode_options, overwrite=args.overwrite,
                             skip_existing=args.skip_existing, mapper=mapper, concurrency=concurrent,
                             progress=progress)
+        except KeyboardInterrupt:
+            close()
+            print("interrupted: finished rasters are kept, the others were not written "
+                  "(run again with --skip-existing to go on)", file=sys.stderr)
+            raise
         finally:
             close()
     if not args.json:
@@ -332,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: no output was written", file=sys.stderr)
+        if args.command != "batch":  # batch says which outputs are kept
+            print("interrupted: no output was written", file=sys.stderr)
         return 130
     if getattr(args, "json", False):
         print(json.dumps(res, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))

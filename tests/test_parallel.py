@@ -106,6 +106,37 @@ def test_mapper_stopped_early_cancels_and_frees_slots(client):
     assert mapper._slots._value == 4
 
 
+def test_cancel_stops_a_map_without_waiting_for_its_jobs(client):
+    import threading
+    import time
+
+    def slow(i):
+        import time
+
+        time.sleep(4)
+        return i
+
+    mapper = DaskMapper(client, max_in_flight=2)
+    outcome = {}
+
+    def consume():
+        try:
+            list(mapper(slow, iter(range(10))))
+        except CodecError as exc:
+            outcome["error"] = str(exc)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    mapper.cancel()  # what batch mode does on Ctrl-C
+    t.join(timeout=30)
+    assert not t.is_alive() and outcome["error"] == "cancelled"
+    assert time.perf_counter() - t0 < 3  # the 4 s jobs were not waited for
+    assert mapper._slots._value == 2 and not mapper._outstanding
+    client.run(lambda: None)  # workers still answer
+
+
 def test_in_process_default_does_not_import_dask():
     code = ("import sys; from core.parallel import mapper_for; from core.codec import serial_map\n"
             "with mapper_for(workers=None, scheduler=None) as m: assert m is serial_map\n"
