@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
