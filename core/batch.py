@@ -118,6 +118,7 @@ def _probe(item: BatchItem, mode: str, tile: int, overlap: int) -> int:
     from .container import ContainerReader
 
     with ContainerReader(item.src) as reader:
+        item.result["model"] = reader.header["model"]["name"]
         return len(reader.entries)
 
 
@@ -171,10 +172,17 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
                 item.status, item.error = "failed", str(exc)
     todo = [i for i in items if i.status == "pending"]
 
-    if mode == "compress" and todo:
-        from .tile_coder import get_coder
+    from .tile_coder import get_coder
 
+    if mode == "compress" and todo:
         get_coder(opts.model, opts.device)  # bad weights: one clear error, not one per raster
+    elif mode == "decompress":  # load each model once, before rasters ask for it from several threads
+        models = {i.result.pop("model") for i in todo}  # from each container's header
+        for model in {decode_options["model"]} if decode_options.get("model") else models:
+            try:
+                get_coder(model, decode_options.get("device", "cpu"))
+            except CodecError:
+                pass  # each raster that needs it reports it
 
     lock = threading.Lock()
     state = {"tiles": 0, "finished": sum(i.status != "pending" for i in items),
