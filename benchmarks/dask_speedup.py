@@ -191,8 +191,8 @@ def main(argv=None) -> int:
         print(f"{'run':<24}{'encode s':>9}{'MP/s':>7}{'cores':>7}{'decode s':>10}{'MP/s':>7}{'cores':>7}"
               "  container sha256")
         for label, (enc, enc_cores), (dec, dec_cores), digest in rows:
-            print(f"{label:<24}{enc:>9.2f}{mp / enc:>7.3f}{enc_cores:>7.2f}{dec:>10.2f}{mp / dec:>7.3f}{dec_cores:>7.2f}"
-                  f"  {digest}")
+            print(f"{label:<24}{enc:>9.2f}{mp / enc:>7.3f}{enc_cores:>7.2f}"
+                  f"{dec:>10.2f}{mp / dec:>7.3f}{dec_cores:>7.2f}  {digest}")
         print("(cores: CPU seconds of the coding processes per wall second, i.e. the cores they actually got)")
         one, two = rows[-2], rows[-1]
         print(f"\nspeedup of 2 workers over 1: encode {one[1][0] / two[1][0]:.2f}x, "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import deque
 from contextlib import contextmanager
@@ -136,8 +137,9 @@ class DaskMapper:
     """
 
     def __init__(self, client, max_in_flight: int | None = None, retries: int = 0,
-                 torch_threads: int | None = None):
+                 torch_threads: int | None = None, no_worker_timeout: float = 300.0):
         self.client = client
+        self.no_worker_timeout = no_worker_timeout  # give up when the cluster has no worker this long
         threads = sum(client.nthreads().values())
         self.max_in_flight = max(2, int(max_in_flight or 2 * threads))
         self.retries = retries
@@ -206,7 +208,7 @@ class DaskMapper:
 
         job, future = pending.popleft()
         try:
-            return future.result()
+            return self._wait(future)
         except KilledWorker:
             raise CodecError(
                 f"{_describe(job)}: the Dask workers running it died too often (out of memory or killed)"
@@ -221,6 +223,26 @@ class DaskMapper:
                 self._outstanding.discard(future)
             future.release()
             self._slots.release()
+
+    def _wait(self, future):
+        """The future's result; a cluster left without workers (they died and nothing
+        restarts them) fails after ``no_worker_timeout`` instead of waiting for ever."""
+        poll = min(5.0, max(0.05, self.no_worker_timeout / 4))
+        since = None
+        while True:
+            try:
+                return future.result(timeout=poll)
+            except TimeoutError:
+                if future.done():  # the job itself raised TimeoutError
+                    raise
+                if self.client.nthreads():
+                    since = None
+                    continue
+                now = time.monotonic()
+                since = since or now
+                if now - since >= self.no_worker_timeout:
+                    raise CodecError(
+                        f"the Dask cluster has had no worker for {self.no_worker_timeout:g} s") from None
 
     def __call__(self, fn: Callable, jobs: Iterable) -> Iterator:
         jobs = iter(jobs)

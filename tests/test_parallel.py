@@ -137,6 +137,16 @@ def test_cancel_stops_a_map_without_waiting_for_its_jobs(client):
     client.run(lambda: None)  # workers still answer
 
 
+def test_a_cluster_without_workers_fails_instead_of_hanging():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, Client(cluster) as c:
+        mapper = DaskMapper(c, no_worker_timeout=0.5)
+        with pytest.raises(CodecError, match="has had no worker for 0.5 s"):
+            list(mapper(abs, iter(range(-3, 0))))
+        assert mapper._slots._value == mapper.max_in_flight
+
+
 def test_in_process_default_does_not_import_dask():
     code = ("import sys; from core.parallel import mapper_for; from core.codec import serial_map\n"
             "with mapper_for(workers=None, scheduler=None) as m: assert m is serial_map\n"
