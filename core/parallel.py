@@ -16,8 +16,9 @@ sends each job to a Dask worker:
 - one tile at a time per worker process (the tile coder keeps per-call state), so give
   workers one Dask thread each and the cores to torch;
 - a worker that dies mid-job (out of memory, killed) is replaced by the nanny and the
-  scheduler reruns its jobs elsewhere; a job that kills workers repeatedly fails with a
-  one-line ``CodecError`` and, as always, the output is not written.
+  scheduler reruns its jobs elsewhere; a job that kills workers repeatedly, or a cluster
+  left without workers for ``no_worker_timeout``, fails with a one-line ``CodecError``
+  and, as always, the output is not written; ``cancel()`` stops every map at once.
 
 Dask is imported only when a cluster is asked for: the in-process default pays nothing.
 """
