@@ -24,7 +24,7 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
 from . import __version__
-from .container import ContainerReader, ContainerWriter, atomic_output
+from .container import ContainerReader, ContainerWriter, atomic_output, framing_bytes
 from .errors import CodecError
 from .models import DEFAULT_MODEL, quality_to_level
 from .normalization import BandRange
@@ -170,7 +170,7 @@ def serial_map(fn, jobs: Iterable) -> Iterator:
 
 # ---------------------------------------------------------------- compress
 
-def _quality_level(ds, grid, opts: CompressOptions, bands, ranges, masked, levels, progress_note=None) -> float:
+def _quality_level(ds, grid, opts: CompressOptions, bands, ranges, masked, levels, framing: int) -> float:
     if opts.target_bpp is None:
         return quality_to_level(opts.quality, levels)
     if opts.target_bpp <= 0:
@@ -181,10 +181,14 @@ def _quality_level(ds, grid, opts: CompressOptions, bands, ranges, masked, level
     jobs = lambda lv: [EncodeJob(str(ds.name), t.index, (t.x0, t.y0, t.width, t.height), tuple(bands),
                                  tuple((r.lo, r.hi) for r in ranges), masked, lv, opts.model, opts.device)
                        for t in picks]
-    pixels = sum(t.width * t.height for t in picks)
+    sampled = sum(t.width * t.height for t in picks)
+    coded = sum(t.width * t.height for t in tiles)  # overlaps are coded twice
+    raster = ds.width * ds.height
 
     def bpp(lv):
-        return sum(len(p) for _, p, _ in map(encode_job, jobs(lv))) * 8 / pixels
+        """Predicted bpp of the whole file: sampled payload rate, scaled to all tiles, plus framing."""
+        payload = sum(len(p) for _, p, _ in map(encode_job, jobs(lv)))
+        return (payload * coded / sampled + framing) * 8 / raster
 
     lo, hi = 0.0, float(levels - 1)
     if bpp(lo) >= opts.target_bpp:
@@ -210,7 +214,6 @@ def compress_raster(src: str | Path, dst: str | Path, opts: CompressOptions | No
         coder = get_coder(opts.model, opts.device)  # load (and validate) weights up front
         with atomic_output(dst, opts.overwrite) as tmp:
             ranges = band_ranges(ds, bands, masked)
-            level = _quality_level(ds, grid, opts, bands, ranges, masked, coder.model.spec.levels)
             header = {
                 "software": f"code-rsic {__version__}",
                 "source_name": src.name,
@@ -231,9 +234,10 @@ def compress_raster(src: str | Path, dst: str | Path, opts: CompressOptions | No
                 "tile_rows": grid.n_rows,
                 "tile_cols": grid.n_cols,
                 "model": {"name": coder.model.spec.name, "sha256": coder.model.sha256},
-                "quality": level + 1.0,
-                "level": level,
             }
+            framing = framing_bytes({**header, "quality": 1.0, "level": 0.0}, len(grid))
+            level = _quality_level(ds, grid, opts, bands, ranges, masked, coder.model.spec.levels, framing)
+            header.update(quality=level + 1.0, level=level)
             writer = ContainerWriter(tmp, header, len(grid))
             try:
                 jobs = (EncodeJob(str(src), t.index, (t.x0, t.y0, t.width, t.height), tuple(bands),

@@ -62,6 +62,12 @@ def atomic_output(path: str | Path, overwrite: bool = False):
         raise
 
 
+def framing_bytes(header: dict, n_tiles: int) -> int:
+    """Bytes a container spends besides tile payloads (header, index, footer)."""
+    head = json.dumps(header, sort_keys=True).encode()
+    return len(MAGIC) + 6 + len(head) + 4 + n_tiles * _INDEX_ENTRY.size + _FOOTER.size
+
+
 class ContainerWriter:
     """Writes header, then tiles (any order), then index and footer on ``close()``."""
 

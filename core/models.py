@@ -54,7 +54,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64),
         lambdas=DEFAULT_LAMBDAS,
         weights_file="elic-lite.safetensors",
-        sha256=None,  # filled in when the trained weights are shipped
+        sha256="c383c613137d8a88b5c8a8f2b6c36c309c4a592ead7a9fefc8efac50109a6a47",
         description="ELIC N=48 M=96, 6 rate levels, trained on aerial imagery on CPU",
     ),
     # Tiny architecture for tests and smoke runs (random weights are fine there).

@@ -194,6 +194,14 @@ def _normalise_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+_OPEN_BARS: list = []  # progress bars to clear before an error message
+
+
+def _close_bars() -> None:
+    while _OPEN_BARS:
+        _OPEN_BARS.pop().close()
+
+
 def _progress(args, desc: str):
     from tqdm import tqdm
 
@@ -205,6 +213,7 @@ def _progress(args, desc: str):
             return
         if bar is None:
             bar = tqdm(total=total, desc=desc, unit="tile", file=sys.stderr, leave=False)
+            _OPEN_BARS.append(bar)
         bar.n = done
         bar.refresh()
         if done == total:
@@ -334,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         res = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info,
                "roundtrip": cmd_roundtrip, "enhance": cmd_enhance, "batch": cmd_batch}[args.command](args)
     except CodecError as exc:
+        _close_bars()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

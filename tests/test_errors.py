@@ -32,7 +32,8 @@ def container(tmp_path_factory, tiny_weights, neon_rgb):
 
 def assert_one_line_error(code, err, pattern):
     assert code == 1
-    lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
+    shown = [l.split("\r")[-1] for l in err.splitlines()]  # what a terminal shows after progress bars
+    lines = [l for l in shown if l.startswith("error:")]
     assert len(lines) == 1 and pattern in lines[0], err
     assert "Traceback" not in err
 

@@ -1,0 +1,85 @@
+"""The shipped ELIC weights: registered, intact, and better than JPEG on real imagery."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+
+from core.codec import CompressOptions, compress_raster, decompress_raster
+from core.models import DEFAULT_MODEL, REGISTRY, WEIGHTS_DIR, file_sha256, load_model
+from core.quality import raster_psnr
+from testdata import TEST_DATA
+
+NEON = TEST_DATA / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif"
+
+
+def test_shipped_weights_match_registry():
+    spec = REGISTRY[DEFAULT_MODEL]
+    path = WEIGHTS_DIR / spec.weights_file
+    assert path.exists(), "shipped weights missing"
+    assert spec.sha256 == file_sha256(path)
+    loaded = load_model(DEFAULT_MODEL)
+    assert loaded.spec.levels == len(spec.lambdas) == 6
+
+
+def jpeg_at_least(rgb: np.ndarray, bpp: float) -> tuple[float, float]:
+    """(bpp, PSNR) of the smallest-quality JPEG whose file is at least ``bpp``."""
+    h, w, _ = rgb.shape
+    for q in range(2, 96):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "JPEG", quality=q)
+        jbpp = buf.tell() * 8 / (h * w)
+        if jbpp >= bpp:
+            dec = np.asarray(Image.open(io.BytesIO(buf.getvalue()))).astype(float)
+            return jbpp, 10 * np.log10(255**2 / ((dec - rgb) ** 2).mean())
+    raise AssertionError("JPEG never reached the rate")
+
+
+@pytest.fixture(scope="module")
+def rate_points(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shipped")
+    points = {}
+    for q in (1, 3, 6):
+        c = tmp / f"q{q}.crsic"
+        res = compress_raster(NEON, c, CompressOptions(quality=q))
+        d = tmp / f"q{q}.tif"
+        decompress_raster(c, d)  # plain ELIC decoding (no enhancement)
+        points[q] = (res["bpp"], raster_psnr(str(NEON), str(d)), d)
+    return points
+
+
+def test_rate_and_quality_grow_with_level(rate_points):
+    bpps = [rate_points[q][0] for q in (1, 3, 6)]
+    psnrs = [rate_points[q][1] for q in (1, 3, 6)]
+    assert bpps == sorted(bpps) and bpps[-1] < 2.0
+    assert psnrs == sorted(psnrs)
+
+
+def test_beats_jpeg_at_the_same_file_size(rate_points):
+    with rasterio.open(NEON) as ds:
+        rgb = ds.read().transpose(1, 2, 0)
+    for q in (1, 3):
+        bpp, psnr, _ = rate_points[q]
+        jbpp, jpsnr = jpeg_at_least(rgb, bpp)
+        assert psnr > jpsnr, f"quality {q}: {psnr:.2f} dB at {bpp:.3f} bpp, JPEG {jpsnr:.2f} dB at {jbpp:.3f} bpp"
+
+
+def test_colours_are_kept(rate_points):
+    with rasterio.open(NEON) as s, rasterio.open(rate_points[6][2]) as d:
+        a, b = s.read().astype(float), d.read().astype(float)
+    assert np.abs(a.mean(axis=(1, 2)) - b.mean(axis=(1, 2))).max() < 4
+
+
+def test_target_bpp_is_approached(tmp_path):
+    """The rate search interpolates between trained levels (needs monotone, trained levels)."""
+    lo = compress_raster(NEON, tmp_path / "lo.crsic", CompressOptions(quality=2))["bpp"]
+    hi = compress_raster(NEON, tmp_path / "hi.crsic", CompressOptions(quality=4))["bpp"]
+    assert hi > lo
+    target = (lo + hi) / 2
+    res = compress_raster(NEON, tmp_path / "t.crsic", CompressOptions(target_bpp=target))
+    assert 2 < res["quality"] < 4
+    assert abs(res["bpp"] - target) < 0.15 * (hi - lo)
