@@ -71,11 +71,15 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="model name or .safetensors (default: the shipped one)")
     p.add_argument("--quality", default="3")
     p.add_argument("--threads", default="2")
+    p.add_argument("--enhance", action="store_true",
+                   help="also time decoding with the Code-RSIC enhancement (about 10x slower)")
+    p.add_argument("--out", help="also write the rows as JSON here")
     args = p.parse_args(argv)
     if not args.images:
         sys.exit("no source images: pass --images")
     model = ["--model", args.model] if args.model else []
-    print(f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}")
+    head = f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}"
+    print(head + (f" {'enh MP/s':>9} {'enh peak MB':>12}" if args.enhance else ""))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in sorted(args.sizes):
@@ -85,15 +89,25 @@ def main(argv=None) -> int:
             py = [sys.executable, "-m", "core.tile_codec"]
             te, me = run(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality, "--threads",
                                args.threads, "--quiet", *model])
-            td, md = run(py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads, "--quiet", *model])
+            decode = py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads, "--quiet", *model]
+            td, md = run(decode + ["--no-enhance"])
             mp = size * size / 1e6
             bpp = crsic.stat().st_size * 8 / (size * size)
-            rows.append(dict(size=size, megapixels=mp, encode_mp_s=mp / te, decode_mp_s=mp / td,
-                             encode_peak_mb=me, decode_peak_mb=md, bpp=bpp))
-            print(f"{size:>6} {mp:>6.1f} {mp / te:>9.2f} {mp / td:>9.2f} {me:>12.0f} {md:>12.0f} {bpp:>7.3f}", flush=True)
+            row = dict(size=size, megapixels=mp, encode_mp_s=mp / te, decode_mp_s=mp / td,
+                       encode_peak_mb=me, decode_peak_mb=md, bpp=bpp)
+            line = f"{size:>6} {mp:>6.1f} {mp / te:>9.2f} {mp / td:>9.2f} {me:>12.0f} {md:>12.0f} {bpp:>7.3f}"
+            if args.enhance:
+                dec.unlink()
+                tx, mx = run(decode)
+                row.update(enhanced_decode_mp_s=mp / tx, enhanced_decode_peak_mb=mx)
+                line += f" {mp / tx:>9.2f} {mx:>12.0f}"
+            rows.append(row)
+            print(line, flush=True)
             for f in (src, crsic, dec):
                 f.unlink()
     print(json.dumps(rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1) + "\n")
     return 0
 
 
