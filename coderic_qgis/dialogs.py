@@ -74,8 +74,8 @@ def check_model(model: str, quality: float | None = None) -> list[str]:
     if info is None:
         return [f"{Path(model).name} is not a Code-RSIC weights file"]
     name, levels = info
-    if quality is not None and not 1 <= quality <= levels:
-        return [f"Quality must be between 1 and {levels} for model {name}"]
+    if quality is not None and not 0 <= quality <= levels:
+        return [f"Quality must be between 0 and {levels} for model {name}"]
     return []
 
 
@@ -170,8 +170,8 @@ def validate_compress(p: CompressParams, layer: QgsRasterLayer | None) -> list[s
     if p.use_target_bpp:
         if not p.target_bpp > 0:
             errors.append("Target bits per pixel must be above 0")
-    elif not 1 <= p.quality <= 6:
-        errors.append("Quality must be between 1 (smallest file) and 6 (best)")
+    elif not 0 <= p.quality <= 6:
+        errors.append("Quality must be between 0 (smallest file) and 6 (best)")
     if p.tile < 64:
         errors.append("Tile size must be at least 64 pixels")
     if p.overlap < 0 or p.overlap > p.tile // 2:
@@ -295,10 +295,10 @@ class CompressDialog(_ValidatingDialog):
         group.addButton(self.bpp_radio)
         self.quality_radio.setChecked(True)
         self.quality = QDoubleSpinBox(rate)
-        self.quality.setRange(1.0, 6.0)
+        self.quality.setRange(0.0, 6.0)
         self.quality.setSingleStep(0.5)
         self.quality.setValue(3.0)
-        self.quality.setToolTip("1 = smallest file ... 6 = best quality (fractions allowed)")
+        self.quality.setToolTip("0 = smallest file ... 6 = best quality (fractions allowed; 1-6 are the trained levels)")
         self.target_bpp = QDoubleSpinBox(rate)
         self.target_bpp.setRange(0.0, 24.0)
         self.target_bpp.setDecimals(3)

@@ -89,14 +89,14 @@ class CompressAlgorithm(_WorkerAlgorithm):
 
     def shortHelpString(self):  # noqa: N802 - QGIS name
         return ("Compresses an 8- or 16-bit raster to a .crsic container with learned ELIC tiles. "
-                "Quality 1 gives the smallest file, 6 the best image; or give a target bits per pixel.")
+                "Quality 0 gives the smallest file, 6 the best image (1-6 are the trained levels); or give a target bits per pixel.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS name
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
         self.addParameter(QgsProcessingParameterBand("BANDS", "Bands (default: the RGB bands, else the first three)",
                                                      None, "INPUT", optional=True, allowMultiple=True))
-        self.addParameter(QgsProcessingParameterNumber("QUALITY", "Quality (1 = smallest .. 6 = best)",
-                                                       QgsProcessingParameterNumber.Double, 3.0, False, 1.0, 6.0))
+        self.addParameter(QgsProcessingParameterNumber("QUALITY", "Quality (0 = smallest .. 6 = best)",
+                                                       QgsProcessingParameterNumber.Double, 3.0, False, 0.0, 6.0))
         self.addParameter(QgsProcessingParameterNumber("TARGET_BPP", "Target bits per pixel (instead of quality)",
                                                        QgsProcessingParameterNumber.Double, None, True, 0.0))
         self.addParameter(QgsProcessingParameterNumber("TILE", "Tile size (px)",

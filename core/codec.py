@@ -26,7 +26,7 @@ from rasterio.windows import transform as window_transform
 from . import __version__
 from .container import ContainerReader, ContainerWriter, atomic_output, framing_bytes
 from .errors import CodecError
-from .models import DEFAULT_MODEL, quality_to_level
+from .models import DEFAULT_MODEL, MIN_LEVEL, quality_to_level
 from .normalization import BandRange
 from .raster_io import (
     band_ranges,
@@ -190,7 +190,7 @@ def _quality_level(ds, grid, opts: CompressOptions, bands, ranges, masked, level
         payload = sum(len(p) for _, p, _ in map(encode_job, jobs(lv)))
         return (payload * coded / sampled + framing) * 8 / raster
 
-    lo, hi = 0.0, float(levels - 1)
+    lo, hi = MIN_LEVEL, float(levels - 1)
     if bpp(lo) >= opts.target_bpp:
         return lo
     if bpp(hi) <= opts.target_bpp:

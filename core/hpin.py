@@ -11,6 +11,11 @@
   decoder features scaled by the fidelity weight ``w``: ``w = 0`` decodes the looked-up
   codes alone (most texture from the prior), ``w = 1`` follows the decoded image most
   closely (what stage 3 is trained for).
+- optionally (``cfg.input_skip``) a fidelity path around the codebook decoder: a small
+  conv net predicts a per-pixel gate ``m`` in [0, 1] from the degraded input ``x`` and
+  the decoder output ``d``, and the result is ``d + w * m * (x - d)``. Where the frozen
+  decoder cannot reproduce what the input already shows, the gate keeps the input, so
+  the enhancer is not capped by the codebook decoder's fidelity.
 """
 
 from __future__ import annotations
@@ -36,6 +41,24 @@ class FusionModule(nn.Module):
         return self.mcm(dec, self.refine(enc))
 
 
+class InputSkip(nn.Module):
+    """Per-pixel gate (B, 1, H, W) in [0, 1] from the degraded input and the decoder output.
+
+    The last convolution starts at zero, so an untrained gate is 0.5 everywhere.
+    """
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(6, ch, 3, padding=1), nn.SiLU(),
+                                 nn.Conv2d(ch, ch, 3, padding=1), nn.SiLU(),
+                                 nn.Conv2d(ch, 1, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x, dec):
+        return torch.sigmoid(self.net(torch.cat([x, dec], 1)))
+
+
 class Enhancer(nn.Module):
     def __init__(self, cfg: EnhancerConfig):
         super().__init__()
@@ -45,6 +68,7 @@ class Enhancer(nn.Module):
         self.decoder = Decoder(cfg)
         self.fusion = nn.ModuleDict(
             {str(lv): FusionModule(cfg.channels[lv], cfg.fuse_heads, cfg.window) for lv in cfg.fuse_levels})
+        self.skip = InputSkip(cfg.channels[0]) if cfg.input_skip else None
 
     # ---- parts per training stage
     def prior_modules(self) -> list[nn.Module]:
@@ -77,7 +101,10 @@ class Enhancer(nn.Module):
                 return f + w * self.fusion[key](f, feats[level])
             return f
 
-        return self.decoder(zq, fuse=fuse), logits, z_l
+        out = self.decoder(zq, fuse=fuse)
+        if self.skip is not None and use_fusion:
+            out = out + w * self.skip(x, out) * (x - out)
+        return out, logits, z_l
 
     @torch.no_grad()
     def enhance(self, x, w: float = 0.5) -> torch.Tensor:

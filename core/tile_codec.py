@@ -42,7 +42,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 def _add_compress_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", type=float, default=3.0,
-                   help="rate level, 1 (smallest file) to 6 (best quality); fractions allowed (default 3)")
+                   help="rate level, 0 (smallest file) to 6 (best quality); fractions allowed; 1..6 are the trained levels, below 1 is extrapolated (default 3)")
     p.add_argument("--target-bpp", type=float, default=None,
                    help="aim for this many bits per pixel instead of --quality (searched on sample tiles)")
     p.add_argument("--bands", type=_bands, default=None,

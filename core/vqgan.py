@@ -32,6 +32,7 @@ class EnhancerConfig:
     fuse_levels: tuple[int, ...] = (1, 2, 3)  # HPIN fusion at scales 1/2, 1/4, 1/8 (index into channels)
     fuse_heads: int = 4
     window: int = 8  # attention window of the HPIN modules (feature pixels)
+    input_skip: bool = False  # HPIN gate that mixes the degraded input back in (``train_hpin --input-skip``)
 
     @property
     def downsample(self) -> int:

@@ -78,6 +78,27 @@ def test_enhancer_any_size_deterministic_and_fidelity():
     assert out.shape == x2.shape and logits.shape == (2, CFG.n_codes, 4, 4)
 
 
+def test_input_skip_gate():
+    from dataclasses import replace
+
+    cfg = replace(CFG, input_skip=True)
+    assert EnhancerConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    torch.manual_seed(0)
+    net = Enhancer(cfg).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = net(x, 0.0)[0]
+        # untrained gate is 0.5 and MCMs start at zero: w = 1 is halfway between decode and input
+        assert torch.allclose(net(x, 1.0)[0], (plain + x) / 2, atol=1e-6)
+        # a closed gate leaves the codebook decode; per-sample w
+        net.skip.net[-1].bias.fill_(-1e4)
+        assert torch.allclose(net(x, torch.tensor([0.0, 1.0]))[0], plain, atol=1e-6)
+    # old configs (no key) still load without the gate
+    d = CFG.to_dict()
+    d.pop("input_skip")
+    assert Enhancer(EnhancerConfig.from_dict(d)).skip is None
+
+
 # ---------------------------------------------------------------- training pipeline
 
 @pytest.fixture(scope="module")
@@ -99,7 +120,7 @@ def pipeline(tmp_path_factory, tiny_weights_module):
                               "--steps", "2", *common]) == 0
     assert train_hpin.main([*pairs, "--codebook", str(d / "s1" / "last.pt"), "--lookup", str(d / "s2" / "last.pt"),
                             "--out", str(d / "s3"), "--steps", "2", "--lpips-weight", "0",
-                            "--fuse-levels", "0", "1", "2", "3", *common]) == 0
+                            "--fuse-levels", "0", "1", "2", "3", "--input-skip", *common]) == 0
     # resume continues from the checkpoint
     assert train_hpin.main([*pairs, "--codebook", str(d / "s1" / "last.pt"), "--out", str(d / "s3"), "--steps", "3",
                             "--lpips-weight", "0", "--resume", *common]) == 0

@@ -80,7 +80,7 @@ def test_bad_band_and_quality(capsys, tiny_weights, neon_rgb):
     code, _, err = run_cli(capsys, "compress", neon_rgb, "--model", tiny_weights, "--bands", "2,7")
     assert_one_line_error(code, err, "band 7 does not exist")
     code, _, err = run_cli(capsys, "compress", neon_rgb, "--model", tiny_weights, "--quality", 9)
-    assert_one_line_error(code, err, "quality must be between 1 and 2")
+    assert_one_line_error(code, err, "quality must be between 0 and 2")
 
 
 def test_truncated_container(tmp_path, capsys, container, tiny_weights):

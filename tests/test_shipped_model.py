@@ -43,7 +43,7 @@ def jpeg_at_least(rgb: np.ndarray, bpp: float) -> tuple[float, float]:
 def rate_points(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shipped")
     points = {}
-    for q in (1, 3, 6):
+    for q in (0, 1, 3, 6):
         c = tmp / f"q{q}.crsic"
         res = compress_raster(NEON, c, CompressOptions(quality=q))
         d = tmp / f"q{q}.tif"
@@ -53,8 +53,9 @@ def rate_points(tmp_path_factory):
 
 
 def test_rate_and_quality_grow_with_level(rate_points):
-    bpps = [rate_points[q][0] for q in (1, 3, 6)]
-    psnrs = [rate_points[q][1] for q in (1, 3, 6)]
+    """Including quality 0, extrapolated one level below the trained ones."""
+    bpps = [rate_points[q][0] for q in (0, 1, 3, 6)]
+    psnrs = [rate_points[q][1] for q in (0, 1, 3, 6)]
     assert bpps == sorted(bpps) and bpps[-1] < 2.0
     assert psnrs == sorted(psnrs)
 
@@ -62,7 +63,7 @@ def test_rate_and_quality_grow_with_level(rate_points):
 def test_beats_jpeg_at_the_same_file_size(rate_points):
     with rasterio.open(NEON) as ds:
         rgb = ds.read().transpose(1, 2, 0)
-    for q in (1, 3):
+    for q in (0, 1, 3):
         bpp, psnr, _ = rate_points[q]
         jbpp, jpsnr = jpeg_at_least(rgb, bpp)
         assert psnr > jpsnr, f"quality {q}: {psnr:.2f} dB at {bpp:.3f} bpp, JPEG {jpsnr:.2f} dB at {jbpp:.3f} bpp"

@@ -79,7 +79,7 @@ def test_model_checks(compress_dialog, tmp_path, tiny_weights):
     compress_dialog.model.setEditText(tiny_weights)
     compress_dialog.quality.setValue(3)
     text, ok = _problems(compress_dialog)
-    assert "Quality must be between 1 and 2 for model elic-tiny" in text and not ok
+    assert "Quality must be between 0 and 2 for model elic-tiny" in text and not ok
     compress_dialog.quality.setValue(2)
     assert _problems(compress_dialog) == ("", True)
     # target bpp replaces quality
