@@ -110,9 +110,10 @@ def main(argv=None) -> int:
         "",
         f"## Matched bitrates on `../shared/data/val` ({n_images} images)",
         "",
-        "Each codec's quality is searched per image to hit the target bpp (whole file, "
-        "header included); `hit` is the share of images within tolerance (JPEG cannot go "
-        "below about 0.15 bpp on these images).",
+        "Each codec's quality is searched per image to hit the target bpp (each codec's whole "
+        "bitstream); `hit` is the share of images within tolerance (JPEG cannot go "
+        "below about 0.15 bpp on these images). Command: `"
+        + evaluation["config"].get("command", "python -m core.evaluate") + "` (see docs/evaluation.md).",
         "",
         *comparison_table(evaluation),
         "",
