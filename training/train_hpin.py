@@ -1,7 +1,8 @@
 """Stage 3: train HPIN (fusion Transformer blocks + MCM) into the frozen decoder D_H.
 
-Starts from the stage-2 enhancer. Trainable: the HPIN fusion modules and (with
-``--train-encoder``, the default) E_L; the lookup Transformer, codebook and D_H stay
+Starts from the stage-2 enhancer. Trainable: the HPIN fusion modules, the input gate
+(with ``--input-skip``, see ``core.hpin.InputSkip``) and (with ``--train-encoder``, the
+default) E_L; the lookup Transformer, codebook and D_H stay
 frozen (checked at every checkpoint). Loss on the enhanced crop at fidelity ``--w``:
 L1 + ``--lpips-weight`` * LPIPS + ``--ce-weight`` * cross-entropy of the code
 prediction (keeps the lookup working while E_L adapts) + optional hinge GAN.
@@ -48,6 +49,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--gan-weight", type=float, default=0.0, help="hinge GAN loss weight (0: off)")
     p.add_argument("--fuse-levels", type=int, nargs="+", default=None,
                    help="decoder scales with HPIN fusion (0 = full resolution, 3 = 1/8; default: the config's)")
+    p.add_argument("--input-skip", action="store_true",
+                   help="add the gated fidelity path from the degraded input (core.hpin.InputSkip); new runs only")
     p.add_argument("--export", help="write the enhancer as fp16 safetensors and exit")
     return p
 
@@ -79,9 +82,11 @@ def main(argv=None) -> int:
     cfg = EnhancerConfig.from_dict(start["config"])
     if args.fuse_levels and ck is None:
         cfg = replace(cfg, fuse_levels=tuple(sorted(args.fuse_levels)))
+    if args.input_skip and ck is None:
+        cfg = replace(cfg, input_skip=True)
     net = Enhancer(cfg).to(device)
     missing, unexpected = net.load_state_dict(start["model"], strict=False)
-    bad = [k for k in missing + unexpected if not k.startswith("fusion.")]
+    bad = [k for k in missing + unexpected if not k.startswith(("fusion.", "skip."))]
     if bad or (ck is not None and (missing or unexpected)):
         raise RuntimeError(f"checkpoint does not fit the enhancer: {(missing + unexpected)[:5]}")
     info = dict(start.get("info", {}))
@@ -90,6 +95,8 @@ def main(argv=None) -> int:
     for m in net.prior_modules():
         freeze(m)
     trainable = list(net.fusion.parameters())
+    if net.skip is not None:
+        trainable += list(net.skip.parameters())
     freeze(net.lookup)
     if args.train_encoder:
         net.lookup.encoder.requires_grad_(True)
