@@ -167,11 +167,27 @@ def enhancement_status(enhancer: str | None = None) -> str | None:
         return str(exc)
 
 
-def decompress_enhanced(src, dst, *, enhance: bool = True, fidelity: float | None = None,
+def default_enhancement(quality: float, enhancer: str | None = None) -> str | None:
+    """None when ``decompress`` should enhance a container of this quality by default, else why not."""
+    from .enhancer import resolve_enhancer
+
+    try:
+        _, spec = resolve_enhancer(enhancer)
+    except CodecError:
+        return None  # let enhancement_status report the problem
+    if spec is not None and spec.max_default_quality is not None and quality > spec.max_default_quality:
+        return (f"{spec.name} enhances quality <= {spec.max_default_quality:g} by default, this file has "
+                f"quality {quality:g}; --enhance forces it")
+    return None
+
+
+def decompress_enhanced(src, dst, *, enhance: bool | None = None, fidelity: float | None = None,
                         enhancer: str | None = None, window_size: int = DEFAULT_WINDOW, overwrite: bool = False,
                         cog: bool = False, progress: Progress | None = None, **decode_kwargs) -> dict:
     """``codec.decompress_raster`` followed by enhancement (when on and available).
 
+    ``enhance``: True / False force it on / off; None (default) enhances when the
+    enhancer is meant for the container's quality (``default_enhancement``).
     The plain decode goes to a hidden temporary GeoTIFF next to ``dst``, the enhanced
     raster to ``dst`` (atomically). Without enhancer weights the decode is returned as
     is, with ``"enhanced": False`` and the reason.
@@ -179,8 +195,11 @@ def decompress_enhanced(src, dst, *, enhance: bool = True, fidelity: float | Non
     from .codec import decompress_raster
     from .container import ContainerReader
 
-    reason = None if enhance else "turned off (--no-enhance)"
-    if enhance:
+    reason = None if enhance is not False else "turned off (--no-enhance)"
+    if enhance is None:
+        with ContainerReader(src) as reader:
+            reason = default_enhancement(float(reader.header["quality"]), enhancer)
+    if reason is None:
         reason = enhancement_status(enhancer)
     if reason is not None:
         res = decompress_raster(src, dst, overwrite=overwrite, cog=cog, progress=progress, **decode_kwargs)

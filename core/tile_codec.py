@@ -104,8 +104,12 @@ def setup_args() -> argparse.ArgumentParser:
 
 def _add_enhance_options(p: argparse.ArgumentParser, in_decompress: bool) -> None:
     if in_decompress:
-        p.add_argument("--no-enhance", action="store_true",
-                       help="plain ELIC decoding, without the Code-RSIC enhancer (faster, less texture)")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--enhance", action="store_true",
+                       help="always run the Code-RSIC enhancer (default: only for the low qualities it is "
+                            "trained for, quality <= 3 with the shipped enhancer)")
+        g.add_argument("--no-enhance", action="store_true",
+                       help="plain ELIC decoding, without the Code-RSIC enhancer (faster, closest PSNR)")
     p.add_argument("--fidelity", type=float, default=None,
                    help="enhancer fidelity w in [0, 1]: 0 = most texture from the codebook prior, "
                         "1 = closest to the decoded pixels (default: the enhancer's, see docs/enhancement.md)")
@@ -162,7 +166,7 @@ def cmd_batch(args) -> dict:
             from .errors import CodecError
 
             raise CodecError("give --no-enhance or --fidelity, not both")
-        decode_options = {"model": args.model, "device": args.device, "cog": args.cog, "enhance": not args.no_enhance,
+        decode_options = {"model": args.model, "device": args.device, "cog": args.cog, "enhance": _enhance_choice(args),
                           "fidelity": args.fidelity, "enhancer": args.enhancer, "window_size": args.enhance_window}
     with _mapper(args) as mapper:
         progress, close = progress_bar(args.quiet or args.json)  # after the cluster's start-up
@@ -252,6 +256,11 @@ def cmd_compress(args) -> dict:
     return res
 
 
+def _enhance_choice(args) -> bool | None:
+    """--enhance: True, --no-enhance: False, neither: None (the enhancer's default for the file's quality)."""
+    return True if args.enhance else (False if args.no_enhance else None)
+
+
 def cmd_decompress(args) -> dict:
     from .codec import decompress_raster
 
@@ -267,12 +276,12 @@ def cmd_decompress(args) -> dict:
     from .enhance_raster import decompress_enhanced
 
     with _mapper(args) as mapper:
-        res = decompress_enhanced(args.input, out, enhance=not args.no_enhance, fidelity=args.fidelity,
+        res = decompress_enhanced(args.input, out, enhance=_enhance_choice(args), fidelity=args.fidelity,
                                   enhancer=args.enhancer, window_size=args.enhance_window, window=args.window,
                                   bbox=args.bbox, model=args.model, device=args.device, overwrite=args.overwrite,
                                   cog=args.cog, progress=_progress(args, "decode"), mapper=mapper)
     if not args.json and not res["enhanced"] and not args.no_enhance:
-        print(f"note: enhancement unavailable ({res['enhancement']}): plain ELIC decoding", file=sys.stderr)
+        print(f"note: not enhanced ({res['enhancement']}): plain ELIC decoding", file=sys.stderr)
     if not args.json:
         print(f"{args.input} -> {out}: window {res['window']}, {res['tiles']} tiles, {res['seconds']:.1f} s "
               f"({res['megapixels_per_second']:.2f} MP/s)")

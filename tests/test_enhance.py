@@ -294,3 +294,27 @@ def test_decompress_enhanced(pipeline, tmp_path, neon_rgb, tiny_weights):
     assert res["enhanced"] is True and res["fidelity"] == 0.3
     assert _georef(tmp_path / "e.tif") == _georef(neon_rgb)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_shipped_enhancer_runs_by_default_only_at_the_qualities_it_serves(tmp_path, neon_rgb):
+    """With the shipped weights: quality <= 3 is enhanced, quality 5 is not unless forced."""
+    from core.codec import CompressOptions, compress_raster
+    from core.enhancer import ENHANCERS
+    from core.tile_codec import main
+
+    assert ENHANCERS["enhancer-lite"].max_default_quality == 3.0
+    low, high = tmp_path / "q1.crsic", tmp_path / "q5.crsic"
+    compress_raster(neon_rgb, low, CompressOptions(quality=1))
+    compress_raster(neon_rgb, high, CompressOptions(quality=5))
+    outs = {}
+    for name, args in {"low": [low], "high": [high], "forced": [high, "--enhance"], "off": [low, "--no-enhance"]}.items():
+        outs[name] = tmp_path / f"{name}.tif"
+        assert main(["decompress", str(args[0]), "-o", str(outs[name]), "--quiet", "--json", *map(str, args[1:])]) == 0
+    plain_high = tmp_path / "plain_high.tif"
+    assert main(["decompress", str(high), "-o", str(plain_high), "--no-enhance", "--quiet"]) == 0
+    with rasterio.open(outs["high"]) as a, rasterio.open(plain_high) as b, rasterio.open(outs["forced"]) as f:
+        assert np.array_equal(a.read(), b.read())  # quality 5: plain decoding by default
+        assert not np.array_equal(f.read(), b.read())  # --enhance changes pixels
+    with rasterio.open(outs["low"]) as e, rasterio.open(outs["off"]) as p:
+        assert not np.array_equal(e.read(), p.read())  # quality 1: enhanced by default
+    assert _georef(outs["low"]) == _georef(neon_rgb)
