@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="model name or .safetensors (default: the shipped one)")
     p.add_argument("--quality", default="3")
     p.add_argument("--threads", default="2")
+    p.add_argument("--tile", default=None, help="tile size (default: the codec's)")
     p.add_argument("--enhance", action="store_true",
                    help="also time decoding with the Code-RSIC enhancement (about 10x slower)")
     p.add_argument("--out", help="also write the rows as JSON here")
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
     if not args.images:
         sys.exit("no source images: pass --images")
     model = ["--model", args.model] if args.model else []
+    tile = ["--tile", args.tile] if args.tile else []
     head = f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}"
     print(head + (f" {'enh MP/s':>9} {'enh peak MB':>12}" if args.enhance else ""))
     rows = []
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
             crsic, dec = src.with_suffix(".crsic"), Path(tmp) / f"dec_{size}.tif"
             py = [sys.executable, "-m", "core.tile_codec"]
             te, me = run(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality, "--threads",
-                               args.threads, "--quiet", *model])
+                               args.threads, "--quiet", *model, *tile])
             decode = py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads, "--quiet", *model]
             td, md = run(decode + ["--no-enhance"])
             mp = size * size / 1e6

@@ -120,7 +120,7 @@ class CompressParams:
     use_target_bpp: bool = False
     quality: float = 3.0
     target_bpp: float = 0.3
-    tile: int = 512
+    tile: int = 768
     overlap: int = 32
     enhance: bool = False
     fidelity: float | None = None  # None: the enhancer's default
@@ -311,7 +311,7 @@ class CompressDialog(_ValidatingDialog):
         self.tile = QSpinBox(self)
         self.tile.setRange(64, 8192)
         self.tile.setSingleStep(64)
-        self.tile.setValue(512)
+        self.tile.setValue(768)
         self.overlap = QSpinBox(self)
         self.overlap.setRange(0, 4096)
         self.overlap.setSingleStep(8)

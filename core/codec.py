@@ -40,7 +40,7 @@ from .raster_io import (
 )
 from .stitching import Mosaic
 from .tile_coder import DesyncError, get_coder
-from .tiling import TileGrid, padded
+from .tiling import DEFAULT_TILE, TileGrid, padded
 
 Progress = Callable[[int, int], None]
 
@@ -51,7 +51,7 @@ class CompressOptions:
     quality: float = 3.0
     target_bpp: float | None = None
     bands: list[int] | None = None
-    tile: int = 512
+    tile: int = DEFAULT_TILE
     overlap: int = 32
     device: str = "cpu"
     overwrite: bool = False

@@ -51,6 +51,22 @@ def enhance_tile(net, unit: np.ndarray, fidelity: float) -> np.ndarray:
     return out
 
 
+def enhance_array(img: np.ndarray, fidelity: float | None = None, enhancer: str | None = None,
+                  window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+    """Enhance an in-memory uint8 (h, w, bands) image with the same windows and blending as rasters."""
+    from .enhancer import get_enhancer
+
+    loaded = get_enhancer(enhancer)
+    w = loaded.default_fidelity if fidelity is None else fidelity
+    unit = img.transpose(2, 0, 1).astype(np.float32) / 255.0
+    grid = TileGrid(img.shape[1], img.shape[0], window, overlap)
+    mosaic = Mosaic(0, 0, img.shape[0], img.shape[1], unit.shape[0])
+    for t in grid:
+        tile = np.ascontiguousarray(unit[:, t.y0 : t.y1, t.x0 : t.x1])
+        mosaic.add(grid, t, enhance_tile(loaded.net, tile, w), None)
+    return np.clip(np.rint(mosaic.values * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
 def _output_profile(ds) -> dict:
     profile = ds.profile.copy()
     for key in ("photometric", "jpeg_quality", "jpegtablesmode", "blockxsize", "blockysize", "interleave",

@@ -225,6 +225,15 @@ def register(name: str):
 
 
 register("ours")(OurCodec)
+
+
+@register("ours+enhance")
+def _ours_enhanced(opts: EvalOptions) -> Codec:
+    """Our bits, decoded, then the Code-RSIC enhancer (shipped weights, default fidelity)."""
+    from .enhance_raster import enhance_array
+
+    return Postprocessed(OurCodec(opts), enhance_array, "ours+enhance", "Code-RSIC enhancer")
+
 register("jpeg")(lambda opts: PillowCodec(
     "jpeg", "JPEG", 1, 100, True, lambda q: {"quality": int(q), "optimize": True},
     "JPEG (libjpeg via Pillow, 4:2:0, optimised Huffman)"))

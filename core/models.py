@@ -108,13 +108,19 @@ class VariableRateElic(Elic2022Official):
         x_hat = self.g_s(y_out["y_hat"] * self._interp(self.log_inv_gain, level))
         return {"x_hat": x_hat, "likelihoods": y_out["likelihoods"]}
 
+    # Coding runs the analysis / synthesis transforms on channels-last tensors (oneDNN's
+    # fast path on CPU: about 2x faster convolutions), but the entropy model always sees
+    # contiguous tensors, so the probabilities the encoder and decoder compute, and thus
+    # the bitstream, do not depend on this choice.
+
     def compress(self, x, level):
-        y = self.g_a(x) * self._interp(self.log_gain, level)
-        return self.latent_codec.compress(y)
+        y = self.g_a(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return self.latent_codec.compress(y * self._interp(self.log_gain, level))
 
     def decompress(self, strings, shape, level):
         y_hat = self.latent_codec.decompress(strings, shape)["y_hat"]
-        x_hat = self.g_s(y_hat * self._interp(self.log_inv_gain, level)).clamp_(0, 1)
+        y_hat = (y_hat * self._interp(self.log_inv_gain, level)).contiguous(memory_format=torch.channels_last)
+        x_hat = self.g_s(y_hat).contiguous().clamp_(0, 1)
         return {"x_hat": x_hat}
 
 

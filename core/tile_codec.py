@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .tiling import DEFAULT_TILE
+
 SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip", "enhance", "batch")
 
 
@@ -47,7 +49,7 @@ def _add_compress_options(p: argparse.ArgumentParser) -> None:
                    help="aim for this many bits per pixel instead of --quality (searched on sample tiles)")
     p.add_argument("--bands", type=_bands, default=None,
                    help="1-based bands to code, e.g. 1,2,3 or 4 (default: the RGB bands, else the first three)")
-    p.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size in pixels, a multiple of 64 is best (default {DEFAULT_TILE})")
     p.add_argument("--overlap", type=int, default=32,
                    help="pixels shared by neighbouring tiles, blended on decode to hide seams (default 32)")
 

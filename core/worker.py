@@ -222,6 +222,7 @@ def _decode_steps(job: dict) -> list[str]:
 
 def do_compress(job: dict, steps=None) -> dict:
     from .codec import CompressOptions, compress_raster
+    from .tiling import DEFAULT_TILE
     from .models import DEFAULT_MODEL
 
     src, dst = _need(job, "input"), _need(job, "output")
@@ -234,7 +235,7 @@ def do_compress(job: dict, steps=None) -> dict:
         quality=float(job.get("quality", 3.0)),
         target_bpp=None if job.get("target_bpp") in (None, "") else float(job["target_bpp"]),
         bands=[int(b) for b in job["bands"]] if job.get("bands") else None,
-        tile=int(job.get("tile", 512)),
+        tile=int(job.get("tile", DEFAULT_TILE)),
         overlap=int(job.get("overlap", 32)),
         device=job.get("device") or "cpu",
         overwrite=bool(job.get("overwrite")),

@@ -318,3 +318,17 @@ def test_shipped_enhancer_runs_by_default_only_at_the_qualities_it_serves(tmp_pa
     with rasterio.open(outs["low"]) as e, rasterio.open(outs["off"]) as p:
         assert not np.array_equal(e.read(), p.read())  # quality 1: enhanced by default
     assert _georef(outs["low"]) == _georef(neon_rgb)
+
+
+def test_evaluator_has_an_enhanced_variant_of_our_codec(neon_rgb):
+    """core.evaluate's "ours+enhance": same bits as "ours", enhanced pixels, same shape."""
+    from core.evaluate import CODECS, EvalOptions
+
+    with rasterio.open(neon_rgb) as ds:
+        img = np.ascontiguousarray(ds.read(window=((0, 200), (0, 300))).transpose(1, 2, 0))
+    plain, enhanced = CODECS["ours"](EvalOptions()), CODECS["ours+enhance"](EvalOptions())
+    bits = plain.encode(img, 1.0)
+    assert enhanced.encode(img, 1.0) == bits
+    a, b = plain.decode(bits, img.shape[:2]), enhanced.decode(bits, img.shape[:2])
+    assert a.shape == b.shape == img.shape and b.dtype == np.uint8
+    assert 0 < np.abs(a.astype(int) - b.astype(int)).mean() < 20
