@@ -62,10 +62,15 @@ def atomic_output(path: str | Path, overwrite: bool = False):
         raise
 
 
+def _header_block(header: dict) -> bytes:
+    """Magic, format version, header length, JSON header and its CRC32: the file's start."""
+    head = json.dumps(header, sort_keys=True).encode()
+    return MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<I", zlib.crc32(head))
+
+
 def framing_bytes(header: dict, n_tiles: int) -> int:
     """Bytes a container spends besides tile payloads (header, index, footer)."""
-    head = json.dumps(header, sort_keys=True).encode()
-    return len(MAGIC) + 6 + len(head) + 4 + n_tiles * _INDEX_ENTRY.size + _FOOTER.size
+    return len(_header_block(header)) + n_tiles * _INDEX_ENTRY.size + _FOOTER.size
 
 
 class ContainerWriter:
@@ -73,8 +78,7 @@ class ContainerWriter:
 
     def __init__(self, path: str | Path, header: dict, n_tiles: int):
         self.f = open(path, "wb")
-        head = json.dumps(header, sort_keys=True).encode()
-        self.f.write(MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<I", zlib.crc32(head)))
+        self.f.write(_header_block(header))
         self.entries: list[TileEntry | None] = [None] * n_tiles
 
     def add_tile(self, index: int, payload: bytes, symbols_crc: int) -> None:

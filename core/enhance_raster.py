@@ -211,10 +211,13 @@ def decompress_enhanced(src, dst, *, enhance: bool | None = None, fidelity: floa
     from .codec import decompress_raster
     from .container import ContainerReader
 
+    header = None
     reason = None if enhance is not False else "turned off (--no-enhance)"
-    if enhance is None:
+    if enhance is not False:
         with ContainerReader(src) as reader:
-            reason = default_enhancement(float(reader.header["quality"]), enhancer)
+            header = reader.header
+    if enhance is None:
+        reason = default_enhancement(float(header["quality"]), enhancer)
     if reason is None:
         reason = enhancement_status(enhancer)
     if reason is not None:
@@ -224,8 +227,6 @@ def decompress_enhanced(src, dst, *, enhance: bool | None = None, fidelity: floa
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise CodecError(f"output exists: {dst} (use --overwrite to replace it)")
-    with ContainerReader(src) as reader:
-        header = reader.header
     ranges = [BandRange(*r) for r in header["ranges"]]
     if not dst.parent.is_dir():
         raise CodecError(f"output folder does not exist: {dst.parent}")
