@@ -39,7 +39,21 @@ def add_common_args(p: argparse.ArgumentParser, steps: int, batch: int, crop: in
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this wall time")
+    p.add_argument("--max-minutes", type=float, default=0,
+                   help="stop (with a checkpoint) after this wall time; the LR schedule (and the GAN start, "
+                        "codebook restarts) then follow whichever of --steps and the time runs out first")
+
+
+def setup_device(args) -> torch.device:
+    """Torch device of ``--device``, with ``--threads`` applied; TF32 matmuls on CUDA."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return device
 
 
 def get_config(name: str):
@@ -117,6 +131,16 @@ class Run:
     def pause_clock(self) -> None:
         """Do not count validation time as training time."""
         self.tick = time.time()
+
+    def schedule_step(self, total: int) -> int:
+        """Step that the schedules read: the real step, or further on when ``--max-minutes`` ends first.
+
+        With a wall-time budget the learning rate decays over the time actually available, so
+        a run cut by time (e.g. on a lent GPU) still ends at the low end of its schedule.
+        """
+        if not self.max_s:
+            return self.step
+        return max(self.step, int(total * (time.time() - self.start) / self.max_s))
 
     def out_of_time(self) -> bool:
         return bool(self.max_s) and time.time() - self.start > self.max_s

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from core.vqgan import VQGAN, PatchDiscriminator
 
 from .data import CropSampler, center_crops, list_images
-from .enhance_common import Run, add_common_args, get_config, load_lpips, lr_at, psnr
+from .enhance_common import Run, add_common_args, get_config, load_lpips, lr_at, psnr, setup_device
 
 
 def setup_args() -> argparse.ArgumentParser:
@@ -53,9 +53,7 @@ def validate(net, crops, device, lpips) -> dict:
 
 def main(argv=None) -> int:
     args = setup_args().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = setup_device(args)
     cfg = get_config(args.config)
     run = Run(args.out, args.max_minutes)
     torch.manual_seed(args.seed)
@@ -90,7 +88,8 @@ def main(argv=None) -> int:
     run.pause_clock()
     since_restart = 0  # usage counts are not checkpointed: count steps since they started
     while run.step < args.steps and not run.out_of_time():
-        lr = lr_at(run.step, args.steps, args.lr)
+        sched = run.schedule_step(args.steps)
+        lr = lr_at(sched, args.steps, args.lr)
         for o in (opt, opt_d):
             if o is not None:
                 for g in o.param_groups:
@@ -105,7 +104,7 @@ def main(argv=None) -> int:
             lp = lpips(x_hat, x).mean()
             loss = loss + args.lpips_weight * lp
             rec["lpips"] = float(lp)
-        use_gan = disc is not None and run.step >= args.gan_start
+        use_gan = disc is not None and sched >= args.gan_start
         if use_gan:
             g_loss = -disc(x_hat).mean()
             loss = loss + args.gan_weight * g_loss
@@ -122,7 +121,7 @@ def main(argv=None) -> int:
             rec["d"] = float(d_loss)
         run.advance()
         since_restart += 1
-        if args.restart_every and since_restart >= args.restart_every and run.step < 0.8 * args.steps:
+        if args.restart_every and since_restart >= args.restart_every and sched < 0.8 * args.steps:
             rec["restarted"] = net.quantizer.restart_dead(z, gen)
             since_restart = 0
         if run.step % args.log_every == 0:

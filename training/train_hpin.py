@@ -30,7 +30,7 @@ from core.enhancer import save_enhancer
 from core.hpin import Enhancer
 from core.vqgan import EnhancerConfig, PatchDiscriminator
 
-from .enhance_common import Run, add_common_args, freeze, load_lpips, lr_at
+from .enhance_common import Run, add_common_args, setup_device, freeze, load_lpips, lr_at
 from .lq_pairs import PairSampler
 from .train_lookup import check_frozen, load_stage1, prior_snapshot, validate
 
@@ -57,9 +57,7 @@ def setup_args() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = setup_args().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = setup_device(args)
     run = Run(args.out, args.max_minutes)
     torch.manual_seed(args.seed)
 
@@ -132,7 +130,7 @@ def main(argv=None) -> int:
     set_modes()
     run.pause_clock()
     while run.step < args.steps and not run.out_of_time():
-        lr = lr_at(run.step, args.steps, args.lr, warmup=50)
+        lr = lr_at(run.schedule_step(args.steps), args.steps, args.lr, warmup=50)
         for o in (opt, opt_d):
             if o is not None:
                 for g in o.param_groups:

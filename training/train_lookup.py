@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from core.hpin import Enhancer
 from core.vqgan import VQGAN, EnhancerConfig
 
-from .enhance_common import Run, add_common_args, freeze, frozen_state, load_lpips, lr_at, psnr
+from .enhance_common import Run, add_common_args, setup_device, freeze, frozen_state, load_lpips, lr_at, psnr
 from .lq_pairs import PairSampler
 
 
@@ -85,9 +85,7 @@ def validate(net: Enhancer, hq, lq, device, lpips, ws=(0.0,), target_vq: VQGAN |
 
 def main(argv=None) -> int:
     args = setup_args().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = setup_device(args)
     run = Run(args.out, args.max_minutes)
     torch.manual_seed(args.seed)
     vq = load_stage1(args.codebook, device)
@@ -117,7 +115,7 @@ def main(argv=None) -> int:
         m.eval()
     run.pause_clock()
     while run.step < args.steps and not run.out_of_time():
-        lr = lr_at(run.step, args.steps, args.lr)
+        lr = lr_at(run.schedule_step(args.steps), args.steps, args.lr)
         for g in opt.param_groups:
             g["lr"] = lr
         hq, lq = (t.to(device) for t in sampler.batch(args.batch))
