@@ -12,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.enhancer_card", description=__doc__.split("\n\n")[0])
@@ -26,15 +24,30 @@ def setup_args() -> argparse.ArgumentParser:
     return p
 
 
-def last_val(run: Path) -> dict | None:
-    val = None
+def read_run(run: Path) -> tuple[dict, dict | None]:
+    """Step and training time (``step``, ``elapsed_s``) of a run, and its last validation record.
+
+    Step and time come from the run's checkpoint when it has one (``last.pt``, full or
+    model-only), else from the last record of its log.
+    """
     log = run / "log.jsonl"
-    if log.exists():
-        for line in log.read_text().splitlines():
-            rec = json.loads(line)
-            if "val" in rec:
-                val = rec
-    return val
+    if not log.exists():
+        raise SystemExit(f"error: no training log at {log}")
+    last, val = None, None
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        last = rec
+        if "val" in rec:
+            val = rec
+    if last is None:
+        raise SystemExit(f"error: {log} is empty")
+    ckpt = run / "last.pt"
+    if ckpt.exists():
+        import torch
+
+        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        last = {"step": int(ck["step"]), "elapsed_s": float(ck["elapsed"])}
+    return last, val
 
 
 def main(argv=None) -> int:
@@ -49,12 +62,11 @@ def main(argv=None) -> int:
     lines += ["| stage | steps | wall time (training, excl. validation) | last validation |", "|---|---|---|---|"]
     total = 0.0
     for name, run in zip(("1 codebook (VQGAN)", "2 code lookup", "3 HPIN"), args.runs):
-        ck = torch.load(Path(run) / "last.pt", map_location="cpu", weights_only=True)
-        total += float(ck["elapsed"])
-        val = last_val(Path(run))
-        lines.append(f"| {name} | {ck['step']} | {ck['elapsed'] / 60:.0f} min | "
+        last, val = read_run(Path(run))
+        total += float(last["elapsed_s"])
+        lines.append(f"| {name} | {last['step']} | {last['elapsed_s'] / 60:.1f} min | "
                      f"{json.dumps(val['val']) if val else '-'} |")
-    lines += ["", f"Total training time: {total / 60:.0f} min.", ""]
+    lines += ["", f"Total training time: {total / 60:.1f} min.", ""]
     if args.eval:
         from .eval_enhance import print_table  # noqa: F401 - same table format
 

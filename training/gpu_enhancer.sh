@@ -8,7 +8,8 @@
 # metrics/alexnet.safetensors (LPIPS weights) and whl/ (wheels of missing packages).
 # Degraded training pairs are made on the GPU with the shipped ELIC at quality 0..4.
 # Every stage runs on a wall-time budget (MIN_*); its LR schedule follows that budget.
-# OUT receives the exported enhancer, model-only checkpoints of stages 1-2 and the logs.
+# OUT receives the exported enhancer, run folders cb/, lookup/, hpin/ (logs; model-only
+# checkpoints of stages 1-2) and console.log; `training.enhancer_card --runs` reads them.
 set -u
 G=${GPU_DATA:-.gpu}
 O=${OUT:-runs/gpu}
@@ -17,8 +18,8 @@ DEV=${DEVICE:-cuda}
 PY=${PY:-python3}
 PAIRS=${PAIRS:-8000}
 BATCH=${BATCH:-32}
-MIN_CB=${MIN_CB:-3.0} MIN_LOOKUP=${MIN_LOOKUP:-1.1} MIN_HPIN=${MIN_HPIN:-2.3}
-WATCHDOG_S=${WATCHDOG_S:-540}
+MIN_CB=${MIN_CB:-3.0} MIN_LOOKUP=${MIN_LOOKUP:-1.1} MIN_HPIN=${MIN_HPIN:-3.6}
+WATCHDOG_S=${WATCHDOG_S:-570}
 mkdir -p "$O" "$W"
 exec > >(tee "$O/console.log") 2>&1
 if [ -z "${NO_WHEELS:-}" ] && ls "$G"/whl/*.whl >/dev/null 2>&1; then
@@ -28,7 +29,7 @@ fi
 export CODERSIC_METRICS_DIR=$G/metrics PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 command -v nvidia-smi >/dev/null && nvidia-smi -L
 
-collect() {  # model-only checkpoints (fp32) and logs into OUT; safe to call twice
+collect() {  # logs and model-only checkpoints (fp32) into OUT/<stage>/; safe to call twice
     $PY - "$W" "$O" <<'PYEOF'
 import shutil, sys, torch
 from pathlib import Path
@@ -36,13 +37,14 @@ w, o = Path(sys.argv[1]), Path(sys.argv[2])
 for stage in ("cb", "lookup", "hpin"):
     log = w / stage / "log.jsonl"
     if log.exists():
-        shutil.copy(log, o / f"{stage}.jsonl")
-for stage in ("cb", "lookup"):
+        (o / stage).mkdir(exist_ok=True)
+        shutil.copy(log, o / stage / "log.jsonl")
+for stage in ("cb", "lookup"):  # the hpin weights come back as the exported enhancer
     ck = w / stage / "last.pt"
     if ck.exists():
         c = torch.load(ck, map_location="cpu", weights_only=True)
         keep = {k: c[k] for k in ("model", "config", "stage", "step", "elapsed", "info") if k in c}
-        torch.save(keep, o / f"{stage}.pt")
+        torch.save(keep, o / stage / "last.pt")
 PYEOF
 }
 fail() { echo "failed: $1"; collect; exit 1; }
@@ -63,7 +65,7 @@ $PY -m training.train_lookup --pairs "$W/pairs.npz" --val-pairs "$G/lq-val.npz" 
 date
 $PY -m training.train_hpin --pairs "$W/pairs.npz" --val-pairs "$G/lq-val.npz" --codebook "$W/cb/last.pt" \
     --lookup "$W/lookup/last.pt" --out "$W/hpin" --input-skip --device "$DEV" --steps 100000 --batch "$BATCH" \
-    --crop 128 --max-minutes "$MIN_HPIN" --gan-weight 0.05 --val-every 1000 --ckpt-every 1000 --log-every 50 \
+    --crop 128 --max-minutes "$MIN_HPIN" --val-every 1000 --ckpt-every 1000 --log-every 50 \
     --val-limit 8
 $PY -m training.train_hpin --out "$W/hpin" --export "$O/enhancer.safetensors"
 collect
