@@ -122,7 +122,7 @@ class CompressParams:
     target_bpp: float = 0.3
     tile: int = 768
     overlap: int = 32
-    enhance: bool = False
+    enhance: bool | str = "auto"  # True, False or "auto" (the worker's default rule)
     fidelity: float | None = None  # None: the enhancer's default
     output: str = ""
     decode: bool = True  # decode again and add the before/after comparison
@@ -212,6 +212,28 @@ def _model_row(parent: QWidget) -> tuple[QWidget, QComboBox]:
     row.addWidget(combo, 1)
     row.addWidget(browse)
     return box, combo
+
+
+ENHANCE_CHOICES = (  # label, job value ("auto": the worker applies decompress's default rule)
+    ("Automatic: at the low qualities the enhancer serves", "auto"),
+    ("Always", True),
+    ("Off (plain decoding)", False),
+)
+
+
+def _enhance_box(parent: QWidget) -> QComboBox:
+    """Whether to enhance the decoded image with the codebook prior; defaults to automatic."""
+    box = QComboBox(parent)
+    for label, value in ENHANCE_CHOICES:
+        box.addItem(label, value)
+    box.setToolTip("Decoder-side Code-RSIC enhancement: restores texture at low rates, costs no bits. "
+                   "Automatic enhances the qualities the shipped enhancer is made for (like the command line); "
+                   "turn it off for measurements on pixel values")
+    return box
+
+
+def _enhance_value(box: QComboBox) -> bool | str:
+    return ENHANCE_CHOICES[max(0, box.currentIndex())][1]
 
 
 def _fidelity_box(parent: QWidget) -> QDoubleSpinBox:
@@ -332,9 +354,9 @@ class CompressDialog(_ValidatingDialog):
         self.decoded_output.setFilter("GeoTIFF (*.tif *.tiff)")
         form.addRow("Decoded GeoTIFF", self.decoded_output)
 
-        self.enhance = QCheckBox("Enhance the decoded image (codebook prior)", self)
+        self.enhance = _enhance_box(self)
         self.fidelity = _fidelity_box(self)
-        form.addRow(self.enhance)
+        form.addRow("Enhancement", self.enhance)
         form.addRow("Fidelity", self.fidelity)
 
         self.model_box, self.model = _model_row(self)
@@ -350,13 +372,13 @@ class CompressDialog(_ValidatingDialog):
         self.layer_combo.layerChanged.connect(self._layer_changed)
         for signal in (self.band_list.itemChanged, self.quality_radio.toggled, self.quality.valueChanged,
                        self.target_bpp.valueChanged, self.tile.valueChanged, self.overlap.valueChanged,
-                       self.decode.toggled, self.enhance.toggled, self.fidelity.valueChanged,
+                       self.decode.toggled, self.enhance.currentIndexChanged, self.fidelity.valueChanged,
                        self.model.currentTextChanged, self.device.currentTextChanged, self.overwrite.toggled):
             signal.connect(self.refresh)
         self.output.fileChanged.connect(self._output_edited)
         self.decoded_output.fileChanged.connect(self._output_edited)
         self.decode.toggled.connect(self._sync_enabled)
-        self.enhance.toggled.connect(self._sync_enabled)
+        self.enhance.currentIndexChanged.connect(self._sync_enabled)
         self.quality_radio.toggled.connect(self._sync_enabled)
         if layer is not None:
             self.layer_combo.setLayer(layer)
@@ -396,7 +418,7 @@ class CompressDialog(_ValidatingDialog):
         self.target_bpp.setEnabled(not self.quality_radio.isChecked())
         self.decoded_output.setEnabled(self.decode.isChecked())
         self.enhance.setEnabled(self.decode.isChecked())
-        self.fidelity.setEnabled(self.decode.isChecked() and self.enhance.isChecked())
+        self.fidelity.setEnabled(self.decode.isChecked() and _enhance_value(self.enhance) is not False)
 
     def selected_bands(self) -> list[int]:
         return [self.band_list.item(i).data(Qt.UserRole) for i in range(self.band_list.count())
@@ -418,7 +440,7 @@ class CompressDialog(_ValidatingDialog):
             target_bpp=self.target_bpp.value(),
             tile=self.tile.value(),
             overlap=self.overlap.value(),
-            enhance=self.enhance.isChecked(),
+            enhance=_enhance_value(self.enhance),
             fidelity=_fidelity_value(self.fidelity),
             output=self.output.filePath().strip(),
             decode=self.decode.isChecked(),
@@ -431,8 +453,9 @@ class CompressDialog(_ValidatingDialog):
     def errors(self) -> list[str]:
         p = self.params()
         errors = validate_compress(p, self.layer_combo.currentLayer())
-        if p.decode and p.enhance and self.enhance_available is False:
-            errors.append("Enhancement is not available in the worker's Code-RSIC version: untick 'Enhance'")
+        if p.decode and p.enhance is True and self.enhance_available is False:
+            errors.append("Enhancement is not available in the worker's Code-RSIC version: "
+                          "set Enhancement to Automatic or Off")
         if self.worker_problem:
             errors.append(self.worker_problem)
         return errors
@@ -449,7 +472,7 @@ class DecompressParams:
     extent_crs: str = ""  # authid or WKT of the extent's CRS
     model: str = ""
     device: str = "cpu"
-    enhance: bool = False
+    enhance: bool | str = "auto"  # True, False or "auto" (the worker's default rule)
     fidelity: float | None = None  # None: the enhancer's default
     overwrite: bool = False
 
@@ -519,9 +542,9 @@ class DecompressDialog(_ValidatingDialog):
         self.output.setStorageMode(QgsFileWidget.SaveFile)
         self.output.setFilter("GeoTIFF (*.tif *.tiff)")
         form.addRow("Decoded GeoTIFF", self.output)
-        self.enhance = QCheckBox("Enhance the decoded image (codebook prior)", self)
+        self.enhance = _enhance_box(self)
         self.fidelity = _fidelity_box(self)
-        form.addRow(self.enhance)
+        form.addRow("Enhancement", self.enhance)
         form.addRow("Fidelity", self.fidelity)
         self.model_box, self.model = _model_row(self)
         self.model.setToolTip("Leave at elic-lite to use the model the file was made with, or give a weights file")
@@ -538,12 +561,12 @@ class DecompressDialog(_ValidatingDialog):
 
         self.container.fileChanged.connect(self._container_changed)
         self.output.fileChanged.connect(self._output_edited)
-        for signal in (self.whole.toggled, self.enhance.toggled, self.fidelity.valueChanged,
+        for signal in (self.whole.toggled, self.enhance.currentIndexChanged, self.fidelity.valueChanged,
                        self.model.currentTextChanged, self.device.currentTextChanged, self.overwrite.toggled):
             signal.connect(self.refresh)
         self.whole.toggled.connect(lambda *_: self._container_changed(self.container.filePath()))
-        self.enhance.toggled.connect(lambda on: self.fidelity.setEnabled(on))
-        self.fidelity.setEnabled(False)
+        self.enhance.currentIndexChanged.connect(
+            lambda *_: self.fidelity.setEnabled(_enhance_value(self.enhance) is not False))
         if container:
             self.container.setFilePath(container)
         self._container_changed(self.container.filePath())
@@ -568,7 +591,7 @@ class DecompressDialog(_ValidatingDialog):
             extent_crs=self.extent_crs,
             model=_model_text(self.model),
             device=self.device.currentText(),
-            enhance=self.enhance.isChecked(),
+            enhance=_enhance_value(self.enhance),
             fidelity=_fidelity_value(self.fidelity),
             overwrite=self.overwrite.isChecked(),
         )
@@ -576,8 +599,9 @@ class DecompressDialog(_ValidatingDialog):
     def errors(self) -> list[str]:
         p = self.params()
         errors = validate_decompress(p)
-        if p.enhance and self.enhance_available is False:
-            errors.append("Enhancement is not available in the worker's Code-RSIC version: untick 'Enhance'")
+        if p.enhance is True and self.enhance_available is False:
+            errors.append("Enhancement is not available in the worker's Code-RSIC version: "
+                          "set Enhancement to Automatic or Off")
         if self.worker_problem:
             errors.append(self.worker_problem)
         return errors

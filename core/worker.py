@@ -13,7 +13,9 @@ output carries one JSON object per line, and nothing else:
 
 Actions: ``ping``, ``info``, ``compress`` (optionally decoding the result again with
 ``decode_to`` and measuring PSNR), ``decompress`` (optionally a ``window`` or a ``bbox``
-in ``bbox_crs``), ``enhance`` and ``psnr``. Outputs are written atomically by the codec,
+in ``bbox_crs``), ``enhance`` and ``psnr``. Decoding enhances the pixels when the job's
+``enhance`` is true, or, with ``"auto"``, at the qualities the enhancer serves (the CLI's
+default); false or absent decodes plainly. Outputs are written atomically by the codec,
 so a worker that is terminated leaves no half-written file behind; the process also
 ends by itself when its parent goes away.
 """
@@ -187,15 +189,40 @@ def do_psnr(job: dict, steps=None) -> dict:
     return {"psnr": raster_psnr(_need(job, "source"), _need(job, "decoded"), bands=job.get("bands"))}
 
 
+def _not_enhanced_because(container: str, job: dict) -> str | None:
+    """None when the decoded pixels are to be enhanced, else why not.
+
+    ``enhance``: true forces it (a missing enhancer is then an error); false or absent
+    turns it off; ``"auto"`` follows ``decompress``'s default: enhance the qualities the
+    enhancer serves, when it is installed.
+    """
+    enhance = job.get("enhance")
+    if enhance != "auto":
+        return None if enhance else "turned off"
+    if not _enhancer_installed():
+        return "enhancement is not available in this Code-RSIC installation"
+    from .container import ContainerReader
+    from .enhance_raster import default_enhancement, enhancement_status
+
+    with ContainerReader(container) as reader:
+        quality = float(reader.header["quality"])
+    return default_enhancement(quality, job.get("enhancer")) or enhancement_status(job.get("enhancer"))
+
+
 def _decode(container: str, output: str, job: dict, steps: Steps, window=None, bbox=None) -> dict:
-    """Decode (a window of) a container; with ``enhance`` the decoded pixels are enhanced too."""
+    """Decode (a window of) a container; the decoded pixels are enhanced as ``enhance`` says."""
     from .codec import decompress_raster
 
     kwargs = dict(window=window, bbox=bbox, model=job.get("model") or None, device=job.get("device") or "cpu",
                   progress=steps.callback("decode"))
-    if not job.get("enhance"):
-        return decompress_raster(container, output, overwrite=bool(job.get("overwrite")),
-                                 cog=bool(job.get("cog")), **kwargs)
+    reason = _not_enhanced_because(container, job)
+    if reason is not None:
+        result = decompress_raster(container, output, overwrite=bool(job.get("overwrite")),
+                                   cog=bool(job.get("cog")), **kwargs)
+        if "enhance" in steps.names:
+            steps.callback("enhance")(1, 1)
+        result.update(enhanced=False, enhancement=reason)
+        return result
     _require_enhancer(job.get("enhancer"))  # fail before spending time on decoding
     out = Path(output)
     if out.exists() and not job.get("overwrite"):

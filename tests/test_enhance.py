@@ -156,6 +156,36 @@ def test_train_steps_log_and_checkpoint(pipeline):
         assert all(np.isfinite(rec["loss"]) for rec in lines if "loss" in rec)
 
 
+def test_model_card_from_run_folders(pipeline, tmp_path):
+    """The card lists each stage's steps from its checkpoint and the weights' real sha256."""
+    from core.models import file_sha256
+    from training import enhancer_card
+
+    d, weights = pipeline
+    card = tmp_path / "card.md"
+    assert enhancer_card.main(["--weights", str(weights), "--runs", str(d / "s1"), str(d / "s2"), str(d / "s3"),
+                               "--hardware", "test CPU", "--notes", "## Reproduce", "--out", str(card)]) == 0
+    text = card.read_text()
+    assert file_sha256(weights) in text and "test CPU" in text and "## Reproduce" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| 1 ", "| 2 ", "| 3 "))]
+    assert [row.split("|")[2].strip() for row in rows] == ["2", "2", "3"]
+
+
+def test_schedule_follows_the_wall_time_budget(tmp_path):
+    """With --max-minutes, the LR schedule reaches its end when the time does, not only at --steps."""
+    from training.enhance_common import Run, lr_at
+
+    run = Run(str(tmp_path / "r"), max_minutes=1.0)
+    run.step = 10
+    assert run.schedule_step(1000) == 10  # just started: the real step
+    run.start -= 45  # three quarters of the budget spent
+    assert 740 <= run.schedule_step(1000) <= 760
+    run.start -= 15
+    assert run.schedule_step(1000) >= 1000
+    assert lr_at(run.schedule_step(1000), 1000, 1e-3) == pytest.approx(1e-4)
+    assert Run(str(tmp_path / "s")).schedule_step(1000) == 0  # no budget: steps only
+
+
 def test_codebook_and_decoder_frozen_in_stages_2_and_3(pipeline):
     d, _ = pipeline
     s1 = _load(d / "s1" / "last.pt")["model"]

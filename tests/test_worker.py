@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import rasterio
 
@@ -65,6 +66,40 @@ def test_compress_decode_psnr(tmp_path, tiny_weights, neon_rgb):
     assert code == 0, lines
     ok = lines[-1]
     assert ok["tiles"] == 1 and ok["window"][:2] == [0, 0] and 100 <= ok["window"][2] <= 104
+
+
+def test_decompress_enhance_auto_follows_the_quality_rule(tmp_path, tiny_weights, neon_rgb, monkeypatch):
+    """"auto" enhances like `decompress`: not above the registry enhancer's qualities, always for other weights."""
+    import dataclasses
+
+    from core import enhancer, worker
+    from core.enhancer import save_enhancer
+    from core.hpin import Enhancer
+    from core.vqgan import TINY_CONFIG
+
+    container = tmp_path / "q2.crsic"
+    code, lines = run_worker({"action": "compress", "input": str(neon_rgb), "output": str(container),
+                              "model": tiny_weights, "quality": 2, "tile": 128, "threads": 1})
+    assert code == 0, lines
+    spec = dataclasses.replace(enhancer.ENHANCERS["enhancer-lite"], max_default_quality=1.0)
+    monkeypatch.setitem(enhancer.ENHANCERS, "enhancer-lite", spec)
+    reason = worker._not_enhanced_because(str(container), {"enhance": "auto"})
+    assert "quality <= 1" in reason and "quality 2" in reason
+    assert worker._not_enhanced_because(str(container), {}) == "turned off"  # absent: off, as before
+    assert worker._not_enhanced_because(str(container), {"enhance": True}) is None
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny-enhancer.safetensors"
+    save_enhancer(Enhancer(TINY_CONFIG).eval(), weights)
+    base = {"action": "decompress", "input": str(container), "model": tiny_weights, "threads": 1}
+    code, lines = run_worker(dict(base, output=str(tmp_path / "plain.tif"), enhance=False))
+    assert code == 0 and lines[-1]["enhanced"] is False, lines
+    code, lines = run_worker(dict(base, output=str(tmp_path / "enh.tif"), enhance="auto", enhancer=str(weights)))
+    assert code == 0, lines
+    assert lines[-1]["enhanced"] is True and {p["stage"] for p in lines[:-1]} == {"decode", "enhance"}
+    with rasterio.open(tmp_path / "plain.tif") as a, rasterio.open(tmp_path / "enh.tif") as b:
+        assert a.transform == b.transform and a.crs == b.crs
+        assert not np.array_equal(a.read(), b.read())
 
 
 @pytest.mark.parametrize("job, words", [

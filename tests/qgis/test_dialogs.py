@@ -109,9 +109,15 @@ def test_enhance_unavailable_and_worker_problem_are_shown(iface, neon_copy):
 
     dlg = CompressDialog(iface.mainWindow(), _raster_layer(neon_copy), enhance_available=False,
                          worker_problem="Worker: no Python with Code-RSIC was found")
-    dlg.enhance.setChecked(True)
+    assert dlg.params().enhance == "auto"  # the default: automatic, like the command line
+    text, _ = _problems(dlg)
+    assert "Enhancement is not available" not in text  # automatic just does not enhance
+    dlg.enhance.setCurrentIndex(1)  # Always
+    assert dlg.params().enhance is True and dlg.params().to_job()["enhance"] is True
     text, ok = _problems(dlg)
     assert "Enhancement is not available" in text and "no Python with Code-RSIC" in text and not ok
+    dlg.enhance.setCurrentIndex(2)  # Off
+    assert dlg.params().enhance is False and not dlg.fidelity.isEnabled()
 
 
 def test_accept_refuses_invalid(compress_dialog):
