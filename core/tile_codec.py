@@ -109,7 +109,7 @@ def _add_enhance_options(p: argparse.ArgumentParser, in_decompress: bool) -> Non
         g = p.add_mutually_exclusive_group()
         g.add_argument("--enhance", action="store_true",
                        help="always run the Code-RSIC enhancer (default: only for the low qualities it is "
-                            "trained for, quality <= 3 with the shipped enhancer)")
+                            "trained for, quality <= 4 with the shipped enhancer)")
         g.add_argument("--no-enhance", action="store_true",
                        help="plain ELIC decoding, without the Code-RSIC enhancer (faster, closest PSNR)")
     p.add_argument("--fidelity", type=float, default=None,

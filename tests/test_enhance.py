@@ -327,12 +327,12 @@ def test_decompress_enhanced(pipeline, tmp_path, neon_rgb, tiny_weights):
 
 
 def test_shipped_enhancer_runs_by_default_only_at_the_qualities_it_serves(tmp_path, neon_rgb):
-    """With the shipped weights: quality <= 3 is enhanced, quality 5 is not unless forced."""
+    """With the shipped weights: quality <= 4 is enhanced, quality 5 is not unless forced."""
     from core.codec import CompressOptions, compress_raster
     from core.enhancer import ENHANCERS
     from core.tile_codec import main
 
-    assert ENHANCERS["enhancer-lite"].max_default_quality == 3.0
+    assert ENHANCERS["enhancer-lite"].max_default_quality == 4.0
     low, high = tmp_path / "q1.crsic", tmp_path / "q5.crsic"
     compress_raster(neon_rgb, low, CompressOptions(quality=1))
     compress_raster(neon_rgb, high, CompressOptions(quality=5))
