@@ -31,8 +31,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npz file to write")
     p.add_argument("--count", type=int, default=2000, help="number of crop pairs")
     p.add_argument("--crop", type=int, default=192, help="crop size (multiple of 64)")
-    p.add_argument("--levels", type=float, nargs=2, default=(0.0, 2.0),
-                   help="0-based ELIC rate levels to draw from, uniformly (default 0..2, i.e. quality 1..3)")
+    p.add_argument("--levels", type=float, nargs=2, default=(-1.0, 3.0),
+                   help="0-based ELIC rate levels to draw from, uniformly (default -1..3, i.e. quality 0..4, "
+                        "the qualities the shipped enhancer serves)")
     p.add_argument("--jpeg-frac", type=float, default=0.15, help="fraction degraded by JPEG instead")
     p.add_argument("--jpeg-quality", type=int, nargs=2, default=(5, 30), help="JPEG quality range")
     p.add_argument("--batch", type=int, default=8)
