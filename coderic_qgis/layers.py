@@ -170,7 +170,7 @@ def human_bytes(n: float) -> str:
 
 
 def summary_text(result: dict, name: str) -> str:
-    """One line for the message bar: sizes, ratio, bpp and PSNR."""
+    """One line for the message bar: sizes, ratio, bpp, PSNR and whether the decode was enhanced."""
     parts = []
     if result.get("input_bytes") is not None and result.get("bytes") is not None:
         parts.append(f"{human_bytes(result['input_bytes'])} file -> {human_bytes(result['bytes'])}")
@@ -183,4 +183,7 @@ def summary_text(result: dict, name: str) -> str:
     if "psnr" in result:
         psnr = result["psnr"]
         parts.append("PSNR n/a" if psnr is None else f"PSNR {psnr:.2f} dB")
+    decode = result.get("decode") if isinstance(result.get("decode"), dict) else result
+    if decode.get("enhanced"):
+        parts.append("decode enhanced (codebook prior)")
     return f"{name}: " + ", ".join(parts)

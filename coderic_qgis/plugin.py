@@ -196,7 +196,8 @@ class CodeRsicPlugin:
         res = task.result
         if params.decode:
             original = QgsProject.instance().mapLayer(params.layer_id)
-            label = f"{name} (Code-RSIC q{res.get('quality', 0):.1f}, {res.get('bpp', 0):.3f} bpp)"
+            enhanced = ", enhanced" if (res.get("decode") or {}).get("enhanced") else ""
+            label = f"{name} (Code-RSIC q{res.get('quality', 0):.1f}, {res.get('bpp', 0):.3f} bpp{enhanced})"
             try:
                 layer, group = add_decoded_layer(res["decoded"], label, original=original, bands=res.get("bands"),
                                                  container=params.output)

@@ -194,7 +194,18 @@ def test_decompress_action_pairs_with_source_layer(plugin, iface, qgis_app, neon
     group = QgsProject.instance().layerTreeRoot().findGroup(GROUP)
     assert [n.layer() for n in group.findLayers()] == [task.decoded_layer, layer]
     level, text = plugin.last_message
-    assert level == "success" and "ratio" in text and "bpp" in text
+    assert level == "success" and "ratio" in text and "bpp" in text and "decode enhanced" in text
+
+
+def test_summary_says_whether_the_decode_was_enhanced():
+    from coderic_qgis.layers import summary_text
+
+    compress = {"input_bytes": 2048, "bytes": 100, "ratio": 20.5, "bpp": 0.4, "psnr": 25.0}
+    plain = summary_text(dict(compress, decode={"enhanced": False}), "a -> a.crsic")
+    enhanced = summary_text(dict(compress, decode={"enhanced": True}), "a -> a.crsic")
+    assert "PSNR 25.00 dB" in plain and "enhanced" not in plain
+    assert enhanced.startswith(plain) and enhanced.endswith("decode enhanced (codebook prior)")
+    assert "decode enhanced" in summary_text({"container_bytes": 100, "bpp": 0.4, "enhanced": True}, "a.crsic")
 
 
 def test_worker_error_reaches_user_as_message(plugin, qgis_app, tmp_path, worker_ready):
