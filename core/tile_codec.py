@@ -164,10 +164,6 @@ def cmd_batch(args) -> dict:
 
     decode_options = None
     if args.batch_command == "decompress":
-        if args.no_enhance and args.fidelity is not None:
-            from .errors import CodecError
-
-            raise CodecError("give --no-enhance or --fidelity, not both")
         decode_options = {"model": args.model, "device": args.device, "cog": args.cog, "enhance": _enhance_choice(args),
                           "fidelity": args.fidelity, "enhancer": args.enhancer, "window_size": args.enhance_window}
     with _mapper(args) as mapper:
@@ -259,7 +255,14 @@ def cmd_compress(args) -> dict:
 
 
 def _enhance_choice(args) -> bool | None:
-    """--enhance: True, --no-enhance: False, neither: None (the enhancer's default for the file's quality)."""
+    """--enhance: True, --no-enhance: False, neither: None (the enhancer's default for the file's quality).
+
+    Refuses --no-enhance together with --fidelity, which would be silently ignored.
+    """
+    if args.no_enhance and args.fidelity is not None:
+        from .errors import CodecError
+
+        raise CodecError("give --no-enhance or --fidelity, not both")
     return True if args.enhance else (False if args.no_enhance else None)
 
 
@@ -271,14 +274,11 @@ def cmd_decompress(args) -> dict:
 
         raise CodecError("give --window or --bbox, not both")
     out = args.output or str(Path(args.input).with_suffix(".decoded.tif"))
-    if args.no_enhance and args.fidelity is not None:
-        from .errors import CodecError
-
-        raise CodecError("give --no-enhance or --fidelity, not both")
+    enhance = _enhance_choice(args)
     from .enhance_raster import decompress_enhanced
 
     with _mapper(args) as mapper:
-        res = decompress_enhanced(args.input, out, enhance=_enhance_choice(args), fidelity=args.fidelity,
+        res = decompress_enhanced(args.input, out, enhance=enhance, fidelity=args.fidelity,
                                   enhancer=args.enhancer, window_size=args.enhance_window, window=args.window,
                                   bbox=args.bbox, model=args.model, device=args.device, overwrite=args.overwrite,
                                   cog=args.cog, progress=_progress(args, "decode"), mapper=mapper)

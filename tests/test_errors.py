@@ -92,6 +92,18 @@ def test_truncated_container(tmp_path, capsys, container, tiny_weights):
     assert files(tmp_path) == ["cut.crsic"]
 
 
+def test_no_enhance_with_fidelity_is_refused(tmp_path, capsys, container, tiny_weights):
+    """--fidelity would be silently ignored with --no-enhance: refused, for one file and for a batch."""
+    out = tmp_path / "out.tif"
+    code, _, err = run_cli(capsys, "decompress", container, "-o", out, "--model", tiny_weights,
+                           "--no-enhance", "--fidelity", "0.5")
+    assert_one_line_error(code, err, "give --no-enhance or --fidelity, not both")
+    code, _, err = run_cli(capsys, "batch", "decompress", container, "-o", tmp_path, "--model", tiny_weights,
+                           "--no-enhance", "--fidelity", "0.5")
+    assert_one_line_error(code, err, "give --no-enhance or --fidelity, not both")
+    assert files(tmp_path) == []
+
+
 def test_not_a_container(tmp_path, capsys, neon_rgb):
     fake = tmp_path / "fake.crsic"
     fake.write_bytes(neon_rgb.read_bytes()[:1000])
