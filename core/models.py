@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from compressai.models import Elic2022Official
 from safetensors.torch import load_file, save_file
 
+from ._compressai import Elic2022Official
 from .errors import CodecError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

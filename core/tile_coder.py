@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from compressai.entropy_models import EntropyModel
 
+from ._compressai import EntropyModel
 from .errors import CodecError
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 
