@@ -197,13 +197,18 @@ def default_enhancement(quality: float, enhancer: str | None = None) -> str | No
     return None
 
 
+def auto_enhancement(quality: float, enhancer: str | None = None) -> str | None:
+    """None when ``decompress``, left to its default, enhances a container of this quality; else why not."""
+    return default_enhancement(quality, enhancer) or enhancement_status(enhancer)
+
+
 def decompress_enhanced(src, dst, *, enhance: bool | None = None, fidelity: float | None = None,
                         enhancer: str | None = None, window_size: int = DEFAULT_WINDOW, overwrite: bool = False,
                         cog: bool = False, progress: Progress | None = None, **decode_kwargs) -> dict:
     """``codec.decompress_raster`` followed by enhancement (when on and available).
 
     ``enhance``: True / False force it on / off; None (default) enhances when the
-    enhancer is meant for the container's quality (``default_enhancement``).
+    enhancer is meant for the container's quality (``auto_enhancement``).
     The plain decode goes to a hidden temporary GeoTIFF next to ``dst``, the enhanced
     raster to ``dst`` (atomically). Without enhancer weights the decode is returned as
     is, with ``"enhanced": False`` and the reason.
@@ -212,14 +217,13 @@ def decompress_enhanced(src, dst, *, enhance: bool | None = None, fidelity: floa
     from .container import ContainerReader
 
     header = None
-    reason = None if enhance is not False else "turned off (--no-enhance)"
-    if enhance is not False:
+    if enhance is False:
+        reason = "turned off (--no-enhance)"
+    else:
         with ContainerReader(src) as reader:
             header = reader.header
-    if enhance is None:
-        reason = default_enhancement(float(header["quality"]), enhancer)
-    if reason is None:
-        reason = enhancement_status(enhancer)
+        reason = (auto_enhancement(float(header["quality"]), enhancer) if enhance is None
+                  else enhancement_status(enhancer))
     if reason is not None:
         res = decompress_raster(src, dst, overwrite=overwrite, cog=cog, progress=progress, **decode_kwargs)
         res.update(enhanced=False, enhancement=reason)

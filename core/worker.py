@@ -202,11 +202,11 @@ def _not_enhanced_because(container: str, job: dict) -> str | None:
     if not _enhancer_installed():
         return "enhancement is not available in this Code-RSIC installation"
     from .container import ContainerReader
-    from .enhance_raster import default_enhancement, enhancement_status
+    from .enhance_raster import auto_enhancement
 
     with ContainerReader(container) as reader:
         quality = float(reader.header["quality"])
-    return default_enhancement(quality, job.get("enhancer")) or enhancement_status(job.get("enhancer"))
+    return auto_enhancement(quality, job.get("enhancer"))
 
 
 def _decode(container: str, output: str, job: dict, steps: Steps, window=None, bbox=None) -> dict:

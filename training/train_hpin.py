@@ -30,7 +30,7 @@ from core.enhancer import save_enhancer
 from core.hpin import Enhancer
 from core.vqgan import EnhancerConfig, PatchDiscriminator
 
-from .enhance_common import Run, add_common_args, setup_device, freeze, load_lpips, lr_at
+from .enhance_common import Run, add_common_args, freeze, load_lpips, lr_at, setup_device
 from .lq_pairs import PairSampler
 from .train_lookup import check_frozen, load_stage1, prior_snapshot, validate
 
