@@ -59,6 +59,16 @@ REGISTRY: dict[str, ModelSpec] = {
         sha256="c383c613137d8a88b5c8a8f2b6c36c309c4a592ead7a9fefc8efac50109a6a47",
         description="ELIC N=48 M=96, 6 rate levels, trained on aerial imagery on CPU",
     ),
+    # Codec v2: the same architecture with the rate span widened to archive rates
+    # (about 0.04 to 1.2+ bpp): lambdas doubling from 0.000125 to 0.128.
+    "elic-v2": ModelSpec(
+        name="elic-v2",
+        N=48,
+        M=96,
+        groups=(16, 16, 64),
+        lambdas=tuple(0.000125 * 2**k for k in range(11)),
+        description="ELIC N=48 M=96, 11 rate levels (about 0.04 to 1.2 bpp), trained on aerial imagery on CPU",
+    ),
     # Tiny architecture for tests and smoke runs (random weights are fine there).
     "elic-tiny": ModelSpec(
         name="elic-tiny",

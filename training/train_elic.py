@@ -50,6 +50,10 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=20, help="log training loss every N steps")
     p.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
     p.add_argument("--init", help="start from these weights (.safetensors or .pt) e.g. a base model")
+    p.add_argument("--init-level-offset", type=int, default=0,
+                   help="with --init: source level k becomes level k + this (gain tables mapped)")
+    p.add_argument("--exact-qat", action="store_true",
+                   help="train with the entropy path quantised like the bit-exact integer coder")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--seed", type=int, default=0)
@@ -99,14 +103,35 @@ def validate(net, crops, levels, device) -> dict:
     return res
 
 
-def load_init(net, path: str):
+def load_init(net, path: str, level_offset: int = 0):
+    """Start from other weights; gain tables of another level count are mapped.
+
+    Level ``k`` of the source becomes level ``k + level_offset``; levels outside the
+    source's range are extrapolated linearly in log-gain from its two nearest levels.
+    """
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-    net.load_state_dict(state, strict=False)
+    own = net.state_dict()
+    for key in ("log_gain", "log_inv_gain"):
+        src, dst = state.get(key), own[key]
+        if src is None or src.shape == dst.shape:
+            continue
+        n = src.shape[0]
+        rows = []
+        for j in range(dst.shape[0]):
+            k = j - level_offset
+            if 0 <= k < n:
+                rows.append(src[k])
+            elif k < 0:
+                rows.append(src[0] + k * (src[1] - src[0]))
+            else:
+                rows.append(src[n - 1] + (k - n + 1) * (src[n - 1] - src[n - 2]))
+        state[key] = torch.stack(rows)
+    net.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def fit_quantiles(net, steps: int = 4000, lr: float = 0.05) -> tuple[float, float]:
@@ -162,7 +187,7 @@ def main(argv=None) -> int:
         print(f"no checkpoint at {ckpt_path}", file=sys.stderr)
         return 2
     elif args.init:
-        load_init(net, args.init)
+        load_init(net, args.init, args.init_level_offset)
 
     if args.export:
         net = net.cpu().eval()
@@ -173,6 +198,10 @@ def main(argv=None) -> int:
         print(json.dumps({"export": args.export, "sha256": sha, "step": step}))
         return 0
 
+    if args.exact_qat:
+        from .qat import enable
+
+        print(f"quantisation-aware entropy path: {enable(net)} layers", file=sys.stderr)
     if not args.data:
         print("--data is required for training", file=sys.stderr)
         return 2

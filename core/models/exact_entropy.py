@@ -1,0 +1,320 @@
+"""Bit-exact entropy parameters for ELIC: the same networks, in integer arithmetic.
+
+Which probability table codes a latent symbol is decided by ELIC's hyper-synthesis,
+its channel and spatial context models and its parameter aggregation. In float32 those
+results differ in the last bits between machines, thread counts, BLAS / oneDNN builds,
+devices and torch versions, and a different table desyncs the arithmetic decoder
+(CompressAI issue #279). Here every one of those networks runs as an *integer network*
+(Balle et al. 2019, "Integer networks for data compression with latent-variable
+models"):
+
+- activations are integers ``a`` standing for ``a * 2**-FRAC_BITS``, clipped to
+  ``+-2**ACT_BITS``;
+- each output channel's weights are integers of at most ``WEIGHT_BITS`` bits with a
+  power-of-two scale, the bias an integer at the accumulator's scale;
+- convolutions accumulate integer products in float64: every partial sum is an integer
+  below ``2**53`` (checked per layer when the weights are loaded), so the result is
+  exact and does not depend on the order of summation;
+- the rescale to the activation scale is a division by a power of two and a rounding
+  (exact), ReLU a comparison.
+
+The results (means and scales) are exact binary fractions, so the symbols
+``round(y - mean)``, the table index chosen by comparing the scale with the scale table,
+and the decoded latents ``symbol + mean`` fed back into the context models are the same
+on every IEEE-754 machine. Only the analysis / synthesis transforms stay float: pixels
+may differ by rounding, symbols may not.
+
+The integer weights are derived from the model's float weights when it is loaded, by a
+deterministic rule (exact float64 scaling, ``math.frexp`` for the exponent), so a
+weights file serves both the float (format 1) and the exact (format 2) path.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FRAC_BITS = 8  # activations and outputs are multiples of 2**-FRAC_BITS
+ACT_BITS = 24  # |activation integer| <= 2**ACT_BITS
+WEIGHT_BITS = 16  # |weight integer| <= 2**(WEIGHT_BITS - 1)
+EXACT_LIMIT = 2.0**53  # float64 represents every integer below this exactly
+SCHEME = f"int-f{FRAC_BITS}-a{ACT_BITS}-w{WEIGHT_BITS}"  # recorded in format-2 containers
+
+_ONE = float(2**FRAC_BITS)
+_ACT_MAX = float(2**ACT_BITS)
+
+
+class ExactnessError(ValueError):
+    """A layer's integer accumulator could exceed 2**53 (the weights cannot be run exactly)."""
+
+
+@contextmanager
+def _plain_kernels():
+    """Integer-valued float64 convolutions through im2col + GEMM only (no Winograd/FFT)."""
+    with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
+        yield
+
+
+class IntConv:
+    """A Conv2d / ConvTranspose2d (masked convs included) as an integer layer."""
+
+    def __init__(self, module: nn.Module, device: torch.device):
+        weight = module.weight.detach().to("cpu", torch.float64)
+        if hasattr(module, "mask"):  # MaskedConv2d multiplies its weight by the mask
+            weight = weight * module.mask.detach().to("cpu", torch.float64)
+        self.transposed = isinstance(module, nn.ConvTranspose2d)
+        out_dim = 1 if self.transposed else 0
+        w_out = weight.transpose(0, 1) if self.transposed else weight  # (out, in, kh, kw)
+        shifts = []
+        for c in range(w_out.shape[0]):
+            peak = float(w_out[c].abs().max())
+            # peak < 2**e: scale so that |w| * 2**shift <= 2**(WEIGHT_BITS - 1)
+            e = math.frexp(peak)[1] if peak > 0 else 0
+            shifts.append(WEIGHT_BITS - 1 - e)
+        shift = torch.tensor(shifts, dtype=torch.float64)
+        view = [1] * weight.dim()
+        view[out_dim] = -1
+        scale = torch.pow(2.0, shift).view(view)
+        wq = torch.round(weight * scale)
+        bias = module.bias.detach().to("cpu", torch.float64) if module.bias is not None else torch.zeros(len(shifts))
+        bq = torch.round(bias * torch.pow(2.0, shift + FRAC_BITS))
+        wq_out = wq.transpose(0, 1) if self.transposed else wq
+        bound = _ACT_MAX * wq_out.abs().flatten(1).sum(1) + bq.abs()
+        if float(bound.max()) >= EXACT_LIMIT:
+            raise ExactnessError(f"layer {module} may accumulate beyond 2**53")
+        self.weight = wq.to(device)
+        self.bias = bq.to(device).view(1, -1, 1, 1)
+        self.down = torch.pow(2.0, -shift).to(device).view(1, -1, 1, 1)
+        self.stride, self.padding = module.stride, module.padding
+        self.output_padding = getattr(module, "output_padding", (0, 0))
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        if self.transposed:
+            acc = F.conv_transpose2d(a, self.weight, None, self.stride, self.padding, self.output_padding)
+        else:
+            acc = F.conv2d(a, self.weight, None, self.stride, self.padding)
+        acc = acc + self.bias
+        return torch.floor(acc * self.down + 0.5).clamp_(-_ACT_MAX, _ACT_MAX)
+
+
+class IntSequential:
+    """``nn.Sequential`` of convolutions and ReLUs as integer layers."""
+
+    def __init__(self, module: nn.Module, device: torch.device):
+        layers = module if isinstance(module, nn.Sequential) else [module]
+        self.layers = []
+        for layer in layers:
+            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                self.layers.append(IntConv(layer, device))
+            elif isinstance(layer, nn.ReLU):
+                self.layers.append(torch.relu)
+            else:
+                raise ExactnessError(f"no integer version of {type(layer).__name__}")
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            a = layer(a)
+        return a
+
+
+def to_fixed(x: torch.Tensor) -> torch.Tensor:
+    """Exact float (symbols, table medians) -> activation integers (float64)."""
+    return torch.round(x.to(torch.float64) * _ONE).clamp_(-_ACT_MAX, _ACT_MAX)
+
+
+def from_fixed(a: torch.Tensor) -> torch.Tensor:
+    return (a * (1.0 / _ONE)).to(torch.float32)
+
+
+class SymbolCRC:
+    """CRC32 of the coded symbols, in coding order."""
+
+    def __init__(self):
+        self.value = 0
+
+    def add(self, symbols: torch.Tensor) -> None:
+        data = symbols.detach().to("cpu", torch.int32).contiguous().numpy().tobytes()
+        self.value = zlib.crc32(data, self.value)
+
+
+class ExactElicEntropy:
+    """ELIC's latent coding (hyperprior, channel groups, checkerboard) with integer parameters.
+
+    ``compress(y)`` takes the (gain-scaled) analysis output and returns the streams, the
+    decoded latent and the symbols CRC; ``decompress`` inverts it. Streams: for every
+    channel group its anchor then non-anchor half, then the hyper-latent ``z``.
+    """
+
+    def __init__(self, net: nn.Module):
+        device = next(net.parameters()).device
+        self.device = device
+        lc = net.latent_codec
+        hyper = lc.latent_codec["hyper"]
+        self.h_a = hyper.h_a
+        self.bottleneck = hyper.entropy_bottleneck
+        self.h_s = IntSequential(hyper.h_s, device)
+        groups_codec = lc.latent_codec["y"]
+        self.groups = list(groups_codec.groups)
+        self.channel_context = {
+            k: IntSequential(groups_codec.channel_context[f"y{k}"], device) for k in range(1, len(self.groups))
+        }
+        self.spatial, self.aggregation, self.conditionals, self.parity = [], [], [], []
+        for k in range(len(self.groups)):
+            cb = groups_codec.latent_codec[f"y{k}"]
+            self.spatial.append(IntSequential(cb.context_prediction, device))
+            self.aggregation.append(IntSequential(cb.entropy_parameters, device))
+            self.conditionals.append(cb.latent_codec["y"].gaussian_conditional)
+            self.parity.append(cb.anchor_parity)
+        medians = self.bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+        self.z_medians = medians.to(torch.float32)
+        self.z_medians_fixed = to_fixed(medians).to(device)
+        # scale tables (float32 values, compared exactly in float64)
+        self.scale_tables = [gc.scale_table.to(device, torch.float64) for gc in self.conditionals]
+        self.scale_bounds = [float(gc.lower_bound_scale.bound) for gc in self.conditionals]
+
+    # ------------------------------------------------------------ checkerboard helpers
+
+    @staticmethod
+    def _split(t: torch.Tensor, parity: str) -> list[torch.Tensor]:
+        """(n, c, h, w) -> [anchors, non-anchors], each (n, c, h, w // 2)."""
+        n, c, h, w = t.shape
+        halves = t.new_zeros((2, n, c, h, w // 2))
+        a, b = (0, 1) if parity == "even" else (1, 0)
+        halves[0, ..., 0::2, :] = t[..., 0::2, a::2]
+        halves[0, ..., 1::2, :] = t[..., 1::2, b::2]
+        halves[1, ..., 0::2, :] = t[..., 0::2, b::2]
+        halves[1, ..., 1::2, :] = t[..., 1::2, a::2]
+        return [halves[0], halves[1]]
+
+    @staticmethod
+    def _join(halves: list[torch.Tensor], parity: str) -> torch.Tensor:
+        n, c, h, w2 = halves[0].shape
+        t = halves[0].new_zeros((n, c, h, w2 * 2))
+        a, b = (0, 1) if parity == "even" else (1, 0)
+        t[..., 0::2, a::2] = halves[0][..., 0::2, :]
+        t[..., 1::2, b::2] = halves[0][..., 1::2, :]
+        t[..., 0::2, b::2] = halves[1][..., 0::2, :]
+        t[..., 1::2, a::2] = halves[1][..., 1::2, :]
+        return t
+
+    def _indexes(self, k: int, scales_fixed: torch.Tensor) -> torch.Tensor:
+        """Scale table index, as GaussianConditional.build_indexes, on exact values."""
+        scales = (scales_fixed * (1.0 / _ONE)).clamp_min(self.scale_bounds[k])
+        table = self.scale_tables[k]
+        return torch.searchsorted(table[:-1].contiguous(), scales.contiguous(), right=False).to(torch.int32)
+
+    def _params(self, k: int, side: torch.Tensor, y_hat_group: torch.Tensor, half: int):
+        """Integer (scales, means) of one checkerboard half of group ``k``."""
+        parity = self.parity[k]
+        side_half = self._split(side, parity)[half]
+        if half == 0:
+            ctx = side_half.new_zeros((side_half.shape[0], 2 * self.groups[k], *side_half.shape[2:]))
+        else:
+            ctx = self._split(self.spatial[k](y_hat_group), parity)[1]
+        params = self.aggregation[k](torch.cat([ctx, side_half], dim=1))
+        return params.chunk(2, 1)
+
+    def _side(self, k: int, hyper_params: torch.Tensor, y_hat: list[torch.Tensor]) -> torch.Tensor:
+        if k == 0:
+            return hyper_params
+        return torch.cat([self.channel_context[k](torch.cat(y_hat[:k], dim=1)), hyper_params], dim=1)
+
+    # ------------------------------------------------------------ coding
+
+    def _code(self, y: torch.Tensor | None, z_symbols: torch.Tensor, strings, crc: SymbolCRC):
+        """Shared encoder/decoder walk. With ``y`` it encodes into ``strings`` (a list to fill);
+        without, it decodes from ``strings``. Returns the decoded latent (float32)."""
+        n, _, hz, wz = z_symbols.shape
+        z_fixed = z_symbols.to(torch.float64) * _ONE + self.z_medians_fixed
+        hyper_params = self.h_s(z_fixed)
+        h, w = hyper_params.shape[2:]
+        y_split = None if y is None else torch.split(y.to(torch.float64), self.groups, dim=1)
+        y_hat: list[torch.Tensor] = []
+        cursor = 0
+        for k, channels in enumerate(self.groups):
+            side = self._side(k, hyper_params, y_hat)
+            parity = self.parity[k]
+            halves = [torch.zeros((n, channels, h, w // 2), dtype=torch.float64, device=self.device) for _ in range(2)]
+            y_halves = None if y_split is None else self._split(y_split[k], parity)
+            for half in range(2):
+                scales, means = self._params(k, side, self._join(halves, parity), half)
+                indexes = self._indexes(k, scales)
+                gc = self.conditionals[k]
+                if y_halves is not None:
+                    symbols = torch.round(y_halves[half] - means * (1.0 / _ONE))
+                    symbols = symbols.to(torch.int32)
+                    strings.append(_encode(gc, symbols, indexes))
+                else:
+                    symbols = _decode(gc, strings[cursor], indexes)
+                    cursor += 1
+                crc.add(symbols)
+                halves[half] = (symbols.to(torch.float64) * _ONE + means).clamp_(-_ACT_MAX, _ACT_MAX)
+            y_hat.append(self._join(halves, parity))
+        return from_fixed(torch.cat(y_hat, dim=1))
+
+    @torch.inference_mode()
+    def compress(self, y: torch.Tensor) -> dict:
+        """Gain-scaled latent (1, M, H, W) -> {"strings", "y_hat", "crc"}."""
+        with _plain_kernels():
+            z = self.h_a(y)
+            z_symbols = torch.round(z - self.z_medians.to(z.device)).to(torch.int32)
+            crc = SymbolCRC()
+            crc.add(z_symbols)
+            z_string = _encode(self.bottleneck, z_symbols, _channel_indexes(z_symbols))
+            strings: list[bytes] = []
+            y_hat = self._code(y, z_symbols, strings, crc)
+        return {"strings": strings + [z_string], "y_hat": y_hat, "crc": crc.value}
+
+    @torch.inference_mode()
+    def decompress(self, strings: list[bytes], z_shape: tuple[int, int]) -> dict:
+        """Streams (as ``compress`` made them) -> {"y_hat", "crc"}."""
+        expected = 2 * len(self.groups) + 1
+        if len(strings) != expected:
+            raise ValueError(f"expected {expected} streams, got {len(strings)}")
+        with _plain_kernels():
+            *y_strings, z_string = strings
+            size = (1, self.z_medians.shape[1], *z_shape)
+            z_symbols = _decode(self.bottleneck, z_string, _channel_indexes(torch.empty(size)))
+            crc = SymbolCRC()
+            crc.add(z_symbols)
+            y_hat = self._code(None, z_symbols.to(self.device), y_strings, crc)
+        return {"y_hat": y_hat, "crc": crc.value}
+
+
+def _channel_indexes(like: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = like.shape
+    return torch.arange(c, dtype=torch.int32).view(1, c, 1, 1).expand(n, c, h, w)
+
+
+_TABLES: dict[int, tuple] = {}
+
+
+def _tables(model) -> tuple:
+    """An entropy model's stored integer CDF tables as the rANS coder takes them (cached)."""
+    key = id(model)
+    cached = _TABLES.get(key)
+    if cached is None or cached[0] is not model:
+        cached = _TABLES[key] = (
+            model,
+            model._quantized_cdf.tolist(),
+            model._cdf_length.reshape(-1).int().tolist(),
+            model._offset.reshape(-1).int().tolist(),
+        )
+    return cached[1:]
+
+
+def _encode(model, symbols: torch.Tensor, indexes: torch.Tensor) -> bytes:
+    """rANS-encode integer symbols with an entropy model's stored (integer) CDF tables."""
+    return model.entropy_coder.encode_with_indexes(
+        symbols.reshape(-1).tolist(), indexes.reshape(-1).to(torch.int32).tolist(), *_tables(model)
+    )
+
+
+def _decode(model, string: bytes, indexes: torch.Tensor) -> torch.Tensor:
+    values = model.entropy_coder.decode_with_indexes(string, indexes.reshape(-1).to(torch.int32).tolist(), *_tables(model))
+    return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
