@@ -140,3 +140,10 @@ def test_qat_matches_integer_network(tiny_net):
         fake = h_s(z).double()
     exact = ExactElicEntropy(tiny_net).h_s(to_fixed(z)) / 256
     assert float((fake - exact).abs().max()) <= 2 / 256
+
+
+def test_shifted_gemm_equals_convolution():
+    torch.manual_seed(2)
+    layer = IntConv(nn.Conv2d(6, 5, 5, padding=2), torch.device("cpu"))
+    a = torch.randint(-2**20, 2**20, (2, 6, 9, 7)).double()
+    assert torch.equal(layer._shifted_gemm(a), F.conv2d(a, layer.weight, None, 1, 2))
