@@ -1,5 +1,49 @@
-"""The one exception type users see: its message is printed as a single line."""
+"""One error hierarchy: every user-facing failure is a ``CodecError`` printed as one line.
+
+Standard library only (the QGIS plugin may load it). Every front end turns a
+``CodecError`` into exit status ``EXIT_USER_ERROR`` with ``report``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_USER_ERROR = 1  # the exit status of every CLI for a user-facing error
 
 
 class CodecError(Exception):
     """A user-facing failure (bad input, corrupt container, wrong weights...)."""
+
+
+class BadInput(CodecError):
+    """A parameter out of range, or an input that cannot be read."""
+
+
+class UnsupportedRaster(BadInput):
+    """A raster the codec cannot code (data type, bands)."""
+
+
+class OutputExists(CodecError):
+    """The output file exists and overwriting was not asked for."""
+
+
+class CorruptContainer(CodecError):
+    """A container that is truncated, damaged or not a container at all."""
+
+
+class DesyncError(CodecError):
+    """The decoded latent symbols differ from the encoder's (checksum mismatch)."""
+
+
+class ModelMismatch(CodecError):
+    """Weights that do not fit: not the container's model, or not the registry's file."""
+
+
+class WeightsUnavailable(CodecError):
+    """Weights (codec, enhancer or metric) that are not installed."""
+
+
+def report(exc: CodecError, stream=None) -> int:
+    """Print ``error: <one line>`` and return the exit status for a user-facing error."""
+    print(f"error: {exc}", file=stream or sys.stderr)
+    return EXIT_USER_ERROR

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.normalization import fixed_range, measured_range
+from core.format.normalization import fixed_range, measured_range
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 RASTER_SUFFIXES = {".tif", ".tiff"}

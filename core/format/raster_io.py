@@ -5,16 +5,21 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from .errors import CodecError
+from ..errors import BadInput, UnsupportedRaster
+from ..options import bands_problem
+from .header import Header
 from .normalization import BandRange, check_dtype, fixed_range
+from .output import atomic_output
 
 logging.getLogger("rasterio").setLevel(logging.ERROR)
 
@@ -23,13 +28,13 @@ def open_raster(path: str | Path):
     """Open a raster for reading, with one-line errors for the usual mistakes."""
     path = Path(path)
     if not path.exists():
-        raise CodecError(f"no such file: {path}")
+        raise BadInput(f"no such file: {path}")
     if path.is_dir():
-        raise CodecError(f"{path} is a folder, not a raster")
+        raise BadInput(f"{path} is a folder, not a raster")
     try:
         return rasterio.open(path)
     except RasterioIOError:
-        raise CodecError(f"{path}: not a raster GDAL can read") from None
+        raise BadInput(f"{path}: not a raster GDAL can read") from None
 
 
 def cached_raster(path: str):
@@ -60,14 +65,15 @@ def select_bands(ds, bands: list[int] | None) -> list[int]:
     chosen = list(bands) if bands else default_bands(ds)
     bad = [b for b in chosen if not 1 <= b <= ds.count]
     if bad:
-        raise CodecError(f"band {bad[0]} does not exist: the raster has bands 1..{ds.count}")
-    if len(set(chosen)) != len(chosen):
-        raise CodecError(f"bands listed twice: {chosen}")
+        raise BadInput(f"band {bad[0]} does not exist: the raster has bands 1..{ds.count}")
+    problem = bands_problem(chosen)
+    if problem:
+        raise BadInput(problem)
     dtypes = {ds.dtypes[b - 1] for b in chosen}
     for dt in dtypes:
         check_dtype(dt)
     if len(dtypes) > 1:
-        raise CodecError(f"selected bands mix data types {sorted(dtypes)}")
+        raise UnsupportedRaster(f"selected bands mix data types {sorted(dtypes)}")
     return chosen
 
 
@@ -105,15 +111,15 @@ def band_ranges(ds, bands: list[int], masked: bool) -> list[BandRange]:
     return [BandRange(float(a), float(b)) if np.isfinite(a) else BandRange(0.0, 1.0) for a, b in zip(lo, hi)]
 
 
-def output_profile(header: dict, width: int, height: int, transform) -> dict:
+def output_profile(header: Header, width: int, height: int, transform) -> dict:
     """GeoTIFF profile of a decoded raster (tiled, lossless deflate)."""
     profile = {
         "driver": "GTiff",
         "width": width,
         "height": height,
-        "count": len(header["bands"]),
-        "dtype": header["dtype"],
-        "crs": header["crs"],
+        "count": len(header.bands),
+        "dtype": header.dtype,
+        "crs": header.crs,
         "transform": transform,
         "tiled": True,
         "blockxsize": 256,
@@ -123,21 +129,37 @@ def output_profile(header: dict, width: int, height: int, transform) -> dict:
         "zlevel": 1,
         "BIGTIFF": "IF_SAFER",
     }
-    if header.get("nodata") is not None:
-        profile["nodata"] = header["nodata"]
-    if header["dtype"] == "uint8" and header.get("colorinterp") == ["red", "green", "blue"]:
+    if header.nodata is not None:
+        profile["nodata"] = header.nodata
+    if header.dtype == "uint8" and header.colorinterp == ("red", "green", "blue"):
         profile["photometric"] = "RGB"
     return profile
 
 
-def describe_bands(dst, header: dict) -> None:
+def describe_bands(dst, header: Header) -> None:
     """Copy band descriptions and colour interpretation of the coded bands."""
-    for i, desc in enumerate(header.get("band_descriptions") or [], start=1):
+    for i, desc in enumerate(header.band_descriptions, start=1):
         if desc:
             dst.set_band_description(i, desc)
-    ci = header.get("colorinterp")
+    ci = header.colorinterp
     if ci and len(ci) == dst.count:
         try:
             dst.colorinterp = [ColorInterp[c] for c in ci]
         except (ValueError, KeyError):
             pass
+
+
+@contextmanager
+def raster_output(dst: str | Path, profile: dict, overwrite: bool = False, cog: bool = False):
+    """An open GeoTIFF to write ``dst`` with; it replaces ``dst`` only if the block ends
+    without an error. ``cog``: converted to a Cloud-Optimized GeoTIFF at the end."""
+    with atomic_output(dst, overwrite) as tmp:
+        gtiff = tmp.with_name(tmp.name + ".tif") if cog else tmp
+        try:
+            with rasterio.open(gtiff, "w", **profile) as out:
+                yield out
+            if cog:
+                rasterio.shutil.copy(gtiff, tmp, driver="COG", compress="deflate", predictor=2)
+        finally:
+            if cog:
+                Path(gtiff).unlink(missing_ok=True)

@@ -1,12 +1,15 @@
-"""Blend decoded tiles into an output window.
+"""Blend decoded tiles into finished strips of an output window.
 
 A ``Mosaic`` covers one pixel window of the raster; tiles are added in row-major order,
-each weighted by its blend ramps. Decoding a window alone and decoding the whole raster
-strip by strip perform the same float operations in the same order, so they give
-identical pixels.
+each weighted by its blend ramps. ``stitch`` turns a stream of decoded tiles into a
+stream of finished strips, holding one row of tiles. Decoding a window alone and
+decoding the whole raster strip by strip perform the same float operations in the same
+order, so they give identical pixels.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -49,3 +52,42 @@ class Mosaic:
             self.values = np.concatenate([self.values, np.zeros((b, extra, w), np.float32)], axis=1)
             self.invalid = np.concatenate([self.invalid, np.zeros((extra, w), bool)], axis=0)
             self.height = height
+
+
+def stitch(grid: TileGrid, tiles: list[Tile], decoded: Iterable, window: tuple[int, int, int, int], bands: int,
+           progress: Callable[[int, int], None] | None = None) -> Iterator[Mosaic]:
+    """Blend decoded ``(index, values, invalid)`` tiles (row-major) and yield the finished
+    strips of ``window`` (col_off, row_off, width, height), top to bottom."""
+    x0, y0, width, height = window
+    y_end = y0 + height
+    mosaic = Mosaic(y0, x0, 0, width, bands)
+    by_index = {t.index: t for t in tiles}
+    done = 0
+    current_row = None
+    for index, values, invalid in decoded:
+        t = by_index[index]
+        if t.row != current_row:
+            if current_row is not None:
+                final = min(t.y0, y_end) - mosaic.y0  # rows above this tile row's start are final
+                if final > 0:
+                    yield mosaic.take_rows(final)
+            current_row = t.row
+            mosaic.extend_to(min(t.y1, y_end) - mosaic.y0)
+        mosaic.add(grid, t, values, invalid)
+        done += 1
+        if progress:
+            progress(done, len(tiles))
+    if mosaic.height > 0:
+        yield mosaic
+
+
+def raster_values(mosaic: Mosaic, ranges, dtype: str, nodata: float | None) -> np.ndarray:
+    """A finished strip's values in the raster's dtype; invalid pixels are ``nodata``, and a
+    valid pixel never decodes to it (nudged by one level)."""
+    out = np.stack([r.from_unit(v, dtype) for r, v in zip(ranges, mosaic.values)])
+    if nodata is not None:
+        nd = np.asarray(nodata).astype(dtype)
+        nudge = nd + 1 if nd < np.iinfo(dtype).max else nd - 1
+        out[(out == nd) & ~mosaic.invalid[None]] = nudge
+        out[:, mosaic.invalid] = nd
+    return out

@@ -15,18 +15,17 @@ of the raster is decoded by reading only the tiles that touch it.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
-import tempfile
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CodecError
+from ..errors import BadInput, CorruptContainer
+from ..options import CONTAINER_MAGIC
+from .header import Header
 
-MAGIC = b"CRSIC\x00\r\n"
+MAGIC = CONTAINER_MAGIC
 END_MAGIC = b"CRSICEND"
 FORMAT_VERSION = 1
 _INDEX_ENTRY = struct.Struct("<QIII")
@@ -41,34 +40,13 @@ class TileEntry:
     symbols_crc: int
 
 
-@contextmanager
-def atomic_output(path: str | Path, overwrite: bool = False):
-    """Yield a temporary path next to ``path``; rename it into place only on success."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise CodecError(f"output exists: {path} (use --overwrite to replace it)")
-    if not path.parent.is_dir():
-        raise CodecError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _header_block(header: dict) -> bytes:
+def _header_block(header: Header) -> bytes:
     """Magic, format version, header length, JSON header and its CRC32: the file's start."""
-    head = json.dumps(header, sort_keys=True).encode()
+    head = header.to_json()
     return MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<I", zlib.crc32(head))
 
 
-def framing_bytes(header: dict, n_tiles: int) -> int:
+def framing_bytes(header: Header, n_tiles: int) -> int:
     """Bytes a container spends besides tile payloads (header, index, footer)."""
     return len(_header_block(header)) + n_tiles * _INDEX_ENTRY.size + _FOOTER.size
 
@@ -76,7 +54,7 @@ def framing_bytes(header: dict, n_tiles: int) -> int:
 class ContainerWriter:
     """Writes header, then tiles (any order), then index and footer on ``close()``."""
 
-    def __init__(self, path: str | Path, header: dict, n_tiles: int):
+    def __init__(self, path: str | Path, header: Header, n_tiles: int):
         self.f = open(path, "wb")
         self.f.write(_header_block(header))
         self.entries: list[TileEntry | None] = [None] * n_tiles
@@ -110,7 +88,7 @@ class ContainerReader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.exists():
-            raise CodecError(f"no such file: {self.path}")
+            raise BadInput(f"no such file: {self.path}")
         self.f = open(self.path, "rb")
         try:
             self._read_framing()
@@ -119,7 +97,7 @@ class ContainerReader:
             raise
 
     def _fail(self, why: str):
-        raise CodecError(f"{self.path}: {why}")
+        raise CorruptContainer(f"{self.path}: {why}")
 
     def _read_framing(self) -> None:
         f = self.f
@@ -135,7 +113,7 @@ class ContainerReader:
             self._fail("container is truncated (header incomplete)")
         if struct.unpack("<I", crc)[0] != zlib.crc32(head):
             self._fail("container header is corrupt (checksum mismatch)")
-        self.header = json.loads(head)
+        self.header = Header.from_json(head, str(self.path))
         self.data_start = f.tell()
         size = os.fstat(f.fileno()).st_size
         if size < self.data_start + _FOOTER.size:
@@ -149,6 +127,8 @@ class ContainerReader:
         if zlib.crc32(index) != index_crc:
             self._fail("container tile index is corrupt (checksum mismatch)")
         self.entries = [TileEntry(*_INDEX_ENTRY.unpack_from(index, i * _INDEX_ENTRY.size)) for i in range(n_tiles)]
+        if n_tiles != self.header.n_tiles:
+            self._fail(f"the header describes {self.header.n_tiles} tiles, the index has {n_tiles}")
         for i, e in enumerate(self.entries):
             if e.offset < self.data_start or e.offset + e.length > index_offset:
                 self._fail(f"tile {i} lies outside the data section")

@@ -19,15 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._compressai import EntropyModel
-from .errors import CodecError
-from .models import DEFAULT_MODEL, LoadedModel, load_model
-
-PAD_MULTIPLE = 64
-
-
-class DesyncError(CodecError):
-    """The decoded latent symbols differ from the encoder's (checksum mismatch)."""
+from ..errors import CorruptContainer, DesyncError
+from ..format.tiling import PAD_MULTIPLE
+from ..models import LoadedModel, get_model
+from ..models._compressai import EntropyModel
+from ..options import DEFAULT_MODEL, band_groups
 
 
 class SymbolLog:
@@ -86,19 +82,10 @@ def _unpack_strings(buf: memoryview, pos: int):
         (length,) = struct.unpack_from("<I", buf, pos)
         pos += 4
         if pos + length > len(buf):
-            raise CodecError("tile stream is truncated")
+            raise CorruptContainer("tile stream is truncated")
         strings.append([bytes(buf[pos : pos + length])])
         pos += length
     return strings, pos
-
-
-def band_groups(n_bands: int) -> list[list[int]]:
-    """Indices of the bands coded together: [[0,1,2],[3,3,3]] for 4 bands."""
-    groups = []
-    for start in range(0, n_bands, 3):
-        g = list(range(start, min(start + 3, n_bands)))
-        groups.append(g + [g[-1]] * (3 - len(g)))
-    return groups
 
 
 @dataclass
@@ -137,7 +124,7 @@ class TileCoder:
         try:
             bands, h, w = struct.unpack_from("<HHH", buf, 0)
         except struct.error:
-            raise CodecError("tile stream is truncated") from None
+            raise CorruptContainer("tile stream is truncated") from None
         pos = 6
         level = torch.tensor([quality_level], dtype=torch.float32)
         shape = self._latent_shape(h, w)
@@ -153,7 +140,7 @@ class TileCoder:
                     copies = [j for j, g in enumerate(group) if g == b]
                     out[b] = x_hat[copies].mean(axis=0) if len(copies) > 1 else x_hat[i]
         except (struct.error, ValueError, RuntimeError, IndexError) as exc:
-            raise CodecError(f"tile stream is corrupt ({exc})") from None
+            raise CorruptContainer(f"tile stream is corrupt ({exc})") from None
         finally:
             self.log.mode = None
         if expected_crc is not None and self.log.crc != expected_crc:
@@ -168,7 +155,7 @@ def get_coder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TileCoder:
     """The process-wide coder for ``model`` (loaded on first use)."""
     key = (str(model), str(device))
     if key not in _CODERS:
-        _CODERS[key] = TileCoder(load_model(model, device))
+        _CODERS[key] = TileCoder(get_model(model, device))
     return _CODERS[key]
 
 

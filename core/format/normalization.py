@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CodecError
-
-SUPPORTED_DTYPES = ("uint8", "uint16")
+from ..errors import UnsupportedRaster
+from ..options import SUPPORTED_DTYPES
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class BandRange:
 
 def check_dtype(dtype: str) -> None:
     if str(dtype) not in SUPPORTED_DTYPES:
-        raise CodecError(f"unsupported data type {dtype}: Code-RSIC codes uint8 and uint16 rasters")
+        raise UnsupportedRaster(f"unsupported data type {dtype}: Code-RSIC codes uint8 and uint16 rasters")
 
 
 def fixed_range(dtype: str) -> BandRange | None:

@@ -1,0 +1,107 @@
+"""Compress a raster to a ``.crsic`` container, tile by tile (memory: a row of tiles)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import __version__
+from ..format.container import ContainerWriter, framing_bytes
+from ..format.header import Header, ModelRef
+from ..format.output import atomic_output
+from ..format.raster_io import band_ranges, has_mask, open_raster, select_bands
+from ..format.tiling import TileGrid
+from ..models import MIN_LEVEL, quality_to_level
+from ..options import CompressParams
+from .jobs import EncodeJob, encode_job, serial_map
+from .tile_coder import get_coder
+
+Progress = Callable[[int, int], None]
+
+
+def _jobs(src: str, tiles, header: Header, params: CompressParams, masked: bool, level: float):
+    for t in tiles:
+        yield EncodeJob(src, t.index, (t.x0, t.y0, t.width, t.height), tuple(header.bands), tuple(header.ranges),
+                        masked, level, params.model, params.device)
+
+
+def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Header, masked: bool,
+                   levels: int) -> float:
+    """The 0-based rate level: from the quality, or bisected to hit ``target_bpp``."""
+    if params.target_bpp is None:
+        return quality_to_level(params.quality, levels)
+    framing = framing_bytes(header.with_rate(1.0, 0.0), len(grid))
+    # Bisect the (continuous) level on a few tiles spread over the raster.
+    tiles = list(grid)
+    picks = [tiles[i] for i in sorted(set(np.linspace(0, len(tiles) - 1, min(4, len(tiles))).round().astype(int)))]
+    sampled = sum(t.width * t.height for t in picks)
+    coded = sum(t.width * t.height for t in tiles)  # overlaps are coded twice
+
+    def bpp(lv):
+        """Predicted bpp of the whole file: sampled payload rate, scaled to all tiles, plus framing."""
+        payload = sum(len(p) for _, p, _ in map(encode_job, _jobs(src, picks, header, params, masked, lv)))
+        return (payload * coded / sampled + framing) * 8 / header.pixels
+
+    lo, hi = MIN_LEVEL, float(levels - 1)
+    if bpp(lo) >= params.target_bpp:
+        return lo
+    if bpp(hi) <= params.target_bpp:
+        return hi
+    for _ in range(7):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if bpp(mid) <= params.target_bpp else (lo, mid)
+    return lo
+
+
+def _header(ds, src: Path, bands, ranges, masked: bool, grid: TileGrid, coder) -> Header:
+    return Header(
+        software=f"code-rsic {__version__}", source_name=src.name, width=ds.width, height=ds.height,
+        source_band_count=ds.count, dtype=ds.dtypes[bands[0] - 1], crs=ds.crs.to_wkt() if ds.crs else None,
+        transform=tuple(ds.transform)[:6], nodata=ds.nodata, has_mask=masked, bands=tuple(bands),
+        band_descriptions=tuple(ds.descriptions[b - 1] for b in bands),
+        colorinterp=tuple(ds.colorinterp[b - 1].name for b in bands),
+        ranges=tuple((r.lo, r.hi) for r in ranges), tile=grid.tile, overlap=grid.overlap,
+        tile_rows=grid.n_rows, tile_cols=grid.n_cols, model=ModelRef(coder.model.spec.name, coder.model.sha256))
+
+
+def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | None = None,
+                    progress: Progress | None = None, mapper=serial_map) -> dict:
+    """Compress a raster to a container; returns a summary (sizes, bpp, ratio, seconds)."""
+    params = (params or CompressParams()).validate()
+    t0 = time.perf_counter()
+    src = Path(src)
+    with open_raster(src) as ds:
+        bands = select_bands(ds, params.bands)
+        masked = has_mask(ds, bands)
+        grid = TileGrid(ds.width, ds.height, params.tile, params.overlap)
+        coder = get_coder(params.model, params.device)  # load (and validate) weights up front
+        with atomic_output(dst, params.overwrite) as tmp:
+            header = _header(ds, src, bands, band_ranges(ds, bands, masked), masked, grid, coder)
+            level = _quality_level(str(src), grid, params, header, masked, coder.model.spec.levels)
+            header = header.with_rate(level + 1.0, level)
+            writer = ContainerWriter(tmp, header, len(grid))
+            try:
+                jobs = _jobs(str(src), grid, header, params, masked, level)
+                for done, (index, payload, crc) in enumerate(mapper(encode_job, jobs), start=1):
+                    writer.add_tile(index, payload, crc)
+                    if progress:
+                        progress(done, len(grid))
+                size = writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+    raw = header.pixels * len(bands) * np.dtype(header.dtype).itemsize
+    seconds = time.perf_counter() - t0
+    return {
+        "output": str(dst),
+        "bytes": size,
+        "bpp": size * 8 / header.pixels,
+        "ratio": raw / size,
+        "seconds": seconds,
+        "megapixels_per_second": header.pixels / 1e6 / seconds,
+        "tiles": len(grid),
+        "quality": level + 1.0,
+    }

@@ -1,0 +1,189 @@
+"""Decode a ``.crsic`` container (or one window of it) to a georeferenced GeoTIFF.
+
+``open_plan`` reads and checks what a decode needs; ``decoded_strips`` yields the
+finished strips of the window, top to bottom, in the raster's dtype, holding one row of
+tiles. ``decompress_raster`` writes them as they come; the enhancer (``core.enhance``)
+consumes the same strips.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window, from_bounds
+from rasterio.windows import transform as window_transform
+
+from ..errors import BadInput, DesyncError, ModelMismatch
+from ..format.container import ContainerReader
+from ..format.header import Header
+from ..format.normalization import BandRange
+from ..format.raster_io import describe_bands, output_profile, raster_output
+from ..format.stitching import raster_values, stitch
+from ..format.tiling import Tile, TileGrid
+from ..options import DecompressParams
+from .jobs import DecodeJob, decode_or_flag, release_reader, serial_map, shared_reader
+from .tile_coder import get_coder
+
+Progress = Callable[[int, int], None]
+
+
+def check_model(header: Header, coder, path) -> None:
+    if header.model.sha256 != coder.model.sha256:
+        raise ModelMismatch(
+            f"{path} was made with model '{header.model.name}' (weights {header.model.sha256[:12]}), but the loaded "
+            f"weights are '{coder.model.spec.name}' ({coder.model.sha256[:12]}): pass the matching --model"
+        )
+
+
+def resolve_window(header: Header, window: tuple[int, int, int, int] | None = None,
+                   bbox: tuple[float, float, float, float] | None = None) -> Window:
+    """Pixel window (col_off, row_off, width, height) or bbox (in the raster's CRS) -> Window."""
+    full = Window(0, 0, header.width, header.height)
+    if window is None and bbox is None:
+        return full
+    if bbox is not None:
+        left, bottom, right, top = bbox
+        if left >= right or bottom >= top:
+            raise BadInput("bbox must be LEFT BOTTOM RIGHT TOP with left < right and bottom < top")
+        win = from_bounds(left, bottom, right, top, transform=rasterio.Affine(*header.transform))
+        win = win.round_offsets(op="floor").round_lengths(op="ceil")
+    else:
+        win = Window(*window)
+    try:
+        win = win.intersection(full)
+    except rasterio.errors.WindowError:
+        raise BadInput("the requested window lies outside the raster") from None
+    if win.width <= 0 or win.height <= 0:
+        raise BadInput("the requested window lies outside the raster")
+    return Window(int(win.col_off), int(win.row_off), int(win.width), int(win.height))
+
+
+@dataclass
+class DecodePlan:
+    """One decode: the container, the window, the tiles it touches and the output profile."""
+
+    path: str
+    header: Header
+    window: Window
+    grid: TileGrid
+    tiles: list[Tile]
+    model: str
+    device: str
+
+    @property
+    def ranges(self) -> list[BandRange]:
+        return [BandRange(*r) for r in self.header.ranges]
+
+    @property
+    def width(self) -> int:
+        return int(self.window.width)
+
+    @property
+    def height(self) -> int:
+        return int(self.window.height)
+
+    def profile(self) -> dict:
+        transform = window_transform(self.window, rasterio.Affine(*self.header.transform))
+        return output_profile(self.header, self.width, self.height, transform)
+
+    def summary(self, dst, seconds: float) -> dict:
+        w = self.window
+        return {"output": str(dst), "window": [int(w.col_off), int(w.row_off), self.width, self.height],
+                "tiles": len(self.tiles), "seconds": seconds,
+                "megapixels_per_second": self.width * self.height / 1e6 / seconds}
+
+
+def open_plan(reader: ContainerReader, params: DecompressParams) -> DecodePlan:
+    header = reader.header
+    model = params.model or header.model.name
+    check_model(header, get_coder(model, params.device), reader.path)
+    win = resolve_window(header, params.window, params.bbox)
+    grid = TileGrid(header.width, header.height, header.tile, header.overlap)
+    return DecodePlan(str(reader.path), header, win, grid, grid.tiles_in(win), model, params.device)
+
+
+def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | None = None
+                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Finished strips ``(row in the window, values (bands, h, w) in the raster dtype, invalid (h, w))``.
+
+    Tiles whose entropy decoding desyncs are all reported at the end, as one error.
+    """
+    h = plan.header
+    jobs = (DecodeJob(plan.path, t.index, t.height, t.width, h.level, plan.model, plan.device) for t in plan.tiles)
+    desynced: list[int] = []
+
+    def decoded():
+        for result in mapper(decode_or_flag, jobs):
+            if isinstance(result, int):
+                desynced.append(result)
+            else:
+                yield result
+
+    win = plan.window
+    ranges = plan.ranges
+    for strip in stitch(plan.grid, plan.tiles, decoded(), (int(win.col_off), int(win.row_off), plan.width,
+                                                            plan.height), len(h.bands), progress):
+        yield strip.y0 - int(win.row_off), raster_values(strip, ranges, h.dtype, h.nodata), strip.invalid
+    if desynced:
+        raise DesyncError(
+            f"entropy decoding desync in {len(desynced)} of {len(plan.tiles)} tiles "
+            f"(tiles {', '.join(map(str, sorted(desynced)[:20]))}): this machine computes the entropy "
+            "model differently from the encoder's (CompressAI issue #279); decode with the same "
+            "software and device type that encoded, e.g. --device cpu"
+        )
+
+
+def write_strip(out, row: int, values: np.ndarray, invalid: np.ndarray, header: Header) -> None:
+    """Write one strip; a masked raster without a nodata value gets an internal mask."""
+    w = Window(0, row, values.shape[2], values.shape[1])
+    out.write(values, window=w)
+    if header.has_mask and header.nodata is None:
+        out.write_mask((~invalid).astype(np.uint8) * 255, window=w)
+
+
+class open_container:
+    """``with open_container(path) as reader``: the validated reader, shared with this
+    process's decode jobs while the block runs."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.reader = ContainerReader(path)
+
+    def __enter__(self) -> ContainerReader:
+        return shared_reader(self.path, self.reader)
+
+    def __exit__(self, *exc):
+        release_reader(self.path)
+        self.reader.close()
+
+
+def decompress_raster(src: str | Path, dst: str | Path, *, window=None, bbox=None, model: str | None = None,
+                      device: str = "cpu", overwrite: bool = False, cog: bool = False,
+                      progress: Progress | None = None, mapper=serial_map) -> dict:
+    """Decode a container (or one window / bbox of it) to a georeferenced GeoTIFF, without enhancement."""
+    params = DecompressParams(model=model, device=device, window=window, bbox=bbox, overwrite=overwrite, cog=cog,
+                              enhance=False).validate()
+    t0 = time.perf_counter()
+    with open_container(src) as reader:
+        plan = open_plan(reader, params)
+        with raster_output(dst, plan.profile(), overwrite, cog) as out:
+            describe_bands(out, plan.header)
+            for row, values, invalid in decoded_strips(plan, mapper, progress):
+                write_strip(out, row, values, invalid, plan.header)
+    return plan.summary(dst, time.perf_counter() - t0)
+
+
+def container_info(path: str | Path) -> dict:
+    """The header as a dict, with the file's size, tile count, bpp and ratio."""
+    with ContainerReader(path) as reader:
+        h = reader.header
+        size = Path(path).stat().st_size
+        info = h.to_dict()
+        raw = h.pixels * len(h.bands) * np.dtype(h.dtype).itemsize
+        info.update(file_bytes=size, tiles=len(reader.entries), bpp=size * 8 / h.pixels, ratio=raw / size)
+        return info

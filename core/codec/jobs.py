@@ -1,0 +1,119 @@
+"""Tile jobs: ``encode_job`` and ``decode_job``, pure functions of small picklable records.
+
+They open their inputs themselves (one cached dataset / container per process), so the
+same code runs serially (``serial_map``) or on a process pool / Dask cluster
+(``core.scale``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..errors import DesyncError
+from ..format.container import ContainerReader
+from ..format.payload import pack_payload, prepare_tile, unpack_payload
+from ..format.raster_io import cached_raster, read_valid
+from .tile_coder import get_coder
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """Everything one tile's encoding needs (picklable, small)."""
+
+    src: str
+    tile_index: int
+    window: tuple[int, int, int, int]  # col_off, row_off, width, height
+    bands: tuple[int, ...]
+    ranges: tuple[tuple[float, float], ...]
+    masked: bool
+    level: float
+    model: str
+    device: str
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    container: str
+    tile_index: int
+    height: int
+    width: int
+    level: float
+    model: str
+    device: str
+
+
+def encode_job(job: EncodeJob) -> tuple[int, bytes, int]:
+    """Read, normalise and encode one tile -> (tile index, payload, latent-symbols CRC)."""
+    ds = cached_raster(job.src)
+    window = Window(*job.window)
+    data = ds.read(list(job.bands), window=window)
+    valid = read_valid(ds, list(job.bands), window) if job.masked else None
+    stream, crc = get_coder(job.model, job.device).encode_tile(prepare_tile(data, valid, job.ranges), job.level)
+    return job.tile_index, pack_payload(None if valid is None else ~valid, stream), crc
+
+
+_READERS: dict[str, ContainerReader] = {}
+_MAX_READERS = 8
+
+
+def shared_reader(path: str, reader: ContainerReader | None = None) -> ContainerReader:
+    """This process's open container at ``path`` (``reader``: register one already open);
+    reopened when the file was replaced since (a long-lived Dask worker must not read an
+    old copy), at most ``_MAX_READERS`` kept open."""
+    if reader is not None:
+        _READERS[path] = reader
+        return reader
+    reader = _READERS.get(path)
+    if reader is not None and not _same_file(reader, path):
+        _READERS.pop(path, None)
+        reader.close()
+        reader = None
+    if reader is None:
+        while len(_READERS) >= _MAX_READERS:
+            _READERS.pop(next(iter(_READERS))).close()
+        reader = _READERS[path] = ContainerReader(path)
+    return reader
+
+
+def release_reader(path: str) -> None:
+    _READERS.pop(path, None)
+
+
+def _same_file(reader: ContainerReader, path: str) -> bool:
+    try:
+        a, b = os.fstat(reader.f.fileno()), os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
+
+
+def decode_job(job: DecodeJob) -> tuple[int, np.ndarray, np.ndarray | None]:
+    """Decode one tile -> (tile index, float (bands, h, w) in [0, 1], invalid mask or None)."""
+    reader = shared_reader(job.container)
+    entry = reader.entries[job.tile_index]
+    invalid, stream = unpack_payload(reader.read_tile(job.tile_index), job.height, job.width)
+    coder = get_coder(job.model, job.device)
+    try:
+        full = coder.decode_tile(stream, job.level, entry.symbols_crc)
+    except DesyncError:
+        raise DesyncError(str(job.tile_index)) from None
+    return job.tile_index, full[:, : job.height, : job.width], invalid
+
+
+def decode_or_flag(job: DecodeJob):
+    """Decode a tile; a desync is returned as the tile index so all affected tiles get reported."""
+    try:
+        return decode_job(job)
+    except DesyncError:
+        return job.tile_index
+
+
+def serial_map(fn, jobs: Iterable) -> Iterator:
+    """The in-process executor: results in order, one job at a time."""
+    for job in jobs:
+        yield fn(job)

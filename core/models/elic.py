@@ -1,0 +1,79 @@
+"""ELIC with one network for every rate: ``VariableRateElic`` and ``build_model``.
+
+One trained network serves every rate: Cui et al. (CVPR 2021) gain units scale the
+latent ``y`` channel-wise before quantisation (and back before synthesis). Rate level
+``q`` is continuous: between two trained levels the gains are interpolated
+geometrically, so any quality in ``[1, levels]`` is valid. Quality ``[0, 1)`` extrapolates
+the gains up to one level below the lowest trained one (measured on val: smooth, about
+0.6x the bits of quality 1 at quality 0; see core/weights/elic-lite.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import BadInput
+from ..options import MIN_QUALITY, quality_problem
+from ._compressai import Elic2022Official
+from .registry import ModelSpec
+
+# Lowest 0-based rate level: one below the lowest trained one, by extrapolating the gains.
+MIN_LEVEL = MIN_QUALITY - 1.0
+
+class VariableRateElic(Elic2022Official):
+    """``Elic2022Official`` with per-level channel gains on the latent (gain units)."""
+
+    def __init__(self, N: int, M: int, groups, levels: int, init_lambdas=None):
+        super().__init__(N=N, M=M, groups=list(groups))
+        self.levels = levels
+        if init_lambdas is None:
+            init = torch.zeros(levels)
+        else:  # quantiser step ~ 1/sqrt(lambda): start gains there
+            lam = torch.tensor(init_lambdas, dtype=torch.float32)
+            init = 0.5 * torch.log(lam / lam.max())
+        self.log_gain = torch.nn.Parameter(init[:, None].repeat(1, M).clone())
+        self.log_inv_gain = torch.nn.Parameter(-init[:, None].repeat(1, M).clone())
+
+    def _interp(self, table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Interpolate log-gains at fractional 0-based ``level`` (shape B) -> (B, M, 1, 1)."""
+        level = level.to(table.device, table.dtype).clamp(MIN_LEVEL, self.levels - 1)
+        if self.levels == 1:
+            log_g = table[0].expand(level.shape[0], -1)
+        else:
+            low = level.floor().long().clamp(0, self.levels - 2)  # below 0: extrapolate from 0..1
+            t = (level - low.to(level.dtype))[:, None]
+            log_g = table[low] * (1 - t) + table[low + 1] * t
+        return log_g.exp()[:, :, None, None]
+
+    def forward(self, x, level):
+        y = self.g_a(x) * self._interp(self.log_gain, level)
+        y_out = self.latent_codec(y)
+        x_hat = self.g_s(y_out["y_hat"] * self._interp(self.log_inv_gain, level))
+        return {"x_hat": x_hat, "likelihoods": y_out["likelihoods"]}
+
+    # Coding runs the analysis / synthesis transforms on channels-last tensors (oneDNN's
+    # fast path on CPU: about 2x faster convolutions), but the entropy model always sees
+    # contiguous tensors, so the probabilities the encoder and decoder compute, and thus
+    # the bitstream, do not depend on this choice.
+
+    def compress(self, x, level):
+        y = self.g_a(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return self.latent_codec.compress(y * self._interp(self.log_gain, level))
+
+    def decompress(self, strings, shape, level):
+        y_hat = self.latent_codec.decompress(strings, shape)["y_hat"]
+        y_hat = (y_hat * self._interp(self.log_inv_gain, level)).contiguous(memory_format=torch.channels_last)
+        x_hat = self.g_s(y_hat).contiguous().clamp_(0, 1)
+        return {"x_hat": x_hat}
+
+
+def build_model(spec: ModelSpec) -> VariableRateElic:
+    return VariableRateElic(spec.N, spec.M, spec.groups, spec.levels, spec.lambdas)
+
+
+def quality_to_level(quality: float, levels: int) -> float:
+    """User quality 0..levels (float allowed) -> 0-based level (-1 .. levels - 1)."""
+    problem = quality_problem(quality, levels)
+    if problem:
+        raise BadInput(problem)
+    return float(quality) - 1.0

@@ -1,0 +1,99 @@
+"""The model registry: every named codec and enhancer, with its shipped weights file.
+
+Standard library only. A ``ModelSpec`` describes one ELIC variant (architecture and the
+lambdas of its rate levels), an ``EnhancerSpec`` one decoder-side enhancer. Shipped
+weights live in ``core/weights`` and are checked against the sha256 recorded here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..options import AUTO_ENHANCE_MAX_QUALITY, DEFAULT_ENHANCER, DEFAULT_MODEL
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture of one ELIC variant and the lambdas its rate levels were trained for."""
+
+    name: str
+    N: int
+    M: int
+    groups: tuple[int, ...]
+    lambdas: tuple[float, ...]
+    weights_file: str | None = None  # file name inside core/weights
+    sha256: str | None = None  # of the shipped weights file
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+
+@dataclass(frozen=True)
+class EnhancerSpec:
+    name: str
+    weights_file: str
+    sha256: str | None
+    default_fidelity: float
+    description: str = ""
+    # Highest container quality that `decompress` enhances unless told otherwise: the
+    # rates the enhancer was trained on and measured to help (None: every quality).
+    max_default_quality: float | None = None
+
+
+# Lambdas (MSE on 0..255, compressai convention) of the trained rate levels, low to high.
+DEFAULT_LAMBDAS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008)
+
+REGISTRY: dict[str, ModelSpec] = {
+    "elic-lite": ModelSpec(
+        name="elic-lite",
+        N=48,
+        M=96,
+        groups=(16, 16, 64),
+        lambdas=DEFAULT_LAMBDAS,
+        weights_file="elic-lite.safetensors",
+        sha256="c383c613137d8a88b5c8a8f2b6c36c309c4a592ead7a9fefc8efac50109a6a47",
+        description="ELIC N=48 M=96, 6 rate levels, trained on aerial imagery on CPU",
+    ),
+    # Codec v2: the same architecture with the rate span widened to archive rates
+    # (about 0.04 to 1.2+ bpp): lambdas doubling from 0.000125 to 0.128.
+    "elic-v2": ModelSpec(
+        name="elic-v2",
+        N=48,
+        M=96,
+        groups=(16, 16, 64),
+        lambdas=tuple(0.000125 * 2**k for k in range(11)),
+        description="ELIC N=48 M=96, 11 rate levels (about 0.04 to 1.2 bpp), trained on aerial imagery on CPU",
+    ),
+    # Tiny architecture for tests and smoke runs (random weights are fine there).
+    "elic-tiny": ModelSpec(
+        name="elic-tiny",
+        N=16,
+        M=48,
+        groups=(8, 8, 32),
+        lambdas=(0.001, 0.004),
+        description="test-sized ELIC, not for real use",
+    ),
+}
+
+ENHANCERS: dict[str, EnhancerSpec] = {
+    "enhancer-lite": EnhancerSpec(
+        name="enhancer-lite",
+        weights_file="enhancer-lite.safetensors",
+        sha256="965467240f59d44603bd143ca0b606a9f7adfd75674a076adeca2b69bc43d3bc",
+        default_fidelity=1.0,  # best LPIPS and PSNR on the validation pairs (see the model card)
+        description="Code-RSIC decoder-side enhancer (VQGAN 1024x32 codebook, 4-layer lookup Transformer, "
+                    "HPIN at 1/2, 1/4, 1/8, input gate), trained on one GPU on shipped-ELIC pairs",
+        # trained on quality 0..4 pairs; there LPIPS, DISTS, FID and KID all improve (PSNR -0.3 to
+        # -1.8 dB); above, FID stops improving and PSNR costs 2.2-2.5 dB (see the model card)
+        max_default_quality=AUTO_ENHANCE_MAX_QUALITY,
+    ),
+}
+
+__all__ = ["DEFAULT_ENHANCER", "DEFAULT_LAMBDAS", "DEFAULT_MODEL", "ENHANCERS", "EnhancerSpec", "ModelSpec",
+           "REGISTRY", "WEIGHTS_DIR"]

@@ -1,0 +1,221 @@
+"""Weights files: one save, resolve, check and load path for the codec and the enhancer.
+
+A weights file is safetensors. Its metadata says how to rebuild the network: the
+``ModelSpec`` of an ELIC model (``crsic_model_spec``) or the ``EnhancerConfig`` of an
+enhancer (``crsic_enhancer_config``). A registry name resolves to the shipped file in
+``core/weights`` and that file must have the registry's sha256; any other path is taken
+as it is. Loaded networks are kept per process (``get_model``, ``get_enhancer``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import BadInput, ModelMismatch, WeightsUnavailable
+from ..options import DEFAULT_ENHANCER, DEFAULT_MODEL
+from .elic import VariableRateElic, build_model
+from .hpin import Enhancer
+from .registry import ENHANCERS, REGISTRY, WEIGHTS_DIR, EnhancerSpec, ModelSpec
+from .vqgan import EnhancerConfig
+
+MODEL_META = "crsic_model_spec"
+ENHANCER_META = "crsic_enhancer_config"
+
+
+# ---------------------------------------------------------------- files
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> str:
+    """Write safetensors atomically (readable by all); returns the file's sha256."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
+    return file_sha256(path)
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not our weights"
+        raise BadInput(f"{path}: not a safetensors weights file ({exc})") from None
+
+
+def _load_state(net: torch.nn.Module, path: Path, what: str, device: str) -> torch.nn.Module:
+    """Load a file's tensors (fp16 widened to fp32) into ``net``, frozen, on ``device``."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelMismatch(f"{path}: weights do not fit {what}: {exc}") from None
+    net = net.to(torch.device(device)).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def _check_registry_sha(path: Path, expected: str | None, subject: str) -> str:
+    """The file's sha256; a registry file must have the registry's."""
+    sha = file_sha256(path)
+    if expected and expected != sha:
+        raise ModelMismatch(f"{subject} not match the registry (sha256 {sha[:12]}, expected {expected[:12]}): "
+                            "reinstall the package")
+    return sha
+
+
+# ---------------------------------------------------------------- ELIC
+
+def save_weights(model: torch.nn.Module, spec: ModelSpec, path: str | Path, fp16: bool = True) -> str:
+    """Save an ELIC model (after ``update()``); returns the file's sha256.
+
+    Float tensors of the transforms go to fp16; entropy-coder tables stay exact.
+    """
+    state = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        exact = "gaussian_conditional" in key or "entropy_bottleneck" in key
+        if fp16 and tensor.is_floating_point() and not exact:
+            tensor = tensor.half()
+        state[key] = tensor
+    d = asdict(spec)
+    for k in ("weights_file", "sha256", "extra"):
+        d.pop(k)
+    return _write(state, path, {MODEL_META: json.dumps(d)})
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """Architecture stored in a weights file's metadata."""
+    meta = _metadata(Path(path))
+    if MODEL_META not in meta:
+        raise BadInput(f"{path}: weights file has no Code-RSIC model description")
+    d = json.loads(meta[MODEL_META])
+    d["groups"] = tuple(d["groups"])
+    d["lambdas"] = tuple(d["lambdas"])
+    return ModelSpec(**d)
+
+
+def resolve_weights(model: str) -> Path:
+    """A registry name or a path to a ``.safetensors`` file -> the weights path."""
+    if model in REGISTRY:
+        spec = REGISTRY[model]
+        if spec.weights_file is None:
+            raise WeightsUnavailable(f"model '{model}' has no shipped weights; pass a .safetensors file")
+        path = WEIGHTS_DIR / spec.weights_file
+        if not path.exists():
+            raise WeightsUnavailable(f"weights for model '{model}' are missing: {path}")
+        return path
+    path = Path(model)
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.exists():
+            raise WeightsUnavailable(f"weights file not found: {path}")
+        return path
+    raise BadInput(f"unknown model '{model}' (known: {', '.join(REGISTRY)}) and no such file")
+
+
+@dataclass
+class LoadedModel:
+    net: VariableRateElic
+    spec: ModelSpec
+    sha256: str
+    device: torch.device
+
+
+def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> LoadedModel:
+    """Load weights (registry name or file) ready for ``compress``/``decompress``."""
+    path = resolve_weights(model)
+    spec = read_spec(path)
+    registered = REGISTRY.get(model)
+    sha = _check_registry_sha(path, registered.sha256 if registered else None, f"weights file {path} does")
+    net = _load_state(build_model(spec), path, f"model {spec.name}", device)
+    return LoadedModel(net=net, spec=spec, sha256=sha, device=torch.device(device))
+
+
+# ---------------------------------------------------------------- enhancer
+
+def save_enhancer(net: Enhancer, path: str | Path, extra: dict | None = None) -> str:
+    """fp16 safetensors with the config in the metadata; returns the sha256."""
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in net.state_dict().items()}
+    meta = {ENHANCER_META: json.dumps(net.cfg.to_dict())}
+    if extra:
+        meta["crsic_enhancer_info"] = json.dumps(extra)
+    return _write(state, path, meta)
+
+
+def resolve_enhancer(name: str | None = None) -> tuple[Path, EnhancerSpec | None]:
+    name = name or DEFAULT_ENHANCER
+    if name in ENHANCERS:
+        spec = ENHANCERS[name]
+        return WEIGHTS_DIR / spec.weights_file, spec
+    path = Path(name)
+    if not path.exists():
+        raise WeightsUnavailable(f"enhancer weights not found: {name} (known: {', '.join(ENHANCERS)})")
+    return path, None
+
+
+def enhancer_available(name: str | None = None) -> bool:
+    try:
+        path, _ = resolve_enhancer(name)
+    except WeightsUnavailable:
+        return False
+    return path.exists()
+
+
+@dataclass
+class LoadedEnhancer:
+    net: Enhancer
+    sha256: str
+    default_fidelity: float
+    device: torch.device
+
+
+def load_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhancer:
+    path, spec = resolve_enhancer(name)
+    if not path.exists():
+        raise WeightsUnavailable(f"enhancer weights '{path.name}' are not installed: enhancement is unavailable")
+    sha = _check_registry_sha(path, spec.sha256 if spec else None, f"enhancer weights {path} do")
+    try:
+        cfg = EnhancerConfig.from_dict(json.loads(_metadata(path)[ENHANCER_META]))
+    except Exception as exc:  # noqa: BLE001
+        raise BadInput(f"{path}: not an enhancer weights file ({exc})") from None
+    net = _load_state(Enhancer(cfg), path, "the enhancer", device)
+    return LoadedEnhancer(net, sha, spec.default_fidelity if spec else 0.5, torch.device(device))
+
+
+# ---------------------------------------------------------------- per-process cache
+
+_LOADED: dict[tuple[str, str, str], object] = {}
+
+
+def get_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> LoadedModel:
+    """The process-wide loaded ELIC ``model`` (loaded on first use)."""
+    key = ("model", str(model), str(device))
+    if key not in _LOADED:
+        _LOADED[key] = load_model(model, device)
+    return _LOADED[key]
+
+
+def get_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhancer:
+    """The process-wide loaded enhancer (loaded on first use)."""
+    key = ("enhancer", str(name or DEFAULT_ENHANCER), str(device))
+    if key not in _LOADED:
+        _LOADED[key] = load_enhancer(name, device)
+    return _LOADED[key]

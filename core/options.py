@@ -1,0 +1,195 @@
+"""The codec's contract: every default and limit, and the job parameters with their checks.
+
+The CLI, batch, the worker, the QGIS dialogs and the Processing algorithms all take
+their defaults and checks from here, so they cannot drift apart. This module imports
+only the standard library (and ``core.errors``): the QGIS plugin loads it inside QGIS,
+where torch and rasterio must not be imported, and its build copies it into the zip.
+
+Limits that depend on the model (how many quality levels it has) are checked where the
+model is known, with ``quality_problem(quality, levels)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import BadInput
+
+# ---------------------------------------------------------------- models and devices
+
+DEFAULT_MODEL = "elic-lite"
+DEFAULT_MODEL_LEVELS = 6  # trained rate levels of DEFAULT_MODEL (a test checks the registry agrees)
+DEFAULT_ENHANCER = "enhancer-lite"
+DEVICES = ("cpu", "cuda")
+DEFAULT_DEVICE = "cpu"
+
+# ---------------------------------------------------------------- tiling
+
+# 768 px codes about 15 % faster than 512 px on CPU (less overlap, fewer calls) at a row of
+# tiles that still fits in ~1.3 GB (benchmarks/codec_throughput.py).
+DEFAULT_TILE = 768
+MIN_TILE = 64
+MAX_TILE = 8192  # the largest a front end offers
+TILE_MULTIPLE = 64  # ELIC codes tiles padded to a multiple of this
+DEFAULT_OVERLAP = 32
+MAX_OVERLAP = MAX_TILE // 2
+
+# ---------------------------------------------------------------- rate
+
+MIN_QUALITY = 0.0  # one level below the lowest trained one (gains extrapolated)
+DEFAULT_QUALITY = 3.0
+DEFAULT_TARGET_BPP = 0.3  # what a front end proposes when the user switches to a target bitrate
+MAX_TARGET_BPP = 24.0
+
+# ---------------------------------------------------------------- bands
+
+SUPPORTED_DTYPES = ("uint8", "uint16")
+BANDS_PER_GROUP = 3  # ELIC and the enhancer see three bands at a time
+
+
+def band_groups(n_bands: int) -> list[list[int]]:
+    """Indices of the bands coded together: [[0,1,2],[3,3,3]] for 4 bands (a short last
+    group repeats its last band)."""
+    groups = []
+    for start in range(0, n_bands, BANDS_PER_GROUP):
+        g = list(range(start, min(start + BANDS_PER_GROUP, n_bands)))
+        groups.append(g + [g[-1]] * (BANDS_PER_GROUP - len(g)))
+    return groups
+
+
+# ---------------------------------------------------------------- enhancement
+
+FIDELITY_RANGE = (0.0, 1.0)  # 0: most texture from the codebook prior, 1: closest to the decoded pixels
+# ``decompress`` left to its default enhances containers up to this quality with the
+# shipped enhancer (its training range); ``--enhance`` forces it, ``--no-enhance`` skips it.
+AUTO_ENHANCE_MAX_QUALITY = 4.0
+ENHANCE_CHOICES = ("auto", True, False)
+DEFAULT_ENHANCE_WINDOW = 256
+DEFAULT_ENHANCE_OVERLAP = 32
+
+# ---------------------------------------------------------------- files
+
+CONTAINER_SUFFIX = ".crsic"
+CONTAINER_MAGIC = b"CRSIC\x00\r\n"  # the first bytes of every container
+DECODED_SUFFIX = ".decoded.tif"
+ENHANCED_SUFFIX = ".enhanced.tif"
+
+# ---------------------------------------------------------------- checks (one line each)
+
+
+def tiling_problem(tile: int, overlap: int) -> str | None:
+    if tile < MIN_TILE:
+        return f"tile size must be at least {MIN_TILE} pixels, got {tile}"
+    if not 0 <= overlap <= tile // 2:
+        return f"overlap must be between 0 and half the tile size ({tile // 2} px), got {overlap}"
+    return None
+
+
+def quality_problem(quality: float, levels: int) -> str | None:
+    """Quality runs from MIN_QUALITY to the model's number of trained levels."""
+    if math.isnan(quality) or not MIN_QUALITY <= quality <= levels:
+        return f"quality must be between {MIN_QUALITY:g} and {levels}, got {quality}"
+    return None
+
+
+def target_bpp_problem(target_bpp: float | None) -> str | None:
+    if target_bpp is not None and not target_bpp > 0:
+        return f"target bpp must be positive, got {target_bpp}"
+    return None
+
+
+def fidelity_problem(fidelity: float | None) -> str | None:
+    lo, hi = FIDELITY_RANGE
+    if fidelity is not None and not lo <= fidelity <= hi:
+        return f"fidelity must be between {lo:g} and {hi:g}, got {fidelity}"
+    return None
+
+
+def bands_problem(bands: list[int] | None) -> str | None:
+    if bands and len(set(bands)) != len(bands):
+        return f"bands listed twice: {list(bands)}"
+    if bands and any(b < 1 for b in bands):
+        return f"bands are numbered from 1, got {list(bands)}"
+    return None
+
+
+def device_problem(device: str) -> str | None:
+    if str(device).split(":")[0] not in DEVICES:
+        return f"device must be one of {', '.join(DEVICES)}, got '{device}'"
+    return None
+
+
+def _raise_first(*problems: str | None) -> None:
+    for problem in problems:
+        if problem:
+            raise BadInput(problem)
+
+
+# ---------------------------------------------------------------- job parameters
+
+
+@dataclass
+class CompressParams:
+    """What ``compress_raster`` needs besides the paths."""
+
+    model: str = DEFAULT_MODEL
+    quality: float = DEFAULT_QUALITY
+    target_bpp: float | None = None  # instead of quality: searched on sample tiles
+    bands: list[int] | None = None  # 1-based; None: the RGB bands, else the first three
+    tile: int = DEFAULT_TILE
+    overlap: int = DEFAULT_OVERLAP
+    device: str = DEFAULT_DEVICE
+    overwrite: bool = False
+
+    def validate(self) -> "CompressParams":
+        """Model-independent checks; the quality's upper end is checked with the model."""
+        _raise_first(tiling_problem(self.tile, self.overlap), target_bpp_problem(self.target_bpp),
+                     bands_problem(self.bands), device_problem(self.device))
+        return self
+
+
+@dataclass
+class EnhanceParams:
+    """The decoder-side enhancer's settings (``enhance_raster`` and enhanced decoding)."""
+
+    fidelity: float | None = None  # None: the enhancer's own default
+    enhancer: str | None = None  # registry name or .safetensors file; None: DEFAULT_ENHANCER
+    window: int = DEFAULT_ENHANCE_WINDOW
+    overlap: int = DEFAULT_ENHANCE_OVERLAP
+    device: str = DEFAULT_DEVICE
+
+    def validate(self) -> "EnhanceParams":
+        _raise_first(fidelity_problem(self.fidelity), tiling_problem(self.window, self.overlap),
+                     device_problem(self.device))
+        return self
+
+
+@dataclass
+class DecompressParams:
+    """What ``decompress`` needs besides the paths: the region, the output, enhancement."""
+
+    model: str | None = None  # None: the container's model
+    device: str = DEFAULT_DEVICE
+    window: tuple[int, int, int, int] | None = None  # col_off, row_off, width, height
+    bbox: tuple[float, float, float, float] | None = None  # left, bottom, right, top in the raster's CRS
+    overwrite: bool = False
+    cog: bool = False
+    enhance: bool | str = "auto"  # True, False or "auto" (up to AUTO_ENHANCE_MAX_QUALITY)
+    enhancement: EnhanceParams = field(default_factory=EnhanceParams)
+
+    def validate(self) -> "DecompressParams":
+        if self.window is not None and self.bbox is not None:
+            raise BadInput("give --window or --bbox, not both")
+        if self.enhance not in ENHANCE_CHOICES:
+            raise BadInput(f"enhance must be one of {ENHANCE_CHOICES}, got {self.enhance!r}")
+        if self.enhance is False and self.enhancement.fidelity is not None:
+            raise BadInput("give --no-enhance or --fidelity, not both")
+        if self.bbox is not None:
+            left, bottom, right, top = self.bbox
+            if left >= right or bottom >= top:
+                raise BadInput("bbox must be LEFT BOTTOM RIGHT TOP with left < right and bottom < top")
+        self.enhancement.device = self.device
+        _raise_first(device_problem(self.device))
+        self.enhancement.validate()
+        return self
