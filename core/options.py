@@ -70,6 +70,11 @@ DEFAULT_ENHANCE_OVERLAP = 32
 
 # ---------------------------------------------------------------- files
 
+# Container format versions: 1 = float entropy parameters (decodes only where the
+# encoder's float kernels are reproduced), 2 = integer entropy parameters (bit-exact on
+# any IEEE-754 machine). New files are version 2.
+FORMAT_VERSIONS = (1, 2)
+DEFAULT_FORMAT = 2
 CONTAINER_SUFFIX = ".crsic"
 CONTAINER_MAGIC = b"CRSIC\x00\r\n"  # the first bytes of every container
 DECODED_SUFFIX = ".decoded.tif"
@@ -120,6 +125,12 @@ def device_problem(device: str) -> str | None:
     return None
 
 
+def format_problem(version: int) -> str | None:
+    if version not in FORMAT_VERSIONS:
+        return f"container format must be one of {', '.join(map(str, FORMAT_VERSIONS))}, got {version!r}"
+    return None
+
+
 def _raise_first(*problems: str | None) -> None:
     for problem in problems:
         if problem:
@@ -141,11 +152,12 @@ class CompressParams:
     overlap: int = DEFAULT_OVERLAP
     device: str = DEFAULT_DEVICE
     overwrite: bool = False
+    format: int = DEFAULT_FORMAT  # container format version (see FORMAT_VERSIONS)
 
     def validate(self) -> "CompressParams":
         """Model-independent checks; the quality's upper end is checked with the model."""
         _raise_first(tiling_problem(self.tile, self.overlap), target_bpp_problem(self.target_bpp),
-                     bands_problem(self.bands), device_problem(self.device))
+                     bands_problem(self.bands), device_problem(self.device), format_problem(self.format))
         return self
 
 

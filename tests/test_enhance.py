@@ -14,9 +14,10 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from core.code_lookup import CodeLookup
-from core.hpin import Enhancer
-from core.vqgan import TINY_CONFIG, VQGAN, EnhancerConfig
+from core.models.code_lookup import CodeLookup
+from core.models.hpin import Enhancer
+from core.models.vqgan import TINY_CONFIG, VQGAN, EnhancerConfig
+from core.options import CompressParams, DecompressParams, EnhanceParams
 
 CFG = TINY_CONFIG
 
@@ -229,11 +230,11 @@ def _georef(path):
 
 
 def test_enhance_raster_keeps_georeferencing(pipeline, tmp_path, neon_rgb):
-    from core.enhance_raster import enhance_raster
+    from core.enhance import enhance_raster
 
     _, weights = pipeline
     out = tmp_path / "enh.tif"
-    res = enhance_raster(neon_rgb, out, enhancer=str(weights), fidelity=0.7, window=128, overlap=16)
+    res = enhance_raster(neon_rgb, out, EnhanceParams(enhancer=str(weights), fidelity=0.7, window=128, overlap=16))
     assert _georef(out) == _georef(neon_rgb)
     assert res["fidelity"] == 0.7 and res["windows"] == 16
     with rasterio.open(out) as ds:
@@ -260,7 +261,7 @@ def test_enhance_jpeg_geotiff_and_cli(pipeline, tmp_path, neon_rgb):
 
 
 def test_enhance_keeps_nodata_and_uint16(pipeline, tmp_path):
-    from core.enhance_raster import enhance_raster
+    from core.enhance import enhance_raster
 
     _, weights = pipeline
     rng = np.random.default_rng(0)
@@ -269,7 +270,7 @@ def test_enhance_keeps_nodata_and_uint16(pipeline, tmp_path):
     src = tmp_path / "pan.tif"
     _write(src, data, nodata=0)
     out = tmp_path / "pan.enh.tif"
-    enhance_raster(src, out, enhancer=str(weights), window=64, overlap=16)
+    enhance_raster(src, out, EnhanceParams(enhancer=str(weights), window=64, overlap=16))
     assert _georef(out) == _georef(src)
     with rasterio.open(out) as ds:
         got = ds.read()
@@ -279,7 +280,7 @@ def test_enhance_keeps_nodata_and_uint16(pipeline, tmp_path):
 
 def test_windows_blend_without_seams_when_identity(tmp_path, neon_rgb, monkeypatch):
     """With an identity enhancer the blended output equals the input: the window ramps sum to one."""
-    import core.enhance_raster as er
+    import core.enhance.raster as er
 
     class Identity(torch.nn.Module):
         def __init__(self):
@@ -292,50 +293,71 @@ def test_windows_blend_without_seams_when_identity(tmp_path, neon_rgb, monkeypat
     class Loaded:
         net, sha256, default_fidelity = Identity(), "0" * 64, 0.5
 
-    monkeypatch.setattr("core.enhancer.get_enhancer", lambda *a, **k: Loaded())
+    monkeypatch.setattr("core.models.get_enhancer", lambda *a, **k: Loaded())
     out = tmp_path / "id.tif"
-    er.enhance_raster(neon_rgb, out, window=96, overlap=24)
+    er.enhance_raster(neon_rgb, out, EnhanceParams(window=96, overlap=24))
     with rasterio.open(neon_rgb) as a, rasterio.open(out) as b:
         assert np.array_equal(a.read(), b.read())
 
 
 def test_decompress_without_enhancer_weights_still_decodes(tmp_path, neon_rgb, tiny_weights):
-    from core.codec import CompressOptions, compress_raster
-    from core.enhance_raster import decompress_enhanced
+    from core.codec.compress import compress_raster
+    from core.enhance import decompress_enhanced
 
     c = tmp_path / "a.crsic"
-    compress_raster(neon_rgb, c, CompressOptions(model=tiny_weights, quality=1, tile=256, overlap=32))
-    res = decompress_enhanced(c, tmp_path / "a.tif", enhancer=str(tmp_path / "missing.safetensors"),
-                              model=tiny_weights)
+    compress_raster(neon_rgb, c, CompressParams(model=tiny_weights, quality=1, tile=256, overlap=32))
+    res = decompress_enhanced(c, tmp_path / "a.tif", DecompressParams(
+        model=tiny_weights, enhancement=EnhanceParams(enhancer=str(tmp_path / "missing.safetensors"))))
     assert res["enhanced"] is False and "not found" in res["enhancement"]
-    res = decompress_enhanced(c, tmp_path / "b.tif", enhance=False, model=tiny_weights)
+    res = decompress_enhanced(c, tmp_path / "b.tif", DecompressParams(model=tiny_weights, enhance=False))
     assert res["enhanced"] is False
     assert _georef(tmp_path / "a.tif") == _georef(tmp_path / "b.tif")
 
 
 def test_decompress_enhanced(pipeline, tmp_path, neon_rgb, tiny_weights):
-    from core.codec import CompressOptions, compress_raster
-    from core.enhance_raster import decompress_enhanced
+    from core.codec.compress import compress_raster
+    from core.enhance import decompress_enhanced
 
     _, weights = pipeline
     c = tmp_path / "a.crsic"
-    compress_raster(neon_rgb, c, CompressOptions(model=tiny_weights, quality=1, tile=256, overlap=32))
-    res = decompress_enhanced(c, tmp_path / "e.tif", enhancer=str(weights), fidelity=0.3, model=tiny_weights)
-    assert res["enhanced"] is True and res["fidelity"] == 0.3
+    compress_raster(neon_rgb, c, CompressParams(model=tiny_weights, quality=1, tile=256, overlap=32))
+    phases = set()
+    res = decompress_enhanced(c, tmp_path / "e.tif", DecompressParams(
+        model=tiny_weights, enhance=True, enhancement=EnhanceParams(enhancer=str(weights), fidelity=0.3)),
+        progress=lambda phase, done, total: phases.add(phase))
+    assert res["enhanced"] is True and res["fidelity"] == 0.3 and phases == {"decode", "enhance"}
     assert _georef(tmp_path / "e.tif") == _georef(neon_rgb)
+    # the same pixels as the two-step path: plain decode to a GeoTIFF, then enhance that file
+    from core.codec.decompress import decompress_raster
+    from core.enhance import enhance_raster
+    from core.format.container import ContainerReader
+    from core.format.normalization import BandRange
+
+    decompress_raster(c, tmp_path / "plain.tif", model=tiny_weights)
+    with ContainerReader(c) as reader:
+        ranges = [BandRange(*r) for r in reader.header.ranges]
+    enhance_raster(tmp_path / "plain.tif", tmp_path / "two_step.tif",
+                   EnhanceParams(enhancer=str(weights), fidelity=0.3), ranges=ranges)
+    with rasterio.open(tmp_path / "e.tif") as a, rasterio.open(tmp_path / "two_step.tif") as b:
+        assert np.array_equal(a.read(), b.read())
+    # COG output through the same path
+    res = decompress_enhanced(c, tmp_path / "e_cog.tif", DecompressParams(
+        model=tiny_weights, enhance=True, cog=True, enhancement=EnhanceParams(enhancer=str(weights))))
+    with rasterio.open(tmp_path / "e_cog.tif") as ds:
+        assert ds.driver == "GTiff" and ds.overviews(1) is not None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 
 def test_shipped_enhancer_runs_by_default_only_at_the_qualities_it_serves(tmp_path, neon_rgb):
     """With the shipped weights: quality <= 4 is enhanced, quality 5 is not unless forced."""
-    from core.codec import CompressOptions, compress_raster
-    from core.enhancer import ENHANCERS
+    from core.codec.compress import compress_raster
+    from core.models import ENHANCERS
     from core.tile_codec import main
 
     assert ENHANCERS["enhancer-lite"].max_default_quality == 4.0
     low, high = tmp_path / "q1.crsic", tmp_path / "q5.crsic"
-    compress_raster(neon_rgb, low, CompressOptions(quality=1))
-    compress_raster(neon_rgb, high, CompressOptions(quality=5))
+    compress_raster(neon_rgb, low, CompressParams(quality=1))
+    compress_raster(neon_rgb, high, CompressParams(quality=5))
     outs = {}
     for name, args in {"low": [low], "high": [high], "forced": [high, "--enhance"], "off": [low, "--no-enhance"]}.items():
         outs[name] = tmp_path / f"{name}.tif"
@@ -362,3 +384,43 @@ def test_evaluator_has_an_enhanced_variant_of_our_codec(neon_rgb):
     a, b = plain.decode(bits, img.shape[:2]), enhanced.decode(bits, img.shape[:2])
     assert a.shape == b.shape == img.shape and b.dtype == np.uint8
     assert 0 < np.abs(a.astype(int) - b.astype(int)).mean() < 20
+
+
+def test_strip_enhancer_output_does_not_depend_on_strip_heights(pipeline):
+    """Strips of any heights (the stitcher's, a file reader's) give the same pixels as one strip,
+    and finished strips come out before the input ends (bounded memory)."""
+    from core.enhance import StripEnhancer
+    from core.format.normalization import BandRange
+    from core.models import load_enhancer
+
+    _, weights = pipeline
+    net = load_enhancer(str(weights)).net
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 256, size=(3, 150, 100)).astype(np.uint8)
+    invalid = np.zeros((150, 100), bool)
+    invalid[:7, :20] = True
+
+    def run(heights):
+        enh = StripEnhancer(net, 0.5, 100, 150, [BandRange(0, 255)] * 3, "uint8", None, window=64, overlap=16)
+        starts = np.cumsum([0, *heights])[:-1]
+        strips = [(int(y), values[:, y : y + h], invalid[y : y + h]) for y, h in zip(starts, heights)]
+        out, first_out_after = [], None
+        fed = 0
+
+        def feed():
+            nonlocal fed
+            for s in strips:
+                fed += 1
+                yield s
+
+        for row, v, inv in enh.run(feed()):
+            if first_out_after is None:
+                first_out_after = fed
+            out.append(v)
+        return np.concatenate(out, axis=1), first_out_after
+
+    whole, _ = run([150])
+    pieces, first = run([10, 33, 1, 50, 56])
+    assert np.array_equal(whole, pieces)
+    assert first < 5  # a strip was finished before the last input strip arrived
+    assert np.array_equal(whole[:, invalid], values[:, invalid])  # invalid pixels pass through

@@ -25,7 +25,7 @@ Progress = Callable[[int, int], None]
 def _jobs(src: str, tiles, header: Header, params: CompressParams, masked: bool, level: float):
     for t in tiles:
         yield EncodeJob(src, t.index, (t.x0, t.y0, t.width, t.height), tuple(header.bands), tuple(header.ranges),
-                        masked, level, params.model, params.device)
+                        masked, level, params.model, params.device, header.portable)
 
 
 def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Header, masked: bool,
@@ -56,7 +56,7 @@ def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Hea
     return lo
 
 
-def _header(ds, src: Path, bands, ranges, masked: bool, grid: TileGrid, coder) -> Header:
+def _header(ds, src: Path, bands, ranges, masked: bool, grid: TileGrid, coder, exact: bool) -> Header:
     return Header(
         software=f"code-rsic {__version__}", source_name=src.name, width=ds.width, height=ds.height,
         source_band_count=ds.count, dtype=ds.dtypes[bands[0] - 1], crs=ds.crs.to_wkt() if ds.crs else None,
@@ -64,7 +64,8 @@ def _header(ds, src: Path, bands, ranges, masked: bool, grid: TileGrid, coder) -
         band_descriptions=tuple(ds.descriptions[b - 1] for b in bands),
         colorinterp=tuple(ds.colorinterp[b - 1].name for b in bands),
         ranges=tuple((r.lo, r.hi) for r in ranges), tile=grid.tile, overlap=grid.overlap,
-        tile_rows=grid.n_rows, tile_cols=grid.n_cols, model=ModelRef(coder.model.spec.name, coder.model.sha256))
+        tile_rows=grid.n_rows, tile_cols=grid.n_cols, model=ModelRef(coder.model.spec.name, coder.model.sha256),
+        entropy=coder.entropy_scheme if exact else None)
 
 
 def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | None = None,
@@ -79,7 +80,8 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
         grid = TileGrid(ds.width, ds.height, params.tile, params.overlap)
         coder = get_coder(params.model, params.device)  # load (and validate) weights up front
         with atomic_output(dst, params.overwrite) as tmp:
-            header = _header(ds, src, bands, band_ranges(ds, bands, masked), masked, grid, coder)
+            header = _header(ds, src, bands, band_ranges(ds, bands, masked), masked, grid, coder,
+                             exact=params.format == 2)
             level = _quality_level(str(src), grid, params, header, masked, coder.model.spec.levels)
             header = header.with_rate(level + 1.0, level)
             writer = ContainerWriter(tmp, header, len(grid))
@@ -104,4 +106,5 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
         "megapixels_per_second": header.pixels / 1e6 / seconds,
         "tiles": len(grid),
         "quality": level + 1.0,
+        "format": header.format_version,
     }

@@ -33,6 +33,9 @@ Progress = Callable[[int, int], None]
 
 
 def check_model(header: Header, coder, path) -> None:
+    if header.entropy is not None and header.entropy != coder.entropy_scheme:
+        raise ModelMismatch(f"{path} uses the integer entropy scheme '{header.entropy}', this software "
+                            f"'{coder.entropy_scheme}': decode it with the version that wrote it")
     if header.model.sha256 != coder.model.sha256:
         raise ModelMismatch(
             f"{path} was made with model '{header.model.name}' (weights {header.model.sha256[:12]}), but the loaded "
@@ -114,7 +117,8 @@ def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | Non
     Tiles whose entropy decoding desyncs are all reported at the end, as one error.
     """
     h = plan.header
-    jobs = (DecodeJob(plan.path, t.index, t.height, t.width, h.level, plan.model, plan.device) for t in plan.tiles)
+    jobs = (DecodeJob(plan.path, t.index, t.height, t.width, h.level, plan.model, plan.device, h.portable)
+            for t in plan.tiles)
     desynced: list[int] = []
 
     def decoded():
@@ -130,12 +134,14 @@ def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | Non
                                                             plan.height), len(h.bands), progress):
         yield strip.y0 - int(win.row_off), raster_values(strip, ranges, h.dtype, h.nodata), strip.invalid
     if desynced:
-        raise DesyncError(
-            f"entropy decoding desync in {len(desynced)} of {len(plan.tiles)} tiles "
-            f"(tiles {', '.join(map(str, sorted(desynced)[:20]))}): this machine computes the entropy "
-            "model differently from the encoder's (CompressAI issue #279); decode with the same "
-            "software and device type that encoded, e.g. --device cpu"
-        )
+        which = (f"entropy decoding desync in {len(desynced)} of {len(plan.tiles)} tiles "
+                 f"(tiles {', '.join(map(str, sorted(desynced)[:20]))})")
+        if h.portable:
+            raise DesyncError(f"{which}: the decoded symbols differ from the encoder's although this format-2 "
+                              "file's probabilities are computed exactly; the tile data is damaged")
+        raise DesyncError(f"{which}: this format-1 file's float entropy model computes differently on this "
+                          "machine or setting (CompressAI issue #279); decode it with the software, device and "
+                          "thread count that encoded it, and re-encode it as format 2 (portable)")
 
 
 def write_strip(out, row: int, values: np.ndarray, invalid: np.ndarray, header: Header) -> None:
@@ -185,5 +191,6 @@ def container_info(path: str | Path) -> dict:
         size = Path(path).stat().st_size
         info = h.to_dict()
         raw = h.pixels * len(h.bands) * np.dtype(h.dtype).itemsize
-        info.update(file_bytes=size, tiles=len(reader.entries), bpp=size * 8 / h.pixels, ratio=raw / size)
+        info.update(file_bytes=size, tiles=len(reader.entries), bpp=size * 8 / h.pixels, ratio=raw / size,
+                    format=h.format_version, portable=h.portable)
         return info

@@ -34,6 +34,7 @@ class EncodeJob:
     level: float
     model: str
     device: str
+    exact: bool = True  # integer entropy parameters (format 2)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class DecodeJob:
     level: float
     model: str
     device: str
+    exact: bool = True
 
 
 def encode_job(job: EncodeJob) -> tuple[int, bytes, int]:
@@ -53,7 +55,8 @@ def encode_job(job: EncodeJob) -> tuple[int, bytes, int]:
     window = Window(*job.window)
     data = ds.read(list(job.bands), window=window)
     valid = read_valid(ds, list(job.bands), window) if job.masked else None
-    stream, crc = get_coder(job.model, job.device).encode_tile(prepare_tile(data, valid, job.ranges), job.level)
+    stream, crc = get_coder(job.model, job.device).encode_tile(prepare_tile(data, valid, job.ranges), job.level,
+                                                                  job.exact)
     return job.tile_index, pack_payload(None if valid is None else ~valid, stream), crc
 
 
@@ -99,7 +102,7 @@ def decode_job(job: DecodeJob) -> tuple[int, np.ndarray, np.ndarray | None]:
     invalid, stream = unpack_payload(reader.read_tile(job.tile_index), job.height, job.width)
     coder = get_coder(job.model, job.device)
     try:
-        full = coder.decode_tile(stream, job.level, entry.symbols_crc)
+        full = coder.decode_tile(stream, job.level, entry.symbols_crc, job.exact)
     except DesyncError:
         raise DesyncError(str(job.tile_index)) from None
     return job.tile_index, full[:, : job.height, : job.width], invalid

@@ -6,6 +6,11 @@ carries a CRC32 of its quantised latent symbols: the decoder recomputes it, so a
 entropy-decoding desync between machines (CompressAI issue #279: tiny float
 differences select another CDF) is detected instead of silently producing garbage.
 
+Two entropy paths: format 2 (the default) computes every probability-table choice with
+``ExactElicEntropy``'s integer networks, so a stream decodes identically on any machine,
+thread count, device or torch version; format 1 (the float path of CompressAI) is kept to
+read and write version-1 containers.
+
 The model is loaded once per process (``get_coder``), so these functions can be sent
 to a process pool or a Dask cluster as they are.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -23,6 +29,7 @@ from ..errors import CorruptContainer, DesyncError
 from ..format.tiling import PAD_MULTIPLE
 from ..models import LoadedModel, get_model
 from ..models._compressai import EntropyModel
+from ..models.exact_entropy import SCHEME, ExactElicEntropy
 from ..options import DEFAULT_MODEL, band_groups
 
 
@@ -97,28 +104,47 @@ class TileCoder:
     def __post_init__(self):
         self.log = SymbolLog(self.model.net)
 
+    @cached_property
+    def exact(self) -> ExactElicEntropy:
+        """The integer entropy path (built from the float weights on first use)."""
+        return ExactElicEntropy(self.model.net)
+
+    @property
+    def entropy_scheme(self) -> str:
+        return SCHEME
+
     def _latent_shape(self, h: int, w: int) -> dict:
         groups = self.model.spec.groups
         return {"y": [(c, h // 16, w // 16) for c in groups], "hyper": (h // 64, w // 64)}
 
     @torch.inference_mode()
-    def encode_tile(self, tile: np.ndarray, quality_level: float) -> tuple[bytes, int]:
-        """(bands, H, W) float in [0,1], H and W multiples of 64 -> (bytes, symbols CRC)."""
+    def encode_tile(self, tile: np.ndarray, quality_level: float, exact: bool = True) -> tuple[bytes, int]:
+        """(bands, H, W) float in [0,1], H and W multiples of 64 -> (bytes, symbols CRC).
+
+        ``exact``: integer entropy parameters (format 2); else the float path (format 1)."""
         bands, h, w = tile.shape
         if h % PAD_MULTIPLE or w % PAD_MULTIPLE:
             raise ValueError(f"tile shape {tile.shape} is not padded to {PAD_MULTIPLE}")
-        level = torch.tensor([quality_level], dtype=torch.float32)
+        level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
         parts = [struct.pack("<HHH", bands, h, w)]
+        net, crc = self.model.net, 0
         self.log.start("encode")
-        for group in band_groups(bands):
-            x = torch.from_numpy(np.ascontiguousarray(tile[group], dtype=np.float32))[None]
-            out = self.model.net.compress(x.to(self.model.device), level)
-            parts.append(_pack_strings(out["strings"]))
-        self.log.mode = None
-        return b"".join(parts), self.log.crc
+        try:
+            for group in band_groups(bands):
+                x = torch.from_numpy(np.ascontiguousarray(tile[group], dtype=np.float32))[None].to(self.model.device)
+                if exact:
+                    out = self.exact.compress(net.analysis(x, level), crc)
+                    crc = out["crc"]
+                    parts.append(_pack_strings([[s] for s in out["strings"]]))
+                else:
+                    parts.append(_pack_strings(net.compress(x, level)["strings"]))
+        finally:
+            self.log.mode = None
+        return b"".join(parts), crc if exact else self.log.crc
 
     @torch.inference_mode()
-    def decode_tile(self, data: bytes, quality_level: float, expected_crc: int | None = None) -> np.ndarray:
+    def decode_tile(self, data: bytes, quality_level: float, expected_crc: int | None = None,
+                    exact: bool = True) -> np.ndarray:
         """Inverse of ``encode_tile``; raises DesyncError if the symbols CRC differs."""
         buf = memoryview(data)
         try:
@@ -126,14 +152,20 @@ class TileCoder:
         except struct.error:
             raise CorruptContainer("tile stream is truncated") from None
         pos = 6
-        level = torch.tensor([quality_level], dtype=torch.float32)
+        level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
         shape = self._latent_shape(h, w)
         out = np.empty((bands, h, w), dtype=np.float32)
+        net, crc = self.model.net, 0
         self.log.start("decode")
         try:
             for group in band_groups(bands):
                 strings, pos = _unpack_strings(buf, pos)
-                x_hat = self.model.net.decompress(strings, shape, level)["x_hat"][0].cpu().numpy()
+                if exact:
+                    dec = self.exact.decompress([s for (s,) in strings], shape["hyper"], crc)
+                    crc = dec["crc"]
+                    x_hat = net.synthesis(dec["y_hat"], level)[0].cpu().numpy()
+                else:
+                    x_hat = net.decompress(strings, shape, level)["x_hat"][0].cpu().numpy()
                 real = sorted(set(group))
                 for i, b in enumerate(real):
                     # a padded group repeats its last band: average the copies
@@ -143,7 +175,7 @@ class TileCoder:
             raise CorruptContainer(f"tile stream is corrupt ({exc})") from None
         finally:
             self.log.mode = None
-        if expected_crc is not None and self.log.crc != expected_crc:
+        if expected_crc is not None and (crc if exact else self.log.crc) != expected_crc:
             raise DesyncError("decoded latent symbols differ from the encoder's")
         return out
 
@@ -159,10 +191,11 @@ def get_coder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TileCoder:
     return _CODERS[key]
 
 
-def encode_tile(tile: np.ndarray, quality_level: float, model: str = DEFAULT_MODEL, device: str = "cpu"):
-    return get_coder(model, device).encode_tile(tile, quality_level)
+def encode_tile(tile: np.ndarray, quality_level: float, model: str = DEFAULT_MODEL, device: str = "cpu",
+                exact: bool = True):
+    return get_coder(model, device).encode_tile(tile, quality_level, exact)
 
 
 def decode_tile(data: bytes, quality_level: float, expected_crc: int | None = None,
-                model: str = DEFAULT_MODEL, device: str = "cpu") -> np.ndarray:
-    return get_coder(model, device).decode_tile(data, quality_level, expected_crc)
+                model: str = DEFAULT_MODEL, device: str = "cpu", exact: bool = True) -> np.ndarray:
+    return get_coder(model, device).decode_tile(data, quality_level, expected_crc, exact)

@@ -3,7 +3,7 @@
 Layout (little endian)::
 
     magic      8 bytes  b"CRSIC\\x00\\r\\n"
-    version    u16
+    version    u16                                      1: float entropy parameters, 2: integer (bit-exact)
     header     u32 length, UTF-8 JSON, u32 CRC32      georeferencing, bands, tiling, model
     tiles      payloads, one after the other
     index      per tile: u64 offset, u32 length, u32 payload CRC32, u32 latent-symbols CRC32
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput, CorruptContainer
-from ..options import CONTAINER_MAGIC
+from ..options import CONTAINER_MAGIC, FORMAT_VERSIONS
 from .header import Header
 
 MAGIC = CONTAINER_MAGIC
 END_MAGIC = b"CRSICEND"
-FORMAT_VERSION = 1
+FORMAT_VERSION = max(FORMAT_VERSIONS)  # the newest version this software reads and writes
 _INDEX_ENTRY = struct.Struct("<QIII")
 _FOOTER = struct.Struct("<QII8s")
 
@@ -43,7 +43,7 @@ class TileEntry:
 def _header_block(header: Header) -> bytes:
     """Magic, format version, header length, JSON header and its CRC32: the file's start."""
     head = header.to_json()
-    return MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<I", zlib.crc32(head))
+    return MAGIC + struct.pack("<HI", header.format_version, len(head)) + head + struct.pack("<I", zlib.crc32(head))
 
 
 def framing_bytes(header: Header, n_tiles: int) -> int:
@@ -114,6 +114,9 @@ class ContainerReader:
         if struct.unpack("<I", crc)[0] != zlib.crc32(head):
             self._fail("container header is corrupt (checksum mismatch)")
         self.header = Header.from_json(head, str(self.path))
+        if self.header.format_version != version:
+            self._fail(f"container format version {version} does not match its header (version "
+                       f"{self.header.format_version})")
         self.data_start = f.tell()
         size = os.fstat(f.fileno()).st_size
         if size < self.data_start + _FOOTER.size:

@@ -46,11 +46,22 @@ class Header:
     band_descriptions: tuple[str | None, ...] = ()
     colorinterp: tuple[str, ...] = ()
     software: str = ""
+    # integer entropy scheme of a format-2 container (e.g. "int-f8-a24-w16"); None: format 1
+    entropy: str | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def n_tiles(self) -> int:
         return self.tile_rows * self.tile_cols
+
+    @property
+    def format_version(self) -> int:
+        return 1 if self.entropy is None else 2
+
+    @property
+    def portable(self) -> bool:
+        """True when the symbols' probability tables are computed exactly (bit-exact anywhere)."""
+        return self.entropy is not None
 
     @property
     def pixels(self) -> int:
@@ -64,8 +75,8 @@ class Header:
     def to_dict(self) -> dict:
         d = dict(self.extra)
         for f in fields(self):
-            if f.name == "extra":
-                continue
+            if f.name == "extra" or (f.name == "entropy" and self.entropy is None):
+                continue  # a format-1 header is written exactly as version 1 wrote it
             value = getattr(self, f.name)
             if f.name == "model":
                 value = {"name": value.name, "sha256": value.sha256}
@@ -112,6 +123,7 @@ class Header:
                 band_descriptions=tuple(d.get("band_descriptions") or ()),
                 colorinterp=tuple(str(c) for c in d.get("colorinterp") or ()),
                 software=str(d.get("software", "")),
+                entropy=None if d.get("entropy") is None else str(d["entropy"]),
                 extra={k: v for k, v in d.items() if k not in known},
             )
         except KeyError as exc:

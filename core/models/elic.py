@@ -56,15 +56,22 @@ class VariableRateElic(Elic2022Official):
     # contiguous tensors, so the probabilities the encoder and decoder compute, and thus
     # the bitstream, do not depend on this choice.
 
-    def compress(self, x, level):
+    def analysis(self, x, level):
+        """Image -> gain-scaled latent ``y`` (contiguous), what the entropy coder codes."""
         y = self.g_a(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        return self.latent_codec.compress(y * self._interp(self.log_gain, level))
+        return y * self._interp(self.log_gain, level)
+
+    def synthesis(self, y_hat, level):
+        """Decoded latent -> image in [0, 1]."""
+        y_hat = (y_hat * self._interp(self.log_inv_gain, level)).contiguous(memory_format=torch.channels_last)
+        return self.g_s(y_hat).contiguous().clamp_(0, 1)
+
+    def compress(self, x, level):
+        return self.latent_codec.compress(self.analysis(x, level))
 
     def decompress(self, strings, shape, level):
         y_hat = self.latent_codec.decompress(strings, shape)["y_hat"]
-        y_hat = (y_hat * self._interp(self.log_inv_gain, level)).contiguous(memory_format=torch.channels_last)
-        x_hat = self.g_s(y_hat).contiguous().clamp_(0, 1)
-        return {"x_hat": x_hat}
+        return {"x_hat": self.synthesis(y_hat, level)}
 
 
 def build_model(spec: ModelSpec) -> VariableRateElic:

@@ -155,8 +155,8 @@ def from_fixed(a: torch.Tensor) -> torch.Tensor:
 class SymbolCRC:
     """CRC32 of the coded symbols, in coding order."""
 
-    def __init__(self):
-        self.value = 0
+    def __init__(self, value: int = 0):
+        self.value = value
 
     def add(self, symbols: torch.Tensor) -> None:
         data = symbols.detach().to("cpu", torch.int32).contiguous().numpy().tobytes()
@@ -279,12 +279,13 @@ class ExactElicEntropy:
         return from_fixed(torch.cat(y_hat, dim=1))
 
     @torch.inference_mode()
-    def compress(self, y: torch.Tensor) -> dict:
-        """Gain-scaled latent (1, M, H, W) -> {"strings", "y_hat", "crc"}."""
+    def compress(self, y: torch.Tensor, crc_start: int = 0) -> dict:
+        """Gain-scaled latent (1, M, H, W) -> {"strings", "y_hat", "crc"} (the CRC continues
+        from ``crc_start``)."""
         with _plain_kernels():
             z = self.h_a(y)
             z_symbols = torch.round(z - self.z_medians.to(z.device)).to(torch.int32)
-            crc = SymbolCRC()
+            crc = SymbolCRC(crc_start)
             crc.add(z_symbols)
             z_string = _encode(self.bottleneck, z_symbols, _channel_indexes(z_symbols))
             strings: list[bytes] = []
@@ -292,7 +293,7 @@ class ExactElicEntropy:
         return {"strings": strings + [z_string], "y_hat": y_hat, "crc": crc.value}
 
     @torch.inference_mode()
-    def decompress(self, strings: list[bytes], z_shape: tuple[int, int]) -> dict:
+    def decompress(self, strings: list[bytes], z_shape: tuple[int, int], crc_start: int = 0) -> dict:
         """Streams (as ``compress`` made them) -> {"y_hat", "crc"}."""
         expected = 2 * len(self.groups) + 1
         if len(strings) != expected:
@@ -301,7 +302,7 @@ class ExactElicEntropy:
             *y_strings, z_string = strings
             size = (1, self.z_medians.shape[1], *z_shape)
             z_symbols = _decode(self.bottleneck, z_string, _channel_indexes(torch.empty(size)))
-            crc = SymbolCRC()
+            crc = SymbolCRC(crc_start)
             crc.add(z_symbols)
             y_hat = self._code(None, z_symbols.to(self.device), y_strings, crc)
         return {"y_hat": y_hat, "crc": crc.value}

@@ -1,0 +1,101 @@
+"""Decode a container and enhance it on the way out: the one decode-then-enhance path.
+
+The decoded strips come out of the stitcher and go straight through a ``StripEnhancer``
+into the output GeoTIFF: no temporary raster on disk, memory bounded by a row of tiles.
+The CLI, batch and the QGIS worker all call ``decompress_enhanced``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..codec.decompress import decoded_strips, open_container, open_plan, write_strip
+from ..codec.jobs import serial_map
+from ..errors import CodecError
+from ..format.raster_io import describe_bands, raster_output
+from ..options import DecompressParams
+from .windows import StripEnhancer
+
+PhaseProgress = Callable[[str, int, int], None]  # (phase "decode" | "enhance", done, total)
+
+
+def enhancement_status(enhancer: str | None = None) -> str | None:
+    """None when the enhancer can run, else a one-line reason."""
+    from ..models import enhancer_available, resolve_enhancer
+
+    if enhancer_available(enhancer):
+        return None
+    try:
+        path, _ = resolve_enhancer(enhancer)
+        return f"enhancer weights {path.name} are not installed"
+    except CodecError as exc:
+        return str(exc)
+
+
+def default_enhancement(quality: float, enhancer: str | None = None) -> str | None:
+    """None when a container of this quality is enhanced by default, else why not."""
+    from ..models import resolve_enhancer
+
+    try:
+        _, spec = resolve_enhancer(enhancer)
+    except CodecError:
+        return None  # enhancement_status reports the problem
+    if spec is not None and spec.max_default_quality is not None and quality > spec.max_default_quality:
+        return (f"{spec.name} enhances quality <= {spec.max_default_quality:g} by default, this file has "
+                f"quality {quality:g}; --enhance forces it")
+    return None
+
+
+def auto_enhancement(quality: float, enhancer: str | None = None) -> str | None:
+    """None when decoding left to its default enhances a container of this quality; else why not."""
+    return default_enhancement(quality, enhancer) or enhancement_status(enhancer)
+
+
+def enhancement_reason(params: DecompressParams, quality: float) -> str | None:
+    """None when this decode enhances, else the one-line reason it does not."""
+    if params.enhance is False:
+        return "turned off (--no-enhance)"
+    enhancer = params.enhancement.enhancer
+    if params.enhance == "auto":
+        return auto_enhancement(quality, enhancer)
+    return enhancement_status(enhancer)
+
+
+def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressParams | None = None, *,
+                        progress: PhaseProgress | None = None, mapper=serial_map) -> dict:
+    """Decode ``src`` (or a window of it) to ``dst``, enhanced when ``params`` say so.
+
+    Without enhancer weights (or for a quality the enhancer does not serve, with
+    ``enhance="auto"``) the plain decode is written, with ``"enhanced": False`` and the
+    reason in ``"enhancement"``.
+    """
+    from ..models import get_enhancer
+
+    params = (params or DecompressParams()).validate()
+    t0 = time.perf_counter()
+    enh = None
+    with open_container(src) as reader:
+        plan = open_plan(reader, params)
+        reason = enhancement_reason(params, plan.header.quality)
+        decode_progress = (lambda done, total: progress("decode", done, total)) if progress else None
+        with raster_output(dst, plan.profile(), params.overwrite, params.cog) as out:
+            describe_bands(out, plan.header)
+            strips = decoded_strips(plan, mapper, decode_progress)
+            if reason is None:
+                ep = params.enhancement
+                loaded = get_enhancer(ep.enhancer, params.device)
+                fidelity = loaded.default_fidelity if ep.fidelity is None else float(ep.fidelity)
+                enhance_progress = (lambda done, total: progress("enhance", done, total)) if progress else None
+                enh = StripEnhancer(loaded.net, fidelity, plan.width, plan.height, plan.ranges, plan.header.dtype,
+                                    plan.header.nodata, ep.window, ep.overlap, enhance_progress)
+                strips = enh.run(strips)
+            for row, values, invalid in strips:
+                write_strip(out, row, values, invalid, plan.header)
+    seconds = time.perf_counter() - t0
+    res = plan.summary(dst, seconds)
+    res.update(enhanced=enh is not None, enhancement=reason)
+    if enh is not None:
+        res.update(fidelity=enh.fidelity, enhance_seconds=enh.seconds, decode_seconds=seconds - enh.seconds)
+    return res

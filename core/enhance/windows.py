@@ -1,0 +1,149 @@
+"""The enhancer over overlapping windows: one tile, an in-memory image, a stream of strips.
+
+The enhancer runs over overlapping square windows (a ``TileGrid``: no bits are involved,
+so overlap is free) blended with the grid's linear ramps in a ``Mosaic``, so no seam can
+show. ``StripEnhancer`` takes a raster as horizontal strips of any height, top to bottom
+(the stitcher's output when decoding, or strips read from a GeoTIFF), and yields
+enhanced strips as soon as no later window can touch them: memory is bounded by one row
+of windows plus one incoming strip, whatever the raster size.
+
+Bands are enhanced in groups of three (a last group of one or two repeats its last band,
+as the codec does); uint16 bands are scaled by their value range.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from ..format.normalization import BandRange
+from ..format.stitching import Mosaic
+from ..format.tiling import TileGrid
+from ..options import DEFAULT_ENHANCE_OVERLAP, DEFAULT_ENHANCE_WINDOW, band_groups
+
+Strip = tuple[int, np.ndarray, np.ndarray]  # (first row, values (bands, h, w) in the raster dtype, invalid (h, w))
+
+
+def enhance_tile(net, unit: np.ndarray, fidelity: float) -> np.ndarray:
+    """(bands, h, w) float in [0, 1] -> enhanced, same shape (bands in groups of three)."""
+    out = np.empty_like(unit)
+    dev = next(net.parameters()).device
+    for group in band_groups(unit.shape[0]):
+        x = torch.from_numpy(np.ascontiguousarray(unit[group]))[None].to(dev)
+        with torch.inference_mode():
+            y = net.enhance(x, fidelity)[0].float().cpu().numpy()
+        for b in sorted(set(group)):
+            copies = [j for j, g in enumerate(group) if g == b]
+            out[b] = y[copies].mean(axis=0)
+    return out
+
+
+def _filled(tile: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Invalid pixels replaced by the mean of the valid ones (grey when none is valid)."""
+    if valid is None or valid.all():
+        return np.ascontiguousarray(tile, dtype=np.float32)
+    tile = tile.astype(np.float32, copy=True)
+    fill = tile[:, valid].mean(axis=1) if valid.any() else np.full(tile.shape[0], 0.5, np.float32)
+    tile[:, ~valid] = fill[:, None]
+    return tile
+
+
+class StripEnhancer:
+    """Enhance a raster of ``width`` x ``height`` arriving as strips; see the module docstring.
+
+    Pixels flagged invalid, and band values equal to ``nodata``, keep their incoming
+    values; no other value comes out as ``nodata``.
+    """
+
+    def __init__(self, net, fidelity: float, width: int, height: int, ranges: list[BandRange], dtype: str,
+                 nodata: float | None = None, window: int = DEFAULT_ENHANCE_WINDOW,
+                 overlap: int = DEFAULT_ENHANCE_OVERLAP, progress: Callable[[int, int], None] | None = None):
+        self.net, self.fidelity = net, fidelity
+        self.ranges, self.dtype, self.nodata = ranges, dtype, nodata
+        self.grid = TileGrid(width, height, window, overlap)
+        self.progress = progress
+        self.seconds = 0.0  # time spent enhancing (not waiting for strips)
+        bands = len(ranges)
+        self._buf_y0 = 0
+        self._raw = np.zeros((bands, 0, width), dtype)
+        self._invalid = np.zeros((0, width), bool)
+        self._mosaic = Mosaic(0, 0, 0, width, bands)
+        self._next_row = 0
+        self._done = 0
+
+    @property
+    def windows(self) -> int:
+        return len(self.grid)
+
+    def run(self, strips: Iterable[Strip]) -> Iterator[Strip]:
+        """Enhanced strips, top to bottom, for incoming strips that cover the raster in order."""
+        for row, values, invalid in strips:
+            if row != self._buf_y0 + self._raw.shape[1]:
+                raise ValueError(f"strip at row {row} does not follow row {self._buf_y0 + self._raw.shape[1]}")
+            self._raw = np.concatenate([self._raw, values], axis=1)
+            self._invalid = np.concatenate([self._invalid, invalid], axis=0)
+            yield from self._ready()
+        if self._next_row < self.grid.n_rows:
+            raise ValueError("the strips ended before the raster's last row")
+        if self._mosaic.height:
+            yield self._emit(self._mosaic)
+
+    def _ready(self) -> Iterator[Strip]:
+        end = self._buf_y0 + self._raw.shape[1]
+        while self._next_row < self.grid.n_rows and self.grid.row(self._next_row)[0].y1 <= end:
+            t0 = time.perf_counter()
+            row = self.grid.row(self._next_row)
+            y0, y1 = row[0].y0, row[0].y1
+            final = y0 - self._mosaic.y0  # rows above this window row are final
+            finished = self._mosaic.take_rows(final) if final > 0 else None
+            self._mosaic.extend_to(y1 - self._mosaic.y0)
+            rows = slice(y0 - self._buf_y0, y1 - self._buf_y0)
+            unit = np.stack([r.to_unit(v) for r, v in zip(self.ranges, self._raw[:, rows])])
+            invalid = self._invalid[rows]
+            for t in row:
+                tile_invalid = invalid[:, t.x0 : t.x1]
+                tile = _filled(unit[:, :, t.x0 : t.x1], ~tile_invalid if tile_invalid.any() else None)
+                self._mosaic.add(self.grid, t, enhance_tile(self.net, tile, self.fidelity), tile_invalid)
+                self._done += 1
+                if self.progress:
+                    self.progress(self._done, len(self.grid))
+            self._next_row += 1
+            self.seconds += time.perf_counter() - t0
+            if finished is not None:
+                yield self._emit(finished)
+
+    def _emit(self, strip: Mosaic) -> Strip:
+        """A finished mosaic strip in the raster dtype; drops input rows no longer needed."""
+        t0 = time.perf_counter()
+        rows = slice(strip.y0 - self._buf_y0, strip.y0 - self._buf_y0 + strip.height)
+        raw, invalid = self._raw[:, rows], self._invalid[rows]
+        values = np.stack([r.from_unit(v, self.dtype) for r, v in zip(self.ranges, strip.values)])
+        if self.nodata is not None:  # nodata stays nodata, per band; nothing else becomes it
+            nd = np.asarray(self.nodata).astype(self.dtype)
+            was_nodata = raw == nd
+            values[(values == nd) & ~was_nodata] = nd + 1 if nd < np.iinfo(self.dtype).max else nd - 1
+            values[was_nodata] = nd
+        if invalid.any():
+            values[:, invalid] = raw[:, invalid]
+        keep = self._mosaic.y0 - self._buf_y0  # the carry's first row
+        self._raw, self._invalid = self._raw[:, keep:], self._invalid[keep:]
+        self._buf_y0 = self._mosaic.y0
+        self.seconds += time.perf_counter() - t0
+        return strip.y0, values, invalid
+
+
+def enhance_array(img: np.ndarray, fidelity: float | None = None, enhancer: str | None = None,
+                  window: int = DEFAULT_ENHANCE_WINDOW, overlap: int = DEFAULT_ENHANCE_OVERLAP) -> np.ndarray:
+    """Enhance an in-memory uint8 (h, w, bands) image with the same windows and blending as rasters."""
+    from ..models import get_enhancer
+
+    loaded = get_enhancer(enhancer)
+    w = loaded.default_fidelity if fidelity is None else fidelity
+    h, wd, bands = img.shape
+    enh = StripEnhancer(loaded.net, w, wd, h, [BandRange(0.0, 255.0)] * bands, "uint8", None, window, overlap)
+    strips = enh.run([(0, np.ascontiguousarray(img.transpose(2, 0, 1)), np.zeros((h, wd), bool))])
+    out = np.concatenate([values for _, values, _ in strips], axis=1)
+    return out.transpose(1, 2, 0)
