@@ -145,17 +145,19 @@ def main(argv=None) -> int:
 
     import torch
 
-    from core.codec import CompressOptions, compress_raster, decompress_raster
-    from core.container import ContainerReader
-    from core.parallel import DaskMapper, available_cores, dask_client
-    from core.tile_coder import get_coder
+    from core.codec.compress import compress_raster
+    from core.codec.decompress import decompress_raster
+    from core.codec.tile_coder import get_coder
+    from core.format.container import ContainerReader
+    from core.options import CompressParams
+    from core.scale.parallel import DaskMapper, available_cores, dask_client
 
     with tempfile.TemporaryDirectory(prefix="dask-bench-") as tmp_name:
         tmp = Path(tmp_name)
         raster = tmp / f"mosaic_{args.size}.tif"
         used = build_mosaic(raster, args.size)
         model, model_note = benchmark_model(tmp, args.model)
-        opts = CompressOptions(model=model, quality=args.quality, tile=args.tile, overlap=args.overlap)
+        opts = CompressParams(model=model, quality=args.quality, tile=args.tile, overlap=args.overlap)
         print(f"raster   {args.size} x {args.size} RGB uint8 mosaic of {len(used)} real images: {', '.join(used)}")
         print(f"model    {model_note}; tile {args.tile}, overlap {args.overlap}, quality {args.quality}")
         print(f"machine  {available_cores()} cores, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "

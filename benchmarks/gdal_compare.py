@@ -5,7 +5,7 @@ Builds one large RGB GeoTIFF (default 4096 x 4096) from real imagery: a mosaic o
 repeats are mirrored), georeferenced in EPSG:32617 at 0.3 m. Then, each in its own
 process (so peak resident memory is that job's alone):
 
-* ours:  ``core.codec.compress_raster`` -> .crsic, ``decompress_raster`` -> GeoTIFF
+* ours:  ``core.codec.compress.compress_raster`` -> .crsic, ``core.codec.decompress.decompress_raster`` -> GeoTIFF
 * GDAL:  ``rasterio.shutil.copy`` to a tiled GeoTIFF with COMPRESS=JPEG (YCbCr) or
   COMPRESS=WEBP, and back to a plain GeoTIFF.
 
@@ -89,14 +89,16 @@ def job(kind: str, src: str, dst: str, params: dict) -> dict:
         import torch
 
         torch.set_num_threads(params["threads"])
-        from core.codec import CompressOptions, compress_raster, decompress_raster
+        from core.codec.compress import compress_raster
+        from core.codec.decompress import decompress_raster
+        from core.options import CompressParams
     else:
         import rasterio  # noqa: F401
         import rasterio.shutil
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     if kind == "ours_compress":
-        compress_raster(src, dst, CompressOptions(model=params["model"], quality=params["quality"], overwrite=True))
+        compress_raster(src, dst, CompressParams(model=params["model"], quality=params["quality"], overwrite=True))
     elif kind == "ours_decompress":
         decompress_raster(src, dst, model=params["model"], overwrite=True)
     elif kind in ("gdal_jpeg_compress", "gdal_webp_compress"):
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads for ours, NUM_THREADS for GDAL")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     args = p.parse_args(argv)
-    from core.quality import raster_psnr
+    from core.format.quality import raster_psnr
 
     params = {"model": args.model, "quality": args.quality, "threads": args.threads}
     rows = {}

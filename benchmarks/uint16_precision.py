@@ -23,8 +23,10 @@ import rasterio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.codec import CompressOptions, compress_raster, decompress_raster  # noqa: E402
-from core.normalization import measured_range  # noqa: E402
+from core.codec.compress import compress_raster  # noqa: E402
+from core.codec.decompress import decompress_raster  # noqa: E402
+from core.format.normalization import measured_range  # noqa: E402
+from core.options import CompressParams  # noqa: E402
 
 
 def errors(a: np.ndarray, b: np.ndarray, span: float) -> dict:
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for q in args.qualities:
                 c, d = Path(tmp) / "c.crsic", Path(tmp) / "d.tif"
-                res = compress_raster(path, c, CompressOptions(quality=q, bands=bands, overwrite=True))
+                res = compress_raster(path, c, CompressParams(quality=q, bands=bands, overwrite=True))
                 decompress_raster(c, d, overwrite=True)
                 with rasterio.open(d) as dec:
                     results[f"codec q{q:g}"] = {"bpp": res["bpp"], **errors(src, dec.read(), span)}

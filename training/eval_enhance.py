@@ -1,9 +1,11 @@
 """Evaluate plain ELIC vs ELIC + Code-RSIC enhancement (and JPEG / WebP) on validation crops.
 
-Every crop is really entropy-coded (``TileCoder.encode_tile`` -> bytes -> ``decode_tile``)
-at each rate level, rounded to uint8 like a decoded GeoTIFF, then enhanced. Reported per
-variant and rate: bpp, PSNR, MS-SSIM, LPIPS (AlexNet), DISTS, and FID / KID over the set
-(Inception pool3 of the 256-pixel crops: with a few dozen crops FID is biased upwards and
+Every crop is really entropy-coded at each rate level by the evaluation's codec adapter
+(``core.evaluation.codecs``: ELIC tile streams -> bytes -> decoded uint8, like a decoded
+GeoTIFF), then enhanced; JPEG and WebP use the same adapters as ``python -m core.evaluate``.
+Every codec's bpp counts its whole stream. Reported per variant and rate: bpp, PSNR,
+MS-SSIM, LPIPS (AlexNet), DISTS, and FID / KID over the set (``core.evaluation.metrics``,
+Inception pool3 of the 256-pixel crops: with a few dozen crops FID is biased upwards and
 noisy, KID is the unbiased one), plus decode and enhancement seconds per megapixel.
 
     python -m training.eval_enhance --val ../shared/data/val --elic elic-lite \
@@ -13,7 +15,6 @@ noisy, KID is the unbiased one), plus decode and enhancement seconds per megapix
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -50,39 +51,9 @@ def to_u8(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
 
 
-def classical(img: np.ndarray, fmt: str, quality: int) -> tuple[np.ndarray, int]:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format=fmt, quality=int(quality))
-    n = buf.tell()
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert("RGB")), n
-
-
-def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
-    """FID of two (n, d) feature sets, exact for n < d without a d x d matrix square root.
-
-    With centred features A (n1 x d), B (n2 x d): the non-zero eigenvalues of S1 S2 are
-    those of the symmetric n1 x n1 matrix (A B^T)(A B^T)^T / ((n1-1)(n2-1)), so
-    tr sqrt(S1 S2) is the sum of the square roots of its eigenvalues.
-    """
-    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
-    if len(f1) < 2 or len(f2) < 2:
-        return float("nan")
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    a, b = f1 - mu1, f2 - mu2
-    c1, c2 = len(f1) - 1, len(f2) - 1
-    ab = a @ b.T
-    eig = np.linalg.eigvalsh(ab @ ab.T / (c1 * c2))
-    tr_sqrt = np.sqrt(np.clip(eig, 0, None)).sum()
-    tr1, tr2 = (a * a).sum() / c1, (b * b).sum() / c2
-    return float(max(((mu1 - mu2) ** 2).sum() + tr1 + tr2 - 2 * tr_sqrt, 0.0))
-
-
 class Scores:
     def __init__(self, dists: bool):
-        from core import metrics
+        from core.evaluation import metrics
 
         self.m = metrics
         self.use_dists = dists
@@ -106,7 +77,7 @@ class Scores:
                 continue
             s = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
             f = np.stack(self.feats[key])
-            s["fid"] = frechet_distance(ref, f)
+            s["fid"] = self.m.fid_from_features(ref, f)
             s["kid"] = self.m.kid_from_features(ref, f)
             s["n"] = len(rows)
             out[key] = s
@@ -117,28 +88,27 @@ def main(argv=None) -> int:
     args = setup_args().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from core.enhancer import get_enhancer
-    from core.tile_coder import get_coder
+    from core.evaluation.codecs import CODECS, EvalOptions
+    from core.models import get_enhancer
 
-    coder = get_coder(args.elic)
+    ours = CODECS["ours"](EvalOptions(model=args.elic))
+    classical = [(CODECS[name](EvalOptions()), qs) for name, qs in (("jpeg", args.jpeg), ("webp", args.webp))]
     enh = get_enhancer(args.enhancer)
     crops = center_crops(list_images(args.val), args.size, args.limit)
     scores = Scores(dists=not args.no_dists)
     t_dec, t_enh, px_dec, px_enh = 0.0, 0.0, 0, 0
     t0 = time.time()
     for n, crop in enumerate(crops):
-        x = crop.numpy()
-        ref = to_u8(x)
+        ref = to_u8(crop.numpy())
         h, w = ref.shape[:2]
         scores.feats["original"].append(scores.m.inception_features([ref])[0])
         for lv in args.levels:
-            stream, crc = coder.encode_tile(x, lv)
+            stream = ours.encode(ref, lv + 1)  # the adapter's quality is the 1-based rate level
             bpp = len(stream) * 8 / (h * w)
             t = time.perf_counter()
-            dec = coder.decode_tile(stream, lv, crc)
+            dec_u8 = ours.decode(stream, (h, w))
             t_dec += time.perf_counter() - t
             px_dec += h * w
-            dec_u8 = to_u8(dec)
             q = f"q{lv + 1:g}"
             scores.add(f"elic/{q}", ref, dec_u8, bpp=bpp)
             fids = list(args.fidelity) + (list(args.extra_fidelities) if lv in args.extra_levels else [])
@@ -149,10 +119,10 @@ def main(argv=None) -> int:
                 t_enh += time.perf_counter() - t
                 px_enh += h * w
                 scores.add(f"elic+enh(w={fw:g})/{q}", ref, to_u8(out), bpp=bpp)
-        for fmt, qs in (("JPEG", args.jpeg), ("WEBP", args.webp)):
+        for codec, qs in classical:
             for qual in qs or []:
-                img, nbytes = classical(ref, fmt, qual)
-                scores.add(f"{fmt.lower()}/q{qual}", ref, img, bpp=nbytes * 8 / (h * w))
+                data = codec.encode(ref, qual)
+                scores.add(f"{codec.name}/q{qual}", ref, codec.decode(data, (h, w)), bpp=len(data) * 8 / (h * w))
         print(f"{n + 1}/{len(crops)} crops, {time.time() - t0:.0f} s", file=sys.stderr)
     res = {"crops": len(crops), "size": args.size, "elic": args.elic, "enhancer": args.enhancer,
            "enhancer_sha256": enh.sha256, "threads": torch.get_num_threads(),

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..format.normalization import BandRange
+from ..format.payload import fill_invalid
 from ..format.stitching import Mosaic
 from ..format.tiling import TileGrid
 from ..options import DEFAULT_ENHANCE_OVERLAP, DEFAULT_ENHANCE_WINDOW, band_groups
@@ -39,16 +40,6 @@ def enhance_tile(net, unit: np.ndarray, fidelity: float) -> np.ndarray:
             copies = [j for j, g in enumerate(group) if g == b]
             out[b] = y[copies].mean(axis=0)
     return out
-
-
-def _filled(tile: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """Invalid pixels replaced by the mean of the valid ones (grey when none is valid)."""
-    if valid is None or valid.all():
-        return np.ascontiguousarray(tile, dtype=np.float32)
-    tile = tile.astype(np.float32, copy=True)
-    fill = tile[:, valid].mean(axis=1) if valid.any() else np.full(tile.shape[0], 0.5, np.float32)
-    tile[:, ~valid] = fill[:, None]
-    return tile
 
 
 class StripEnhancer:
@@ -105,7 +96,9 @@ class StripEnhancer:
             invalid = self._invalid[rows]
             for t in row:
                 tile_invalid = invalid[:, t.x0 : t.x1]
-                tile = _filled(unit[:, :, t.x0 : t.x1], ~tile_invalid if tile_invalid.any() else None)
+                tile = np.ascontiguousarray(unit[:, :, t.x0 : t.x1])
+                if tile_invalid.any():
+                    tile = fill_invalid(tile, ~tile_invalid)
                 self._mosaic.add(self.grid, t, enhance_tile(self.net, tile, self.fidelity), tile_invalid)
                 self._done += 1
                 if self.progress:

@@ -2,8 +2,8 @@
 
 Images are RGB ``uint8`` arrays (H, W, 3) or float tensors (N, 3, H, W) in [0, 1].
 The learned metrics read converted weights from the local cache (see
-``core.metric_weights``; ``python -m core.metric_weights setup`` creates it) and never
-download anything.
+``core.evaluation.weight_cache``; ``python -m core.evaluation.metric_setup setup``
+creates it) and never download anything.
 
 Definitions (written from the papers):
 
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metric_weights import load_weights
+from .weight_cache import load_weights
 
 
 def to_tensor(img) -> torch.Tensor:
