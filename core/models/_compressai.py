@@ -1,18 +1,108 @@
-"""CompressAI, imported once without its start-up noise.
+"""CompressAI, imported once, quickly and without its start-up noise.
 
-Importing ``compressai`` also imports its point-cloud datasets and, through them,
-``torch_geometric``, whose ``torch.jit.script`` calls print a FutureWarning on recent
-torch in every CLI run and worker. We use only the image models and entropy models;
-the warning says nothing to our users, so it is silenced here and only here.
+``import compressai`` imports every subpackage, including its datasets and transforms,
+which import ``torchvision`` and ``torch_geometric``: about 3 s of a CLI run's start-up
+on two cores, and a FutureWarning (``torch.jit.script`` is deprecated) printed on every
+run. We use only the image models and entropy models, which need neither. While
+compressai is imported (and only if neither is imported yet), any module of those two
+packages it asks for is a placeholder whose names are stand-in classes; the placeholders
+are removed from ``sys.modules`` right after, so a real ``torchvision`` imported later
+(the evaluation's metrics) is unaffected. ``CODERSIC_REAL_IMPORTS=1`` imports the real
+packages instead.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import types
 import warnings
+
+_STUBS = ("torch_geometric", "torchvision")  # needed only by compressai's datasets and transforms
+
+
+def _stubbed(name: str) -> bool:
+    return any(name == s or name.startswith(s + ".") for s in _STUBS)
+
+
+class _StandIn:
+    """Subclassable, constructible with anything; calling an instance returns its argument
+    (so ``@decorator_factory("name")`` leaves the decorated class as it is)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, obj=None, *args, **kwargs):
+        return obj
+
+
+class _Placeholder(types.ModuleType):
+    """A module whose every public attribute is a stand-in class."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = type(name, (_StandIn,), {"__module__": self.__name__})
+        setattr(self, name, value)
+        return value
+
+
+class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path=None, target=None):
+        if _stubbed(fullname):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _Placeholder(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+def _lazy(name: str) -> None:
+    """Import ``name`` lazily (stdlib LazyLoader): it runs on first attribute access.
+    compressai's entropy models use ``scipy.stats`` (about 1 s to import) only in
+    ``update()``, which decoding never calls: the tables come with the weights."""
+    import importlib.util
+
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        return
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def _import():
+    if any(s in sys.modules for s in _STUBS) or os.environ.get("CODERSIC_REAL_IMPORTS"):
+        from compressai.entropy_models import EntropyModel
+        from compressai.models import Elic2022Official
+
+        return Elic2022Official, EntropyModel
+    _lazy("scipy.stats")
+    finder = _PlaceholderFinder()
+    sys.meta_path.insert(0, finder)
+    try:
+        from compressai.entropy_models import EntropyModel
+        from compressai.models import Elic2022Official
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if _stubbed(n)]:
+            if isinstance(sys.modules[name], _Placeholder):
+                del sys.modules[name]
+    return Elic2022Official, EntropyModel
+
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
-    from compressai.entropy_models import EntropyModel
-    from compressai.models import Elic2022Official
+    Elic2022Official, EntropyModel = _import()
 
 __all__ = ["Elic2022Official", "EntropyModel"]
