@@ -1,13 +1,18 @@
 """Build the installable plugin zip: ``python3 -m coderic_qgis.build`` -> dist/coderic_qgis.zip.
 
 The zip holds one folder, ``coderic_qgis/``, with the plugin's modules, its icons and the
-top-level ``metadata.txt`` (QGIS's "Install from ZIP" expects exactly that). It needs
-neither QGIS nor the codec's packages, and the same sources give the same bytes.
+top-level ``metadata.txt`` (QGIS's "Install from ZIP" expects exactly that). It also holds
+the codec's contract: ``core/options.py`` and ``core/errors.py`` copied, unchanged, into
+``coderic_qgis/_contract/`` (see that package), so the installed plugin has core's
+defaults and checks without the project on ``sys.path``. Those files must import only
+the standard library and each other; the build refuses otherwise. It needs neither QGIS
+nor the codec's packages, and the same sources give the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import configparser
 import sys
 import zipfile
@@ -19,6 +24,8 @@ REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "vers
                      "repository")
 EXCLUDE_FILES = {"build.py"}
 FIXED_TIME = (2024, 1, 1, 0, 0, 0)
+CONTRACT_DIR = PLUGIN_DIR / "_contract"
+CONTRACT_FILES = ("options.py", "errors.py")  # = coderic_qgis._contract.FILES (a test checks)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -43,8 +50,39 @@ def plugin_files() -> list[Path]:
             continue
         if rel.name in EXCLUDE_FILES or rel.name.startswith("."):
             continue
+        if path.parent == CONTRACT_DIR and rel.name in CONTRACT_FILES:
+            continue  # a stray copy: the zip always gets core's current files
         files.append(path)
     return files
+
+
+def contract_files(core: Path = ROOT / "core") -> list[tuple[str, bytes]]:
+    """(name in the zip, bytes) of core's contract files, after checking that they import
+    only the standard library and each other (anything else would not be in the zip)."""
+    entries = []
+    for name in CONTRACT_FILES:
+        path = core / name
+        if not path.is_file():
+            raise SystemExit(f"error: {path} not found: build the plugin from a Code-RSIC checkout")
+        data = path.read_bytes()
+        for node in ast.walk(ast.parse(data, filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                targets = [node.module] if node.module else [a.name for a in node.names]
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                bad = [n for n in names if n.split(".")[0] not in sys.stdlib_module_names | {"__future__"}]
+                if bad:
+                    raise SystemExit(f"error: {path}:{node.lineno} imports {bad[0]}; the plugin's copy of the "
+                                     "contract may import only the standard library")
+                continue
+            else:
+                continue
+            for target in targets:
+                if node.level != 1 or f"{target}.py" not in CONTRACT_FILES:
+                    raise SystemExit(f"error: {path}:{node.lineno} imports {'.' * node.level}{target}, which "
+                                     f"is not one of the contract files {', '.join(CONTRACT_FILES)}")
+        entries.append((f"coderic_qgis/_contract/{name}", data))
+    return entries
 
 
 def build(output: Path, metadata: Path) -> Path:
@@ -56,6 +94,7 @@ def build(output: Path, metadata: Path) -> Path:
     tmp = output.with_name(output.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         entries = [(f"coderic_qgis/{p.relative_to(PLUGIN_DIR).as_posix()}", p.read_bytes()) for p in plugin_files()]
+        entries += contract_files()
         entries.append(("coderic_qgis/metadata.txt", metadata.read_bytes()))
         for name, data in sorted(entries):
             info = zipfile.ZipInfo(name, FIXED_TIME)

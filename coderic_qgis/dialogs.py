@@ -1,20 +1,18 @@
 """Dialogs: compress a layer, decompress a container (whole or map extent), settings.
 
-Each dialog turns its widgets into a parameter object and checks it with a plain
-``validate_*`` function; the problems are listed in the dialog itself (red text) and the
-OK button stays disabled until they are fixed, so a bad choice never reaches the worker
-as a traceback.
+Each dialog turns its widgets into a parameter object (``jobs.CompressParams`` /
+``jobs.DecompressParams``: core.options' dataclasses plus the plugin's files) and checks
+it with a plain ``validate_*`` function built on core's checks; the problems are listed in
+the dialog itself (red text) and the OK button stays disabled until they are fixed, so a
+bad choice never reaches the worker as a traceback. The widgets' defaults are those
+parameter objects' defaults, their limits core.options' constants.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsRectangle
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
@@ -37,113 +35,29 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .layers import SUPPORTED_TYPES, band_names, default_bands, layer_file_path
-from .settings import PluginSettings
+from ._contract import options
+from .jobs import (
+    DEFAULT_ENHANCE_INDEX,
+    ENHANCE_CHOICES,
+    CompressParams,
+    DecompressParams,
+    check_container,
+    check_output,
+    compress_problems,
+    decompress_problems,
+    default_decoded_path,
+    enhancement,
+    model_quality_levels,
+)
+from .layers import SUPPORTED_TYPES, band_names, default_bands, dtype_text, layer_file_path
+from .settings import MAX_THREADS, PluginSettings
 
-CONTAINER_MAGIC = b"CRSIC\x00\r\n"  # first bytes of a .crsic file (core/container.py)
-DEVICES = ("cpu", "cuda")
-MODEL_NAMES = ("elic-lite",)
-
-
-# ---------------------------------------------------------------- shared checks
-
-def model_levels(model: str) -> tuple[str, int] | None:
-    """(name, rate levels) from a Code-RSIC .safetensors file's metadata, read without torch."""
-    try:
-        with open(model, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 10_000_000:
-                return None
-            meta = json.loads(f.read(n)).get("__metadata__", {})
-        spec = json.loads(meta["crsic_model_spec"])
-        return spec["name"], len(spec["lambdas"])
-    except (OSError, ValueError, KeyError, struct.error, TypeError):
-        return None
-
-
-def _looks_like_path(model: str) -> bool:
-    return model.endswith(".safetensors") or os.sep in model or "/" in model
-
-
-def check_model(model: str, quality: float | None = None) -> list[str]:
-    if not model or not _looks_like_path(model):
-        return []
-    if not os.path.isfile(model):
-        return [f"Model file not found: {model}"]
-    info = model_levels(model)
-    if info is None:
-        return [f"{Path(model).name} is not a Code-RSIC weights file"]
-    name, levels = info
-    if quality is not None and not 0 <= quality <= levels:
-        return [f"Quality must be between 0 and {levels} for model {name}"]
-    return []
-
-
-def check_output(path: str, what: str, overwrite: bool, others: dict[str, str]) -> list[str]:
-    if not path:
-        return [f"Choose a {what}"]
-    p = Path(path)
-    if not p.parent.is_dir():
-        return [f"The folder of the {what} does not exist: {p.parent}"]
-    if not os.access(p.parent, os.W_OK):
-        return [f"The folder of the {what} is not writable: {p.parent}"]
-    for other_what, other in others.items():
-        if other and os.path.abspath(other) == os.path.abspath(path):
-            return [f"The {what} must differ from the {other_what}"]
-    if p.exists() and not overwrite:
-        return [f"The {what} already exists: {p.name} (tick 'Overwrite existing files' to replace it)"]
-    return []
-
-
-def check_container(path: str) -> list[str]:
-    if not path:
-        return ["Choose a .crsic file to decode"]
-    if not os.path.isfile(path):
-        return [f"File not found: {path}"]
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(CONTAINER_MAGIC))
-    except OSError as exc:
-        return [f"Cannot read {path}: {exc.strerror}"]
-    if head != CONTAINER_MAGIC:
-        return [f"{Path(path).name} is not a Code-RSIC container"]
-    return []
+MODEL_NAMES = (options.DEFAULT_MODEL,)  # the registry models the model box offers
+FIDELITY_STEP = 0.1  # one step below the fidelity range means "the enhancer's default"
+CONTAINER_FILTER = f"Code-RSIC container (*{options.CONTAINER_SUFFIX})"
 
 
 # ---------------------------------------------------------------- compress
-
-@dataclass
-class CompressParams:
-    layer_id: str = ""
-    input: str = ""
-    bands: list[int] = field(default_factory=list)
-    use_target_bpp: bool = False
-    quality: float = 3.0
-    target_bpp: float = 0.3
-    tile: int = 768
-    overlap: int = 32
-    enhance: bool | str = "auto"  # True, False or "auto" (the worker's default rule)
-    fidelity: float | None = None  # None: the enhancer's default
-    output: str = ""
-    decode: bool = True  # decode again and add the before/after comparison
-    decoded_output: str = ""
-    model: str = ""
-    device: str = "cpu"
-    overwrite: bool = False
-
-    def to_job(self, threads: int = 0) -> dict:
-        job = {"action": "compress", "input": self.input, "output": self.output, "bands": self.bands,
-               "quality": self.quality, "target_bpp": self.target_bpp if self.use_target_bpp else None,
-               "tile": self.tile, "overlap": self.overlap, "device": self.device, "overwrite": self.overwrite,
-               "threads": threads}
-        if self.model:
-            job["model"] = self.model
-        if self.decode:
-            job["decode_to"] = self.decoded_output
-            job["enhance"] = self.enhance
-            job["fidelity"] = self.fidelity
-        return job
-
 
 def validate_compress(p: CompressParams, layer: QgsRasterLayer | None) -> list[str]:
     """Problems with the choices, as sentences for the dialog (empty: OK)."""
@@ -163,27 +77,15 @@ def validate_compress(p: CompressParams, layer: QgsRasterLayer | None) -> list[s
             types = {layer.dataProvider().dataType(b) for b in p.bands}
             unsupported = [t for t in types if t not in SUPPORTED_TYPES]
             if unsupported:
-                errors.append("Code-RSIC codes 8-bit and 16-bit unsigned bands only; the chosen bands are "
+                errors.append(f"Code-RSIC codes {dtype_text()} bands only; the chosen bands are "
                               f"{', '.join(sorted(str(getattr(t, 'name', t)) for t in unsupported))}")
             elif len(types) > 1:
-                errors.append("The chosen bands mix 8-bit and 16-bit data: choose bands of one type")
-    if p.use_target_bpp:
-        if not p.target_bpp > 0:
-            errors.append("Target bits per pixel must be above 0")
-    elif not 0 <= p.quality <= 6:
-        errors.append("Quality must be between 0 (smallest file) and 6 (best)")
-    if p.tile < 64:
-        errors.append("Tile size must be at least 64 pixels")
-    if p.overlap < 0 or p.overlap > p.tile // 2:
-        errors.append(f"Overlap must be between 0 and half the tile size ({p.tile // 2} px)")
-    if p.decode and p.enhance and p.fidelity is not None and not 0 <= p.fidelity <= 1:
-        errors.append("Fidelity must be between 0 and 1")
-    errors += check_model(p.model, None if p.use_target_bpp else p.quality)
-    if p.device not in DEVICES:
-        errors.append(f"Device must be one of {', '.join(DEVICES)}")
+                errors.append("The chosen bands mix data types "
+                              f"({', '.join(sorted(SUPPORTED_TYPES[t] for t in types))}): choose bands of one type")
+    errors += compress_problems(p)
     errors += check_output(p.output, "compressed file", p.overwrite, {"input layer's file": p.input})
-    if p.output and not p.output.lower().endswith(".crsic"):
-        errors.append("The compressed file should end with .crsic")
+    if p.output and not p.output.lower().endswith(options.CONTAINER_SUFFIX):
+        errors.append(f"The compressed file should end with {options.CONTAINER_SUFFIX}")
     if p.decode:
         errors += check_output(p.decoded_output, "decoded GeoTIFF", p.overwrite,
                                {"input layer's file": p.input, "compressed file": p.output})
@@ -197,7 +99,7 @@ def _model_row(parent: QWidget) -> tuple[QWidget, QComboBox]:
     combo = QComboBox(box)
     combo.setEditable(True)
     combo.addItems(MODEL_NAMES)
-    combo.setToolTip("A model name (default elic-lite) or a .safetensors weights file")
+    combo.setToolTip(f"A model name (default {options.DEFAULT_MODEL}) or a .safetensors weights file")
     browse = QPushButton("…", box)
     browse.setMaximumWidth(32)
 
@@ -214,18 +116,13 @@ def _model_row(parent: QWidget) -> tuple[QWidget, QComboBox]:
     return box, combo
 
 
-ENHANCE_CHOICES = (  # label, job value ("auto": the worker applies decompress's default rule)
-    ("Automatic: at the low qualities the enhancer serves", "auto"),
-    ("Always", True),
-    ("Off (plain decoding)", False),
-)
-
-
 def _enhance_box(parent: QWidget) -> QComboBox:
-    """Whether to enhance the decoded image with the codebook prior; defaults to automatic."""
+    """Whether to enhance the decoded image with the codebook prior; defaults to core's
+    choice (automatic: "auto", the worker applies decompress's rule)."""
     box = QComboBox(parent)
     for label, value in ENHANCE_CHOICES:
         box.addItem(label, value)
+    box.setCurrentIndex(DEFAULT_ENHANCE_INDEX)
     box.setToolTip("Decoder-side Code-RSIC enhancement: restores texture at low rates, costs no bits. "
                    "Automatic enhances the qualities the shipped enhancer is made for (like the command line); "
                    "turn it off for measurements on pixel values")
@@ -237,24 +134,33 @@ def _enhance_value(box: QComboBox) -> bool | str:
 
 
 def _fidelity_box(parent: QWidget) -> QDoubleSpinBox:
-    """Fidelity 0..1; the lowest position means "the enhancer's default"."""
+    """Fidelity over core's FIDELITY_RANGE; one step below it means "the enhancer's default"."""
+    lo, hi = options.FIDELITY_RANGE
     box = QDoubleSpinBox(parent)
-    box.setRange(-0.1, 1.0)
-    box.setSingleStep(0.1)
+    box.setRange(lo - FIDELITY_STEP, hi)
+    box.setSingleStep(FIDELITY_STEP)
     box.setDecimals(2)
     box.setSpecialValueText("enhancer default")
-    box.setValue(-0.1)
-    box.setToolTip("0 = most texture from the codebook prior, 1 = most faithful to the decoded image")
+    box.setValue(box.minimum())
+    box.setToolTip(f"{lo:g} = most texture from the codebook prior, {hi:g} = most faithful to the decoded image")
     return box
 
 
 def _fidelity_value(box: QDoubleSpinBox) -> float | None:
-    return None if box.value() < 0 else box.value()
+    return None if box.value() < options.FIDELITY_RANGE[0] else box.value()
 
 
-def _model_text(combo: QComboBox) -> str:
+def _model_text(combo: QComboBox) -> str | None:
+    """The model box's choice; None for the default (the registry's, or the container's)."""
     text = combo.currentText().strip()
-    return "" if text in ("", MODEL_NAMES[0]) else text
+    return None if text in ("", options.DEFAULT_MODEL) else text
+
+
+def _device_box(parent: QWidget, device: str) -> QComboBox:
+    box = QComboBox(parent)
+    box.addItems(options.DEVICES)
+    box.setCurrentText(device if device in options.DEVICES else options.DEFAULT_DEVICE)
+    return box
 
 
 class _ValidatingDialog(QDialog):
@@ -316,38 +222,41 @@ class CompressDialog(_ValidatingDialog):
         group.addButton(self.quality_radio)
         group.addButton(self.bpp_radio)
         self.quality_radio.setChecked(True)
+        defaults = CompressParams()
         self.quality = QDoubleSpinBox(rate)
-        self.quality.setRange(0.0, 6.0)
+        self.quality.setRange(options.MIN_QUALITY, options.DEFAULT_MODEL_LEVELS)
         self.quality.setSingleStep(0.5)
-        self.quality.setValue(3.0)
-        self.quality.setToolTip("0 = smallest file ... 6 = best quality (fractions allowed; 1-6 are the trained levels)")
+        self.quality.setValue(defaults.quality)
+        levels = options.DEFAULT_MODEL_LEVELS
+        self.quality.setToolTip(f"{options.MIN_QUALITY:g} = smallest file ... {levels} = best quality with "
+                                f"{options.DEFAULT_MODEL} (fractions allowed; 1-{levels} are the trained levels)")
         self.target_bpp = QDoubleSpinBox(rate)
-        self.target_bpp.setRange(0.0, 24.0)
+        self.target_bpp.setRange(0, options.MAX_TARGET_BPP)
         self.target_bpp.setDecimals(3)
         self.target_bpp.setSingleStep(0.05)
-        self.target_bpp.setValue(0.3)
+        self.target_bpp.setValue(options.DEFAULT_TARGET_BPP)
         rate_form.addRow(self.quality_radio, self.quality)
         rate_form.addRow(self.bpp_radio, self.target_bpp)
         form.addRow(rate)
 
         self.tile = QSpinBox(self)
-        self.tile.setRange(64, 8192)
-        self.tile.setSingleStep(64)
-        self.tile.setValue(768)
+        self.tile.setRange(options.MIN_TILE, options.MAX_TILE)
+        self.tile.setSingleStep(options.TILE_MULTIPLE)
+        self.tile.setValue(defaults.tile)
         self.overlap = QSpinBox(self)
-        self.overlap.setRange(0, 4096)
+        self.overlap.setRange(0, options.MAX_OVERLAP)
         self.overlap.setSingleStep(8)
-        self.overlap.setValue(32)
+        self.overlap.setValue(defaults.overlap)
         form.addRow("Tile size (px)", self.tile)
         form.addRow("Tile overlap (px)", self.overlap)
 
         self.output = QgsFileWidget(self)
         self.output.setStorageMode(QgsFileWidget.SaveFile)
-        self.output.setFilter("Code-RSIC container (*.crsic)")
+        self.output.setFilter(CONTAINER_FILTER)
         form.addRow("Compressed file", self.output)
 
         self.decode = QCheckBox("Decode it again and add a before/after comparison", self)
-        self.decode.setChecked(True)
+        self.decode.setChecked(defaults.decode)
         form.addRow(self.decode)
         self.decoded_output = QgsFileWidget(self)
         self.decoded_output.setStorageMode(QgsFileWidget.SaveFile)
@@ -361,15 +270,14 @@ class CompressDialog(_ValidatingDialog):
 
         self.model_box, self.model = _model_row(self)
         form.addRow("Model", self.model_box)
-        self.device = QComboBox(self)
-        self.device.addItems(DEVICES)
-        self.device.setCurrentText(st.device if st.device in DEVICES else "cpu")
+        self.device = _device_box(self, st.device)
         form.addRow("Device", self.device)
         self.overwrite = QCheckBox("Overwrite existing files", self)
         form.addRow(self.overwrite)
         self._finish_layout(layout)
 
         self.layer_combo.layerChanged.connect(self._layer_changed)
+        self.model.currentTextChanged.connect(self._model_changed)  # before refresh: the quality range
         for signal in (self.band_list.itemChanged, self.quality_radio.toggled, self.quality.valueChanged,
                        self.target_bpp.valueChanged, self.tile.valueChanged, self.overlap.valueChanged,
                        self.decode.toggled, self.enhance.currentIndexChanged, self.fidelity.valueChanged,
@@ -399,8 +307,8 @@ class CompressDialog(_ValidatingDialog):
             path = layer_file_path(layer)
             if path and not self._outputs_touched:
                 stem = Path(path).with_suffix("")
-                self._set_output(self.output, f"{stem}.crsic")
-                self._set_output(self.decoded_output, f"{stem}.decoded.tif")
+                self._set_output(self.output, f"{stem}{options.CONTAINER_SUFFIX}")
+                self._set_output(self.decoded_output, f"{stem}{options.DECODED_SUFFIX}")
         self.band_list.blockSignals(False)
         self.refresh()
 
@@ -412,6 +320,12 @@ class CompressDialog(_ValidatingDialog):
     def _output_edited(self, *_args) -> None:
         self._outputs_touched = True
         self.refresh()
+
+    def _model_changed(self, text: str) -> None:
+        """A weights file with more rate levels than the default model widens the quality range
+        (never narrows it: a quality above a smaller model's levels is reported, not clipped)."""
+        _, levels = model_quality_levels(text.strip())
+        self.quality.setMaximum(max(options.DEFAULT_MODEL_LEVELS, levels or 0))
 
     def _sync_enabled(self, *_args) -> None:
         self.quality.setEnabled(self.quality_radio.isChecked())
@@ -435,17 +349,16 @@ class CompressDialog(_ValidatingDialog):
             layer_id=layer.id() if layer else "",
             input=(layer_file_path(layer) or "") if layer else "",
             bands=self.selected_bands(),
-            use_target_bpp=self.bpp_radio.isChecked(),
             quality=self.quality.value(),
-            target_bpp=self.target_bpp.value(),
+            target_bpp=self.target_bpp.value() if self.bpp_radio.isChecked() else None,
             tile=self.tile.value(),
             overlap=self.overlap.value(),
             enhance=_enhance_value(self.enhance),
-            fidelity=_fidelity_value(self.fidelity),
+            enhancement=enhancement(_enhance_value(self.enhance), _fidelity_value(self.fidelity)),
             output=self.output.filePath().strip(),
             decode=self.decode.isChecked(),
             decoded_output=self.decoded_output.filePath().strip(),
-            model=_model_text(self.model),
+            model=_model_text(self.model) or options.DEFAULT_MODEL,
             device=self.device.currentText(),
             overwrite=self.overwrite.isChecked(),
         )
@@ -463,51 +376,13 @@ class CompressDialog(_ValidatingDialog):
 
 # ---------------------------------------------------------------- decompress
 
-@dataclass
-class DecompressParams:
-    container: str = ""
-    output: str = ""
-    extent_only: bool = False
-    extent: QgsRectangle | None = None
-    extent_crs: str = ""  # authid or WKT of the extent's CRS
-    model: str = ""
-    device: str = "cpu"
-    enhance: bool | str = "auto"  # True, False or "auto" (the worker's default rule)
-    fidelity: float | None = None  # None: the enhancer's default
-    overwrite: bool = False
-
-    def to_job(self, threads: int = 0) -> dict:
-        job = {"action": "decompress", "input": self.container, "output": self.output, "device": self.device,
-               "overwrite": self.overwrite, "enhance": self.enhance, "fidelity": self.fidelity, "threads": threads}
-        if self.model:
-            job["model"] = self.model
-        if self.extent_only and self.extent is not None:
-            e = self.extent
-            job["bbox"] = [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()]
-            if self.extent_crs:
-                job["bbox_crs"] = self.extent_crs
-        return job
-
-
 def validate_decompress(p: DecompressParams) -> list[str]:
     errors = check_container(p.container)
     if p.extent_only and (p.extent is None or p.extent.isEmpty()):
         errors.append("The map extent is empty")
-    errors += check_model(p.model)
-    if p.enhance and p.fidelity is not None and not 0 <= p.fidelity <= 1:
-        errors.append("Fidelity must be between 0 and 1")
+    errors += decompress_problems(p)
     errors += check_output(p.output, "decoded GeoTIFF", p.overwrite, {"container": p.container})
     return errors
-
-
-def default_decoded_path(container: str, extent_only: bool) -> str:
-    base = Path(container).with_suffix("")
-    if not extent_only:
-        return f"{base}.decoded.tif"
-    n = 1
-    while Path(f"{base}.extent-{n}.tif").exists():
-        n += 1
-    return f"{base}.extent-{n}.tif"
 
 
 class DecompressDialog(_ValidatingDialog):
@@ -516,7 +391,8 @@ class DecompressDialog(_ValidatingDialog):
                  extent_only: bool = False, worker_problem: str | None = None,
                  enhance_available: bool | None = None):
         super().__init__(parent)
-        self.setWindowTitle("Decode current map extent" if extent_only else "Decompress .crsic file")
+        self.setWindowTitle("Decode current map extent" if extent_only else
+                            f"Decompress {options.CONTAINER_SUFFIX} file")
         self.extent, self.extent_crs = extent, extent_crs
         self.worker_problem = worker_problem
         self.enhance_available = enhance_available
@@ -527,7 +403,7 @@ class DecompressDialog(_ValidatingDialog):
         layout.addLayout(form)
         self.container = QgsFileWidget(self)
         self.container.setStorageMode(QgsFileWidget.GetFile)
-        self.container.setFilter("Code-RSIC container (*.crsic)")
+        self.container.setFilter(CONTAINER_FILTER)
         form.addRow("Compressed file", self.container)
         self.whole = QRadioButton("Whole raster", self)
         self.in_extent = QRadioButton("Only the current map extent (decodes just the tiles in view)", self)
@@ -547,13 +423,12 @@ class DecompressDialog(_ValidatingDialog):
         form.addRow("Enhancement", self.enhance)
         form.addRow("Fidelity", self.fidelity)
         self.model_box, self.model = _model_row(self)
-        self.model.setToolTip("Leave at elic-lite to use the model the file was made with, or give a weights file")
+        self.model.setToolTip(f"Leave at {options.DEFAULT_MODEL} to use the model the file was made with, "
+                              "or give a weights file")
         if model:
             self.model.setEditText(model)
         form.addRow("Model", self.model_box)
-        self.device = QComboBox(self)
-        self.device.addItems(DEVICES)
-        self.device.setCurrentText(st.device if st.device in DEVICES else "cpu")
+        self.device = _device_box(self, st.device)
         form.addRow("Device", self.device)
         self.overwrite = QCheckBox("Overwrite existing files", self)
         form.addRow(self.overwrite)
@@ -592,7 +467,7 @@ class DecompressDialog(_ValidatingDialog):
             model=_model_text(self.model),
             device=self.device.currentText(),
             enhance=_enhance_value(self.enhance),
-            fidelity=_fidelity_value(self.fidelity),
+            enhancement=enhancement(_enhance_value(self.enhance), _fidelity_value(self.fidelity)),
             overwrite=self.overwrite.isChecked(),
         )
 
@@ -636,13 +511,11 @@ class SettingsDialog(QDialog):
         self.enhancer.lineEdit().setPlaceholderText("optional: enhancer weights (default: the shipped enhancer)")
         form.addRow("Enhancer weights", self.enhancer)
         self.threads = QSpinBox(self)
-        self.threads.setRange(0, 256)
+        self.threads.setRange(0, MAX_THREADS)
         self.threads.setSpecialValueText("all cores")
         self.threads.setValue(st.threads)
         form.addRow("Worker CPU threads", self.threads)
-        self.device = QComboBox(self)
-        self.device.addItems(DEVICES)
-        self.device.setCurrentText(st.device if st.device in DEVICES else "cpu")
+        self.device = _device_box(self, st.device)
         form.addRow("Default device", self.device)
         test = QPushButton("Test worker", self)
         self.status = QLabel(self)

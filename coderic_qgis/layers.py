@@ -1,6 +1,8 @@
-"""Project side of a finished job: the before/after layer group and style copying.
+"""The QGIS side of a job: which bands and files a layer gives, how a CRS is passed to the
+worker, and, once a job finished, the before/after layer group and style copying.
 
-Runs on the main thread only (called from ``QgsTask.finished`` or the plugin).
+The group and style functions run on the main thread only (called from ``QgsTask.finished``
+or the plugin).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from qgis.core import (
     Qgis,
+    QgsCoordinateReferenceSystem,
     QgsLayerTreeGroup,
     QgsMapLayerStyle,
     QgsProject,
@@ -17,11 +20,31 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
+from ._contract import options
+
 GROUP_NAME = "Code-RSIC before/after"
 PROP_CONTAINER = "coderic/container"
 PROP_ROLE = "coderic/role"
 PROP_MODEL = "coderic/model"  # weights file the container was made with, when not the default
-SUPPORTED_TYPES = {Qgis.DataType.Byte: "uint8", Qgis.DataType.UInt16: "uint16"}
+# QGIS's data types by numpy name, with how a dialog calls them; the codec's are core's SUPPORTED_DTYPES.
+_QGIS_TYPES = {"uint8": (Qgis.DataType.Byte, "8-bit unsigned"), "uint16": (Qgis.DataType.UInt16, "16-bit unsigned"),
+               "int16": (Qgis.DataType.Int16, "16-bit signed"), "uint32": (Qgis.DataType.UInt32, "32-bit unsigned"),
+               "int32": (Qgis.DataType.Int32, "32-bit signed"), "float32": (Qgis.DataType.Float32, "32-bit float"),
+               "float64": (Qgis.DataType.Float64, "64-bit float")}
+SUPPORTED_TYPES = {_QGIS_TYPES[name][0]: name for name in options.SUPPORTED_DTYPES}
+
+
+def dtype_text() -> str:
+    """The codec's data types in words: "8-bit unsigned and 16-bit unsigned"."""
+    return " and ".join(_QGIS_TYPES[name][1] for name in options.SUPPORTED_DTYPES)
+
+
+def crs_text(crs: QgsCoordinateReferenceSystem) -> str:
+    """A CRS as the worker's rasterio understands it: EPSG code if it has one, else WKT."""
+    if not crs.isValid():
+        return ""
+    return crs.authid() if crs.authid().upper().startswith("EPSG:") else crs.toWkt(
+        QgsCoordinateReferenceSystem.WKT_PREFERRED)
 
 
 def layer_file_path(layer) -> str | None:
@@ -38,13 +61,13 @@ def band_names(layer: QgsRasterLayer) -> list[str]:
 
 
 def default_bands(layer: QgsRasterLayer) -> list[int]:
-    """The bands the layer shows (an RGB renderer's bands), else the first three."""
+    """The bands the layer shows (an RGB renderer's bands), else the first ones the codec codes together."""
     renderer = layer.renderer()
     if renderer is not None and renderer.type() == "multibandcolor":
         used = [b for b in renderer.usesBands() if b > 0]
         if used and len(set(used)) == len(used):
             return used
-    return list(range(1, min(layer.bandCount(), 3) + 1))
+    return list(range(1, min(layer.bandCount(), options.BANDS_PER_GROUP) + 1))
 
 
 def _remap_renderer(renderer, mapping: dict[int, int]) -> bool:

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (
-    Qgis,
-    QgsApplication,
-    QgsCoordinateReferenceSystem,
-    QgsProject,
-    QgsRasterLayer,
-)
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .dialogs import CompressDialog, CompressParams, DecompressDialog, DecompressParams, SettingsDialog
+from ._contract import options
+from .dialogs import CompressDialog, DecompressDialog, SettingsDialog
+from .jobs import CompressParams, DecompressParams, add_extras
 from .layers import (
     PROP_CONTAINER,
     PROP_MODEL,
     add_decoded_layer,
+    crs_text,
     find_layer_by_container,
     find_layer_by_file_name,
     summary_text,
@@ -31,14 +28,6 @@ from .worker_client import WorkerCanceled, WorkerCommand, WorkerError, WorkerPro
 MENU = "&Code-RSIC"
 ICON = Path(__file__).resolve().parent / "icons" / "coderic.svg"
 TITLE = "Code-RSIC"
-
-
-def crs_text(crs: QgsCoordinateReferenceSystem) -> str:
-    """A CRS as the worker's rasterio understands it: EPSG code if it has one, else WKT."""
-    if not crs.isValid():
-        return ""
-    return crs.authid() if crs.authid().upper().startswith("EPSG:") else crs.toWkt(
-        QgsCoordinateReferenceSystem.WKT_PREFERRED)
 
 
 class CodeRsicPlugin:
@@ -68,7 +57,7 @@ class CodeRsicPlugin:
         self.compress_action = self._add_action(icon, "Compress layer with Code-RSIC", self.show_compress_dialog,
                                                 "Compress the selected raster layer and compare before/after",
                                                 toolbar=True)
-        self.decompress_action = self._add_action(icon, "Decompress .crsic file", self.show_decompress_dialog,
+        self.decompress_action = self._add_action(icon, f"Decompress {options.CONTAINER_SUFFIX} file", self.show_decompress_dialog,
                                                   "Decode a Code-RSIC container to a GeoTIFF")
         self.extent_action = self._add_action(icon, "Decode current map extent", self.show_extent_dialog,
                                               "Decode only the tiles of a container that lie in the map view")
@@ -124,9 +113,7 @@ class CodeRsicPlugin:
 
     def _job(self, params) -> dict:
         st = PluginSettings.load()
-        job = params.to_job(st.threads)
-        job.update(st.job_extras())
-        return job
+        return add_extras(params.to_job(st.threads), st.job_extras())
 
     def _message(self, level: str, text: str) -> None:
         self.last_message = (level, text)
@@ -204,7 +191,7 @@ class CodeRsicPlugin:
             except RuntimeError as exc:
                 self._message("critical", str(exc))
                 return
-            if params.model:
+            if params.model and params.model != options.DEFAULT_MODEL:
                 layer.setCustomProperty(PROP_MODEL, params.model)
             self._show_group(group)
             task.decoded_layer = layer

@@ -2,6 +2,8 @@
 
 They run the same worker subprocess as the menu actions (Processing already runs them in
 a background thread), so they work in batch mode, the model builder and ``processing.run``.
+Their defaults and limits are core.options' (the dialogs use the same), their checks are
+core's, and their jobs are built like the dialogs' (``jobs.CompressParams`` ...).
 """
 
 from __future__ import annotations
@@ -27,12 +29,29 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from .dialogs import DEVICES, check_container, check_model
-from .layers import SUPPORTED_TYPES, layer_file_path
+from ._contract import errors, options
+from .jobs import (
+    PROCESSING_ENHANCE,
+    CompressParams,
+    DecompressParams,
+    add_extras,
+    check_container,
+    compress_problems,
+    decompress_problems,
+    enhance_job,
+    enhancement,
+    sentence,
+)
+from .layers import SUPPORTED_TYPES, crs_text, dtype_text, layer_file_path
 from .settings import PluginSettings, current_worker
 from .worker_client import WorkerCanceled, WorkerError, WorkerProcess
 
 ICON = Path(__file__).resolve().parent / "icons" / "coderic.svg"
+DEVICE_INDEX = options.DEVICES.index(options.DEFAULT_DEVICE)
+
+
+def _device_param() -> QgsProcessingParameterEnum:
+    return QgsProcessingParameterEnum("DEVICE", "Device", list(options.DEVICES), defaultValue=DEVICE_INDEX)
 
 
 class _WorkerAlgorithm(QgsProcessingAlgorithm):
@@ -50,15 +69,14 @@ class _WorkerAlgorithm(QgsProcessingAlgorithm):
     def groupId(self):  # noqa: N802 - QGIS name
         return "codec"
 
-    def _device_and_model(self, parameters, context) -> tuple[str, str]:
-        device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+    def _device_and_model(self, parameters, context) -> tuple[str, str | None]:
+        device = options.DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
         model = (self.parameterAsString(parameters, "MODEL", context) or "").strip()
-        return device, model
+        return device, model or None
 
     def run_job(self, job: dict, feedback) -> dict:
         feedback = feedback or QgsProcessingFeedback()
-        for key, value in PluginSettings.load().job_extras().items():
-            job.setdefault(key, value)
+        add_extras(job, PluginSettings.load().job_extras())
         try:
             worker = current_worker()
         except WorkerError as exc:
@@ -88,29 +106,48 @@ class CompressAlgorithm(_WorkerAlgorithm):
         return "Compress raster (Code-RSIC)"
 
     def shortHelpString(self):  # noqa: N802 - QGIS name
-        return ("Compresses an 8- or 16-bit raster to a .crsic container with learned ELIC tiles. "
-                "Quality 0 gives the smallest file, 6 the best image (1-6 are the trained levels); or give a target bits per pixel.")
+        levels = options.DEFAULT_MODEL_LEVELS
+        return (f"Compresses a {dtype_text()} raster to a {options.CONTAINER_SUFFIX} container with learned ELIC "
+                f"tiles. Quality {options.MIN_QUALITY:g} gives the smallest file, {levels} the best image with "
+                f"{options.DEFAULT_MODEL} (1-{levels} are its trained levels; a weights file has its own); or give "
+                "a target bits per pixel.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS name
+        defaults = CompressParams()
+        number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
         self.addParameter(QgsProcessingParameterBand("BANDS", "Bands (default: the RGB bands, else the first three)",
                                                      None, "INPUT", optional=True, allowMultiple=True))
-        self.addParameter(QgsProcessingParameterNumber("QUALITY", "Quality (0 = smallest .. 6 = best)",
-                                                       QgsProcessingParameterNumber.Double, 3.0, False, 0.0, 6.0))
-        self.addParameter(QgsProcessingParameterNumber("TARGET_BPP", "Target bits per pixel (instead of quality)",
-                                                       QgsProcessingParameterNumber.Double, None, True, 0.0))
-        self.addParameter(QgsProcessingParameterNumber("TILE", "Tile size (px)",
-                                                       QgsProcessingParameterNumber.Integer, 512, False, 64, 8192))
-        self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (px)",
-                                                       QgsProcessingParameterNumber.Integer, 32, False, 0, 4096))
-        self.addParameter(QgsProcessingParameterString("MODEL", "Model name or .safetensors file (default elic-lite)",
-                                                       "", optional=True))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Compressed file",
-                                                                "Code-RSIC container (*.crsic)"))
+        # No maximum: it depends on the model (checked in checkParameterValues).
+        self.addParameter(number("QUALITY", f"Quality ({options.MIN_QUALITY:g} = smallest .. "
+                                            f"{options.DEFAULT_MODEL_LEVELS} = best with {options.DEFAULT_MODEL})",
+                                 number.Double, defaults.quality, False, options.MIN_QUALITY))
+        self.addParameter(number("TARGET_BPP", "Target bits per pixel (instead of quality)",
+                                 number.Double, defaults.target_bpp, True, 0, options.MAX_TARGET_BPP))
+        self.addParameter(number("TILE", "Tile size (px)", number.Integer, defaults.tile, False,
+                                 options.MIN_TILE, options.MAX_TILE))
+        self.addParameter(number("OVERLAP", "Tile overlap (px)", number.Integer, defaults.overlap, False,
+                                 0, options.MAX_OVERLAP))
+        self.addParameter(QgsProcessingParameterString(
+            "MODEL", f"Model name or .safetensors file (default {options.DEFAULT_MODEL})", "", optional=True))
+        self.addParameter(_device_param())
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT", "Compressed file", f"Code-RSIC container (*{options.CONTAINER_SUFFIX})"))
         for name, text in (("BYTES", "File size (bytes)"), ("BPP", "Bits per pixel"),
                            ("RATIO", "Compression ratio"), ("QUALITY_USED", "Quality used")):
             self.addOutput(QgsProcessingOutputNumber(name, text))
+
+    def _params(self, parameters, context, layer=None) -> CompressParams:
+        device, model = self._device_and_model(parameters, context)
+        target = parameters.get("TARGET_BPP")
+        return CompressParams(
+            input=(layer_file_path(layer) or "") if layer is not None else "",
+            bands=self.parameterAsInts(parameters, "BANDS", context) or None,
+            quality=self.parameterAsDouble(parameters, "QUALITY", context),
+            target_bpp=None if target in (None, "") else self.parameterAsDouble(parameters, "TARGET_BPP", context),
+            tile=self.parameterAsInt(parameters, "TILE", context),
+            overlap=self.parameterAsInt(parameters, "OVERLAP", context),
+            model=model or options.DEFAULT_MODEL, device=device, overwrite=True, decode=False)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS name
         ok, msg = super().checkParameterValues(parameters, context)
@@ -122,50 +159,34 @@ class CompressAlgorithm(_WorkerAlgorithm):
         if layer is not None:
             bands = self.parameterAsInts(parameters, "BANDS", context) or []
             if any(layer.dataProvider().dataType(b) not in SUPPORTED_TYPES for b in bands):
-                return False, "Code-RSIC codes 8-bit and 16-bit unsigned bands only"
-        tile = self.parameterAsInt(parameters, "TILE", context)
-        overlap = self.parameterAsInt(parameters, "OVERLAP", context)
-        if overlap > tile // 2:
-            return False, f"Overlap must be between 0 and half the tile size ({tile // 2} px)"
-        target = parameters.get("TARGET_BPP")
-        if target not in (None, "") and self.parameterAsDouble(parameters, "TARGET_BPP", context) <= 0:
-            return False, "Target bits per pixel must be above 0"
-        problems = check_model((self.parameterAsString(parameters, "MODEL", context) or "").strip(),
-                               None if target not in (None, "") else
-                               self.parameterAsDouble(parameters, "QUALITY", context))
+                return False, f"Code-RSIC codes {dtype_text()} bands only"
+        problems = compress_problems(self._params(parameters, context))
         return (False, problems[0]) if problems else (True, "")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS name
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        src = layer_file_path(layer) if layer is not None else None
-        if not src:
+        params = self._params(parameters, context, layer)
+        if not params.input:
             raise QgsProcessingException("the input is not a local raster file")
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        device, model = self._device_and_model(parameters, context)
-        target = parameters.get("TARGET_BPP")
-        job = {"action": "compress", "input": src, "output": output,
-               "bands": self.parameterAsInts(parameters, "BANDS", context) or None,
-               "quality": self.parameterAsDouble(parameters, "QUALITY", context),
-               "target_bpp": None if target in (None, "") else self.parameterAsDouble(parameters, "TARGET_BPP", context),
-               "tile": self.parameterAsInt(parameters, "TILE", context),
-               "overlap": self.parameterAsInt(parameters, "OVERLAP", context),
-               "device": device, "overwrite": True}
-        if model:
-            job["model"] = model
-        res = self.run_job(job, feedback)
+        params.output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        res = self.run_job(params.to_job(), feedback)
         feedback.pushInfo(f"{res['bytes']} bytes, {res['bpp']:.4f} bpp, ratio {res['ratio']:.1f}:1")
-        return {"OUTPUT": output, "BYTES": res["bytes"], "BPP": res["bpp"], "RATIO": res["ratio"],
+        return {"OUTPUT": params.output, "BYTES": res["bytes"], "BPP": res["bpp"], "RATIO": res["ratio"],
                 "QUALITY_USED": res.get("quality")}
 
 
 class _RasterOutputAlgorithm(_WorkerAlgorithm):
-    def _add_enhance_params(self, optional_enhance: bool) -> None:
-        if optional_enhance:
-            self.addParameter(QgsProcessingParameterBoolean("ENHANCE", "Enhance with the codebook prior", False))
+    def _add_enhance_params(self, with_choice: bool) -> None:
+        if with_choice:
+            self.addParameter(QgsProcessingParameterBoolean("ENHANCE", "Enhance with the codebook prior",
+                                                            PROCESSING_ENHANCE))
+        lo, hi = options.FIDELITY_RANGE
         self.addParameter(QgsProcessingParameterNumber(
-            "FIDELITY", "Fidelity (0 = most texture, 1 = most faithful; empty: the enhancer's default)",
-            QgsProcessingParameterNumber.Double, None, True, 0.0, 1.0))
+            "FIDELITY", f"Fidelity ({lo:g} = most texture, {hi:g} = most faithful; empty: the enhancer's default)",
+            QgsProcessingParameterNumber.Double, None, True, lo, hi))
 
+    def _enhance(self, parameters, context) -> bool:
+        return self.parameterAsBool(parameters, "ENHANCE", context)
 
     def _fidelity(self, parameters, context) -> float | None:
         if parameters.get("FIDELITY") in (None, ""):
@@ -178,19 +199,21 @@ class DecompressAlgorithm(_RasterOutputAlgorithm):
         return "decompress"
 
     def displayName(self):  # noqa: N802 - QGIS name
-        return "Decompress .crsic (Code-RSIC)"
+        return f"Decompress {options.CONTAINER_SUFFIX} (Code-RSIC)"
 
     def shortHelpString(self):  # noqa: N802 - QGIS name
         return ("Decodes a Code-RSIC container to a georeferenced GeoTIFF. With an extent, only the tiles that "
-                "touch it are read and decoded.")
+                "touch it are read and decoded. Enhance is off unless ticked, so a script or model gets the "
+                "same pixels whatever the file's quality.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS name
-        self.addParameter(QgsProcessingParameterFile("INPUT", "Compressed file", extension="crsic"))
+        self.addParameter(QgsProcessingParameterFile("INPUT", "Compressed file",
+                                                     extension=options.CONTAINER_SUFFIX.lstrip(".")))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Only this extent", optional=True))
         self._add_enhance_params(True)
         self.addParameter(QgsProcessingParameterString("MODEL", "Model (default: the one the file was made with)",
                                                        "", optional=True))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICES), defaultValue=0))
+        self.addParameter(_device_param())
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Decoded raster"))
         self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles decoded"))
 
@@ -198,30 +221,28 @@ class DecompressAlgorithm(_RasterOutputAlgorithm):
         ok, msg = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, msg
-        problems = check_container(self.parameterAsFile(parameters, "INPUT", context))
-        problems += check_model((self.parameterAsString(parameters, "MODEL", context) or "").strip())
+        params = self._params(parameters, context)
+        problems = check_container(params.container) + decompress_problems(params)
         return (False, problems[0]) if problems else (True, "")
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS name
-        src = self.parameterAsFile(parameters, "INPUT", context)
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+    def _params(self, parameters, context) -> DecompressParams:
         device, model = self._device_and_model(parameters, context)
-        job = {"action": "decompress", "input": src, "output": output, "device": device, "overwrite": True,
-               "enhance": self.parameterAsBool(parameters, "ENHANCE", context),
-               "fidelity": self._fidelity(parameters, context)}
-        if model:
-            job["model"] = model
+        enhance = self._enhance(parameters, context)
+        params = DecompressParams(container=self.parameterAsFile(parameters, "INPUT", context),
+                                  model=model, device=device, overwrite=True, enhance=enhance,
+                                  enhancement=enhancement(enhance, self._fidelity(parameters, context)))
         if parameters.get("EXTENT") not in (None, ""):
             rect = self.parameterAsExtent(parameters, "EXTENT", context)
-            crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
             if not rect.isEmpty():
-                job["bbox"] = [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
-                if crs.isValid():
-                    from .plugin import crs_text
+                params.extent_only, params.extent = True, rect
+                params.extent_crs = crs_text(self.parameterAsExtentCrs(parameters, "EXTENT", context))
+        return params
 
-                    job["bbox_crs"] = crs_text(crs)
-        res = self.run_job(job, feedback)
-        return {"OUTPUT": output, "TILES": res.get("tiles")}
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS name
+        params = self._params(parameters, context)
+        params.output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        res = self.run_job(params.to_job(), feedback)
+        return {"OUTPUT": params.output, "TILES": res.get("tiles")}
 
 
 class EnhanceAlgorithm(_RasterOutputAlgorithm):
@@ -238,10 +259,25 @@ class EnhanceAlgorithm(_RasterOutputAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS name
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Decoded raster"))
         self._add_enhance_params(False)
-        self.addParameter(QgsProcessingParameterString("MODEL", "Enhancer weights: name or .safetensors file (default: the shipped enhancer)", "",
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(
+            "MODEL", f"Enhancer weights: name or .safetensors file (default {options.DEFAULT_ENHANCER})", "",
+            optional=True))
+        self.addParameter(_device_param())
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Enhanced raster"))
+
+    def _params(self, parameters, context) -> options.EnhanceParams:
+        device, model = self._device_and_model(parameters, context)
+        return options.EnhanceParams(fidelity=self._fidelity(parameters, context), enhancer=model, device=device)
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS name
+        ok, msg = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, msg
+        try:
+            self._params(parameters, context).validate()
+        except errors.CodecError as exc:
+            return False, sentence(str(exc))
+        return True, ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS name
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
@@ -249,12 +285,7 @@ class EnhanceAlgorithm(_RasterOutputAlgorithm):
         if not src:
             raise QgsProcessingException("the input is not a local raster file")
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        device, model = self._device_and_model(parameters, context)
-        job = {"action": "enhance", "input": src, "output": output, "device": device, "overwrite": True,
-               "fidelity": self._fidelity(parameters, context)}
-        if model:
-            job["enhancer"] = model
-        self.run_job(job, feedback)
+        self.run_job(enhance_job(src, output, self._params(parameters, context), overwrite=True), feedback)
         return {"OUTPUT": output}
 
 

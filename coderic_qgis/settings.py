@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from qgis.core import QgsSettings
 
+from ._contract import options
 from .worker_client import WorkerCommand, find_worker
 
 PREFIX = "CodeRSIC/"
+MAX_THREADS = 256  # the most worker CPU threads the settings offer (0: all cores)
 
 
 @dataclass
@@ -16,7 +18,7 @@ class PluginSettings:
     worker_python: str = ""  # empty: find it automatically
     source_dir: str = ""  # a Code-RSIC source folder put on the worker's PYTHONPATH (optional)
     threads: int = 0  # CPU threads for the worker's torch (0: all cores)
-    device: str = "cpu"
+    device: str = options.DEFAULT_DEVICE
     enhancer: str = ""  # enhancer weights (name or .safetensors); empty: the shipped one
 
     @classmethod
@@ -26,7 +28,7 @@ class PluginSettings:
             worker_python=str(s.value(PREFIX + "worker_python", "") or ""),
             source_dir=str(s.value(PREFIX + "source_dir", "") or ""),
             threads=int(s.value(PREFIX + "threads", 0) or 0),
-            device=str(s.value(PREFIX + "device", "cpu") or "cpu"),
+            device=str(s.value(PREFIX + "device", options.DEFAULT_DEVICE) or options.DEFAULT_DEVICE),
             enhancer=str(s.value(PREFIX + "enhancer", "") or ""),
         )
 

@@ -18,12 +18,14 @@ from typing import Callable
 
 import numpy as np
 
+from ..options import DEFAULT_MODEL, MIN_QUALITY
+
 DEFAULT_CODECS = ("ours", "jpeg", "webp", "jp2", "avif", "jxl")
 
 
 @dataclass
 class EvalOptions:
-    model: str = "elic-lite"
+    model: str = DEFAULT_MODEL
     device: str = "cpu"
     tile: int = 2048  # our codec: largest tile side (images are split into a grid of tiles)
 
@@ -177,7 +179,7 @@ class OurCodec(Codec):
 
         self.coder = get_coder(opts.model, opts.device)
         spec = self.coder.model.spec
-        self.lo, self.hi = 1.0, float(spec.levels)
+        self.lo, self.hi = MIN_QUALITY, float(spec.levels)
         self.tile = max(64, opts.tile - opts.tile % 64)
         self.model_desc = f"{spec.name} (weights sha256 {self.coder.model.sha256[:12]})"
 

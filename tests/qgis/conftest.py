@@ -51,9 +51,9 @@ save_weights(net, spec, sys.argv[1])
 
 TINY_ENHANCER_CODE = """
 import sys, torch
-from core.enhancer import save_enhancer
-from core.hpin import Enhancer
-from core.vqgan import TINY_CONFIG
+from core.models import save_enhancer
+from core.models.hpin import Enhancer
+from core.models.vqgan import TINY_CONFIG
 torch.manual_seed(0)
 save_enhancer(Enhancer(TINY_CONFIG).eval(), sys.argv[1])
 """
@@ -128,10 +128,10 @@ def tiny_weights(worker_ready, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_enhancer(worker_ready, tmp_path_factory) -> str:
     """Seeded random tiny enhancer weights (the decoder-side Code-RSIC enhancer)."""
-    probe = subprocess.run([worker_ready, "-c", "import core.enhance_raster, core.hpin, core.vqgan"],
+    probe = subprocess.run([worker_ready, "-c", "import core.enhance, core.models.hpin, core.models.vqgan"],
                            env=worker_env(), capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip("this checkout has no Code-RSIC enhancer (core.enhance_raster)")
+        pytest.skip(f"this checkout has no Code-RSIC enhancer (core.enhance): {probe.stderr.strip()[-200:]}")
     path = tmp_path_factory.mktemp("enhancer") / "enhancer-tiny.safetensors"
     subprocess.run([worker_ready, "-c", TINY_ENHANCER_CODE, str(path)], env=worker_env(), check=True,
                    capture_output=True, timeout=600)

@@ -79,7 +79,7 @@ def test_model_checks(compress_dialog, tmp_path, tiny_weights):
     compress_dialog.model.setEditText(tiny_weights)
     compress_dialog.quality.setValue(3)
     text, ok = _problems(compress_dialog)
-    assert "Quality must be between 0 and 2 for model elic-tiny" in text and not ok
+    assert "Quality must be between 0 and 2" in text and "(model elic-tiny)" in text and not ok
     compress_dialog.quality.setValue(2)
     assert _problems(compress_dialog) == ("", True)
     # target bpp replaces quality
@@ -87,7 +87,7 @@ def test_model_checks(compress_dialog, tmp_path, tiny_weights):
     compress_dialog.bpp_radio.setChecked(True)
     compress_dialog.target_bpp.setValue(0)
     text, ok = _problems(compress_dialog)
-    assert "Target bits per pixel must be above 0" in text and "Quality" not in text
+    assert "Target bpp must be positive" in text and "Quality" not in text
 
 
 def test_float_raster_rejected(iface, tmp_path):
@@ -101,7 +101,7 @@ def test_float_raster_rejected(iface, tmp_path):
     ds = None
     dlg = CompressDialog(iface.mainWindow(), _raster_layer(path, "float"))
     text, ok = _problems(dlg)
-    assert "8-bit and 16-bit unsigned bands only" in text and "Float32" in text and not ok
+    assert "8-bit unsigned and 16-bit unsigned bands only" in text and "Float32" in text and not ok
 
 
 def test_enhance_unavailable_and_worker_problem_are_shown(iface, neon_copy):
@@ -143,7 +143,8 @@ def test_decompress_dialog_checks_container(iface, tmp_path):
 def test_extent_dialog_defaults(iface, tmp_path):
     from qgis.core import QgsRectangle
 
-    from coderic_qgis.dialogs import CONTAINER_MAGIC, DecompressDialog
+    from coderic_qgis._contract.options import CONTAINER_MAGIC
+    from coderic_qgis.dialogs import DecompressDialog
 
     c = tmp_path / "a.crsic"
     c.write_bytes(CONTAINER_MAGIC + b"\0" * 64)

@@ -173,7 +173,8 @@ def test_decompress_action_pairs_with_source_layer(plugin, iface, qgis_app, neon
     from conftest import worker_env
     from qgis.core import QgsProject
 
-    from coderic_qgis.dialogs import DecompressParams
+    from coderic_qgis._contract.options import EnhanceParams
+    from coderic_qgis.jobs import DecompressParams
 
     container = tmp_path / "neon.crsic"
     subprocess.run([os.environ["CODERSIC_PYTHON"], "-m", "core.tile_codec", "compress", str(neon_copy), "-o",
@@ -183,7 +184,8 @@ def test_decompress_action_pairs_with_source_layer(plugin, iface, qgis_app, neon
     QgsSettings().setValue("CodeRSIC/enhancer", tiny_enhancer)
     try:
         task = plugin.start_decompress(DecompressParams(container=str(container), output=str(tmp_path / "out.tif"),
-                                                        model=tiny_weights, enhance=True, fidelity=0.7))
+                                                        model=tiny_weights, enhance=True,
+                                                        enhancement=EnhanceParams(fidelity=0.7)))
         assert task.job["enhancer"] == tiny_enhancer and task.job["fidelity"] == 0.7
         wait_for(task, qgis_app)
     finally:
@@ -209,7 +211,8 @@ def test_summary_says_whether_the_decode_was_enhanced():
 
 
 def test_worker_error_reaches_user_as_message(plugin, qgis_app, tmp_path, worker_ready):
-    from coderic_qgis.dialogs import CONTAINER_MAGIC, DecompressParams
+    from coderic_qgis._contract.options import CONTAINER_MAGIC
+    from coderic_qgis.jobs import DecompressParams
 
     bad = tmp_path / "bad.crsic"
     bad.write_bytes(CONTAINER_MAGIC + b"\x01\x00" + b"\xff" * 40)
@@ -225,7 +228,7 @@ def test_worker_error_reaches_user_as_message(plugin, qgis_app, tmp_path, worker
 def test_missing_worker_is_a_message(plugin, qgis_app, neon_copy):
     from qgis.core import QgsSettings
 
-    from coderic_qgis.dialogs import CompressParams
+    from coderic_qgis.jobs import CompressParams
 
     QgsSettings().setValue("CodeRSIC/worker_python", "/nonexistent/bin/python")
     try:
@@ -256,7 +259,7 @@ def _mosaic(src, dst, reps=2):
 def test_cancel_kills_worker_and_leaves_no_files(plugin, iface, qgis_app, tmp_path, tiny_weights):
     import time
 
-    from coderic_qgis.dialogs import CompressParams
+    from coderic_qgis.jobs import CompressParams
 
     src = tmp_path / "big.tif"
     _mosaic(NEON, src, 2)
