@@ -27,6 +27,10 @@ class OutputExists(CodecError):
     """The output file exists and overwriting was not asked for."""
 
 
+class OutputFailed(CodecError):
+    """An output that could not be written (disk full, permissions...); nothing was left behind."""
+
+
 class CorruptContainer(CodecError):
     """A container that is truncated, damaged or not a container at all."""
 

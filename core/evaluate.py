@@ -37,8 +37,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help=f"comma list of {', '.join(ALL_METRICS)}")
     p.add_argument("--limit", type=int, help="use N images, spread evenly over sub-folders")
     p.add_argument("--crop", type=int, help="centre-crop images larger than N x N (saves time on big images)")
-    p.add_argument("--model", default="elic-lite", help="our codec: registry name or .safetensors file")
-    p.add_argument("--tile", type=int, default=2048, help="our codec: largest tile side")
+    p.add_argument("--model", default=EvalOptions.model, help="our codec: registry name or .safetensors file")
+    p.add_argument("--tile", type=int, default=EvalOptions.tile, help="our codec: largest tile side")
     p.add_argument("--tol", type=float, default=0.03, help="relative bpp tolerance of the quality search")
     p.add_argument("--fid-patches", type=int, default=16, help="at most N 256-px patches per image for FID/KID")
     p.add_argument("--threads", type=int, default=1,

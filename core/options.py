@@ -45,6 +45,7 @@ MAX_TARGET_BPP = 24.0
 # ---------------------------------------------------------------- bands
 
 SUPPORTED_DTYPES = ("uint8", "uint16")
+DTYPE_RANGES = {"uint8": (0, 255), "uint16": (0, 65535)}  # values each supported dtype holds
 BANDS_PER_GROUP = 3  # ELIC and the enhancer see three bands at a time
 
 
@@ -80,14 +81,48 @@ CONTAINER_MAGIC = b"CRSIC\x00\r\n"  # the first bytes of every container
 DECODED_SUFFIX = ".decoded.tif"
 ENHANCED_SUFFIX = ".enhanced.tif"
 
+# ---------------------------------------------------------------- limits on what a file may ask for
+
+# A container (or a source raster) is untrusted input: these bound what it can make the
+# codec allocate or loop over, and are checked before anything is allocated.
+MAX_RASTER_SIDE = 1 << 20  # pixels per side of a coded raster (1,048,576)
+MAX_BANDS = 256  # bands coded in one container, and bands the enhancer takes
+MAX_SOURCE_BANDS = 65535  # bands a source raster may have (GeoTIFF's limit)
+MAX_QUALITY = 64.0  # no model has more rate levels; the loaded model's range is checked when decoding
+MAX_HEADER_BYTES = 1 << 24  # a container header (JSON) is refused beyond this, before it is read
+# float32 values one row of tiles holds while decoding (8 GiB); a larger decode needs --window
+MAX_STRIP_VALUES = 1 << 31
+
 # ---------------------------------------------------------------- checks (one line each)
 
 
 def tiling_problem(tile: int, overlap: int) -> str | None:
     if tile < MIN_TILE:
         return f"tile size must be at least {MIN_TILE} pixels, got {tile}"
+    if tile > MAX_TILE:
+        return f"tile size must be at most {MAX_TILE} pixels, got {tile}"
     if not 0 <= overlap <= tile // 2:
         return f"overlap must be between 0 and half the tile size ({tile // 2} px), got {overlap}"
+    return None
+
+
+def raster_size_problem(width: int, height: int) -> str | None:
+    if not (1 <= width <= MAX_RASTER_SIDE and 1 <= height <= MAX_RASTER_SIDE):
+        return f"raster size {width} x {height} is outside 1..{MAX_RASTER_SIDE} pixels per side"
+    return None
+
+
+def band_count_problem(count: int) -> str | None:
+    if not 1 <= count <= MAX_BANDS:
+        return f"{count} bands: the codec takes 1 to {MAX_BANDS} bands at a time"
+    return None
+
+
+def strip_memory_problem(width: int, rows: int, bands: int) -> str | None:
+    """A decode holds ``rows`` (a row of tiles) x ``width`` x ``bands`` float32 values."""
+    if width * rows * bands > MAX_STRIP_VALUES:
+        return (f"decoding {width} columns of {bands} band(s) needs {width * rows * bands * 4 / 2**30:.0f} GiB "
+                f"per row of tiles (limit {MAX_STRIP_VALUES * 4 / 2**30:.0f} GiB): decode a narrower window")
     return None
 
 
@@ -116,6 +151,8 @@ def bands_problem(bands: list[int] | None) -> str | None:
         return f"bands listed twice: {list(bands)}"
     if bands and any(b < 1 for b in bands):
         return f"bands are numbered from 1, got {list(bands)}"
+    if bands and len(bands) > MAX_BANDS:
+        return f"{len(bands)} bands listed: the codec takes at most {MAX_BANDS}"
     return None
 
 
@@ -185,6 +222,10 @@ class DecompressParams:
     device: str = DEFAULT_DEVICE
     window: tuple[int, int, int, int] | None = None  # col_off, row_off, width, height
     bbox: tuple[float, float, float, float] | None = None  # left, bottom, right, top in the raster's CRS
+    # area of interest: a GeoJSON or WKT file (or the text itself); only the tiles that
+    # intersect it are decoded, pixels outside it are written as nodata (or masked)
+    aoi: str | None = None
+    aoi_crs: str | None = None  # its CRS when the file names none (GeoJSON: EPSG:4326, WKT: the raster's)
     overwrite: bool = False
     cog: bool = False
     enhance: bool | str = "auto"  # True, False or "auto" (up to AUTO_ENHANCE_MAX_QUALITY)
@@ -193,6 +234,10 @@ class DecompressParams:
     def validate(self) -> "DecompressParams":
         if self.window is not None and self.bbox is not None:
             raise BadInput("give --window or --bbox, not both")
+        if self.aoi is not None and (self.window is not None or self.bbox is not None):
+            raise BadInput("give --aoi or a --window / --bbox, not both")
+        if self.aoi is not None and not str(self.aoi).strip():
+            raise BadInput("the area of interest is empty")
         if self.enhance not in ENHANCE_CHOICES:
             raise BadInput(f"enhance must be one of {ENHANCE_CHOICES}, got {self.enhance!r}")
         if self.enhance is False and self.enhancement.fidelity is not None:

@@ -15,9 +15,11 @@ Actions: ``ping``, ``info``, ``compress`` (optionally decoding the result again 
 ``decode_to`` and measuring PSNR), ``decompress`` (optionally a ``window`` or a ``bbox``
 in ``bbox_crs``), ``enhance`` and ``psnr``. Decoding enhances the pixels when the job's
 ``enhance`` is true, or, with ``"auto"``, at the qualities the enhancer serves (the CLI's
-default); false or absent decodes plainly. Outputs are written atomically by the codec,
-so a worker that is terminated leaves no half-written file behind; the process also
-ends by itself when its parent goes away.
+default); false or absent decodes plainly. Decoding goes through
+``core.enhance.decompress_enhanced``, like the CLI and batch, with every output option
+(``overwrite``, ``cog``); defaults and checks come from ``core.options``. Outputs are
+written atomically, so a worker that is terminated leaves no half-written file behind;
+the process also ends by itself when its parent goes away.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .errors import CodecError
+from .errors import BadInput, CodecError, WeightsUnavailable, report
+from .options import DEFAULT_DEVICE, CompressParams, DecompressParams, EnhanceParams
 
 ACTIONS = ("ping", "info", "compress", "decompress", "enhance", "psnr")
+EXIT_CANCELED = 130
 
 _OUT_LOCK = threading.Lock()
 _PROTOCOL_OUT = sys.stdout  # JSON lines only; anything else printed goes to stderr (see main)
@@ -70,8 +75,20 @@ class Steps:
 
     def __init__(self, names: list[str]):
         self.names = names
+        self._callbacks: dict = {}
 
     def callback(self, name: str):
+        """``progress(done, total)`` of stage ``name`` (one per stage: its rate limit is shared)."""
+        if name not in self._callbacks:
+            self._callbacks[name] = self._make(name)
+        return self._callbacks[name]
+
+    def phases(self, phase: str, done: int, total: int) -> None:
+        """``progress(phase, done, total)``, ``decompress_enhanced``'s form: reported as that stage."""
+        if phase in self.names:
+            self.callback(phase)(done, total)
+
+    def _make(self, name: str):
         step = self.names.index(name) + 1
         last = [-1.0]
 
@@ -86,57 +103,109 @@ class Steps:
         return progress
 
 
-# ---------------------------------------------------------------- job helpers
+# ---------------------------------------------------------------- the job's values
 
 def _need(job: dict, key: str) -> str:
     value = job.get(key)
     if not value:
-        raise CodecError(f"the job has no '{key}'")
+        raise BadInput(f"the job has no '{key}'")
     return str(value)
+
+
+def _ints(value) -> list[int]:
+    return [int(v) for v in value]
+
+
+# How the job's JSON values become the fields' types; a field not listed (one added to
+# core.options later) is taken as JSON gives it.
+_CASTS = {
+    "model": str, "device": str, "enhancer": str, "quality": float, "target_bpp": float, "fidelity": float,
+    "tile": int, "overlap": int, "bands": _ints, "overwrite": bool, "cog": bool,
+    "window": lambda v: tuple(int(x) for x in v), "bbox": lambda v: tuple(float(x) for x in v),
+}
+
+
+def _value(job: dict, key: str, default=None):
+    """``job[key]`` cast to its field's type (absent, null or "": ``default``); a bad value is one line."""
+    value = job.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return _CASTS.get(key, lambda v: v)(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"the job's '{key}' is not valid: {value!r}") from None
+
+
+def _params(cls, job: dict, **given):
+    """``cls`` (a core.options dataclass) from the job's keys of the same names; what the job
+    leaves out keeps the dataclass's default (core.options'), ``given`` overrides."""
+    kwargs = {}
+    for f in fields(cls):
+        value = given[f.name] if f.name in given else _value(job, f.name)
+        if value is not None:
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _enhance_choice(job: dict) -> bool | str:
+    """The job's ``enhance``: true, false or "auto"; absent means false (the protocol's default)."""
+    enhance = job.get("enhance")
+    return enhance if enhance == "auto" else bool(enhance)
+
+
+def enhance_params(job: dict) -> EnhanceParams:
+    """The enhancer's settings: ``fidelity``, ``enhancer``, ``device``, and ``enhance_window`` /
+    ``enhance_overlap`` (``window`` and ``overlap`` mean the decode window and the tile overlap)."""
+    return EnhanceParams(**{k: v for k, v in (
+        ("fidelity", _value(job, "fidelity")), ("enhancer", _value(job, "enhancer")),
+        ("device", _value(job, "device")), ("window", _value(job, "enhance_window")),
+        ("overlap", _value(job, "enhance_overlap"))) if v is not None}).validate()
+
+
+def compress_params(job: dict) -> CompressParams:
+    return _params(CompressParams, job).validate()
+
+
+def decompress_params(job: dict, **given) -> DecompressParams:
+    """Every field of the job (output options ``overwrite`` and ``cog`` included); the fidelity
+    only when enhancing (the plugin keeps its slider's value while enhancement is off)."""
+    enhance = _enhance_choice(job)
+    enhancement = enhance_params(dict(job, fidelity=None) if enhance is False else job)
+    return _params(DecompressParams, job, enhance=enhance, enhancement=enhancement, **given).validate()
 
 
 def _set_threads(job: dict) -> None:
     """Apply the job's thread count and check its device before any work starts."""
     import torch
 
-    threads = int(job.get("threads") or 0)
+    try:
+        threads = int(job.get("threads") or 0)
+    except (TypeError, ValueError):
+        raise BadInput(f"the job's 'threads' is not valid: {job.get('threads')!r}") from None
     if threads > 0:
         torch.set_num_threads(threads)
-    device = str(job.get("device") or "cpu")
+    device = str(job.get("device") or DEFAULT_DEVICE)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CodecError(f"device '{device}' was requested but this worker has no usable CUDA GPU: choose cpu")
+        raise BadInput(f"device '{device}' was requested but this worker has no usable CUDA GPU: choose cpu")
 
 
 def _enhancer_installed() -> bool:
     """Whether this installation has the decoder-side enhancer code (cheap: imports nothing heavy)."""
     from importlib.util import find_spec
 
-    return find_spec("core.enhance_raster") is not None
+    return find_spec("core.enhance") is not None
 
 
-def _require_enhancer(enhancer: str | None):
-    """The enhancement module, or a one-line reason why enhancement cannot run."""
+def _require_enhancer(enhancer: str | None) -> None:
+    """Fail (one line) when enhancement was asked for and cannot run."""
     if not _enhancer_installed():
-        raise CodecError("enhancement is not available in this Code-RSIC installation (no core.enhance_raster): "
-                         "update the worker environment or turn enhancement off")
-    from . import enhance_raster
+        raise WeightsUnavailable("enhancement is not available in this Code-RSIC installation (no core.enhance): "
+                                 "update the worker environment or turn enhancement off")
+    from .enhance import enhancement_status
 
-    reason = enhance_raster.enhancement_status(enhancer)
+    reason = enhancement_status(enhancer)
     if reason is not None:
-        raise CodecError(f"enhancement is unavailable: {reason}; turn enhancement off or install the weights")
-    return enhance_raster
-
-
-def _fidelity(job: dict) -> float | None:
-    return None if job.get("fidelity") is None else float(job["fidelity"])
-
-
-def run_enhance(src: str, dst: str, job: dict, progress=None, ranges=None) -> dict:
-    """Enhance a raster with the Code-RSIC enhancer (windows blended, georeferencing kept)."""
-    mod = _require_enhancer(job.get("enhancer"))
-    return mod.enhance_raster(src, dst, fidelity=_fidelity(job), enhancer=job.get("enhancer") or None,
-                              device=job.get("device") or "cpu", overwrite=bool(job.get("overwrite")),
-                              ranges=ranges, progress=progress)
+        raise WeightsUnavailable(f"enhancement is unavailable: {reason}; turn enhancement off or install the weights")
 
 
 def _bbox_in_raster_crs(container: str, bbox, bbox_crs):
@@ -147,19 +216,19 @@ def _bbox_in_raster_crs(container: str, bbox, bbox_crs):
     from rasterio.errors import CRSError
     from rasterio.warp import transform_bounds
 
-    from .container import ContainerReader
+    from .format.container import ContainerReader
 
     with ContainerReader(container) as reader:
-        raster_crs = reader.header.get("crs")
+        raster_crs = reader.header.crs
     if not raster_crs:
-        raise CodecError(f"{container} has no CRS, so a map extent cannot be placed on it: give a pixel window")
+        raise BadInput(f"{container} has no CRS, so a map extent cannot be placed on it: give a pixel window")
     try:
         src, dst = CRS.from_user_input(bbox_crs), CRS.from_user_input(raster_crs)
     except CRSError as exc:
-        raise CodecError(f"unknown CRS for the extent: {exc}") from None
+        raise BadInput(f"unknown CRS for the extent: {exc}") from None
     if src == dst:
         return bbox
-    return list(transform_bounds(src, dst, *bbox, densify_pts=21))
+    return tuple(transform_bounds(src, dst, *bbox, densify_pts=21))
 
 
 # ---------------------------------------------------------------- actions
@@ -167,7 +236,7 @@ def _bbox_in_raster_crs(container: str, bbox, bbox_crs):
 REQUIRED = ("numpy", "torch", "compressai", "rasterio", "safetensors")
 
 
-def do_ping(job: dict, steps=None) -> dict:
+def do_ping(job: dict) -> dict:
     """Cheap self-description (imports none of the heavy packages, only looks them up)."""
     from importlib.util import find_spec
 
@@ -177,111 +246,57 @@ def do_ping(job: dict, steps=None) -> dict:
             "missing": [name for name in REQUIRED if find_spec(name) is None]}
 
 
-def do_info(job: dict, steps=None) -> dict:
-    from .codec import container_info
+def do_info(job: dict) -> dict:
+    from .codec.decompress import container_info
 
     return container_info(_need(job, "input"))
 
 
-def do_psnr(job: dict, steps=None) -> dict:
-    from .quality import raster_psnr
+def do_psnr(job: dict) -> dict:
+    from .format.quality import raster_psnr
 
-    return {"psnr": raster_psnr(_need(job, "source"), _need(job, "decoded"), bands=job.get("bands"))}
-
-
-def _not_enhanced_because(container: str, job: dict) -> str | None:
-    """None when the decoded pixels are to be enhanced, else why not.
-
-    ``enhance``: true forces it (a missing enhancer is then an error); false or absent
-    turns it off; ``"auto"`` follows ``decompress``'s default: enhance the qualities the
-    enhancer serves, when it is installed.
-    """
-    enhance = job.get("enhance")
-    if enhance != "auto":
-        return None if enhance else "turned off"
-    if not _enhancer_installed():
-        return "enhancement is not available in this Code-RSIC installation"
-    from .container import ContainerReader
-    from .enhance_raster import auto_enhancement
-
-    with ContainerReader(container) as reader:
-        quality = float(reader.header["quality"])
-    return auto_enhancement(quality, job.get("enhancer"))
-
-
-def _decode(container: str, output: str, job: dict, steps: Steps, window=None, bbox=None) -> dict:
-    """Decode (a window of) a container; the decoded pixels are enhanced as ``enhance`` says."""
-    from .codec import decompress_raster
-
-    kwargs = dict(window=window, bbox=bbox, model=job.get("model") or None, device=job.get("device") or "cpu",
-                  progress=steps.callback("decode"))
-    reason = _not_enhanced_because(container, job)
-    if reason is not None:
-        result = decompress_raster(container, output, overwrite=bool(job.get("overwrite")),
-                                   cog=bool(job.get("cog")), **kwargs)
-        if "enhance" in steps.names:
-            steps.callback("enhance")(1, 1)
-        result.update(enhanced=False, enhancement=reason)
-        return result
-    _require_enhancer(job.get("enhancer"))  # fail before spending time on decoding
-    out = Path(output)
-    if out.exists() and not job.get("overwrite"):
-        raise CodecError(f"output exists: {out} (use --overwrite to replace it)")
-    from .container import ContainerReader
-    from .normalization import BandRange
-
-    with ContainerReader(container) as reader:
-        ranges = [BandRange(*r) for r in reader.header["ranges"]]
-    plain = out.with_name(f".{out.name}.plain.tif")  # hidden, removed whatever happens
-    try:
-        result = decompress_raster(container, plain, overwrite=True, **kwargs)
-        enhanced = run_enhance(str(plain), output, job, steps.callback("enhance"), ranges=ranges)
-    finally:
-        plain.unlink(missing_ok=True)
-    result.update({"output": output, "enhanced": True, "fidelity": enhanced.get("fidelity"),
-                   "enhance_seconds": enhanced.get("seconds")})
-    return result
+    return {"psnr": raster_psnr(_need(job, "source"), _need(job, "decoded"), bands=_value(job, "bands"))}
 
 
 def _decode_steps(job: dict) -> list[str]:
-    return ["decode", "enhance"] if job.get("enhance") else ["decode"]
+    return ["decode", "enhance"] if _enhance_choice(job) else ["decode"]
 
 
-def do_compress(job: dict, steps=None) -> dict:
-    from .codec import CompressOptions, compress_raster
-    from .tiling import DEFAULT_TILE
-    from .models import DEFAULT_MODEL
+def _decode(container: str, output: str, params: DecompressParams, steps: Steps) -> dict:
+    """Decode (a window of) a container with ``decompress_enhanced``, the CLI's and batch's path."""
+    from .enhance import decompress_enhanced
+
+    if params.enhance is True:
+        _require_enhancer(params.enhancement.enhancer)  # forced: a missing enhancer is an error, found now
+    result = decompress_enhanced(container, output, params, progress=steps.phases)
+    if not result["enhanced"] and "enhance" in steps.names:
+        steps.callback("enhance")(1, 1)
+    return result
+
+
+def do_compress(job: dict) -> dict:
+    from .codec.compress import compress_raster
+    from .codec.decompress import container_info
+    from .format.output import check_output
+    from .format.quality import raster_psnr
 
     src, dst = _need(job, "input"), _need(job, "output")
     decoded = job.get("decode_to")
-    names = ["compress"] + (_decode_steps(job) + ["psnr"] if decoded else [])
-    steps = Steps(names)
+    steps = Steps(["compress"] + (_decode_steps(job) + ["psnr"] if decoded else []))
+    params = compress_params(job)
+    decode_params = decompress_params(job, model=params.model, window=None, bbox=None) if decoded else None
     _set_threads(job)
-    opts = CompressOptions(
-        model=job.get("model") or DEFAULT_MODEL,
-        quality=float(job.get("quality", 3.0)),
-        target_bpp=None if job.get("target_bpp") in (None, "") else float(job["target_bpp"]),
-        bands=[int(b) for b in job["bands"]] if job.get("bands") else None,
-        tile=int(job.get("tile", DEFAULT_TILE)),
-        overlap=int(job.get("overlap", 32)),
-        device=job.get("device") or "cpu",
-        overwrite=bool(job.get("overwrite")),
-    )
-    if decoded and Path(decoded).exists() and not opts.overwrite:  # check before the long part
-        raise CodecError(f"output exists: {decoded} (use --overwrite to replace it)")
-    result = compress_raster(src, dst, opts, progress=steps.callback("compress"))
+    if decoded:
+        check_output(decoded, params.overwrite)  # before the long part
+    result = compress_raster(src, dst, params, progress=steps.callback("compress"))
     result["input"] = src
     result["input_bytes"] = os.path.getsize(src)
-    result["bands"] = opts.bands
+    result["bands"] = params.bands
     if decoded:
-        decode_job = dict(job, model=opts.model)
-        result["decode"] = _decode(dst, decoded, decode_job, steps)
+        result["decode"] = _decode(dst, decoded, decode_params, steps)
         result["decoded"] = decoded
         psnr_progress = steps.callback("psnr")
         psnr_progress(0, 1)
-        from .codec import container_info
-        from .quality import raster_psnr
-
         bands = container_info(dst)["bands"]
         result["bands"] = bands
         result["psnr"] = raster_psnr(src, decoded, bands=bands)
@@ -289,29 +304,30 @@ def do_compress(job: dict, steps=None) -> dict:
     return result
 
 
-def do_decompress(job: dict, steps=None) -> dict:
-    src, dst = _need(job, "input"), _need(job, "output")
-    window, bbox = job.get("window"), job.get("bbox")
-    if window and bbox:
-        raise CodecError("give a window or a bbox, not both")
-    if bbox:
-        bbox = _bbox_in_raster_crs(src, [float(v) for v in bbox], job.get("bbox_crs"))
-    if window:
-        window = tuple(int(v) for v in window)
-    _set_threads(job)
-    result = _decode(src, dst, job, Steps(_decode_steps(job)), window=window, bbox=bbox)
-    from .codec import container_info
+def do_decompress(job: dict) -> dict:
+    from .codec.decompress import container_info
 
+    src, dst = _need(job, "input"), _need(job, "output")
+    params = decompress_params(job)  # checks window and bbox together, before the CRS work
+    if params.bbox:
+        params.bbox = _bbox_in_raster_crs(src, params.bbox, job.get("bbox_crs"))
+    _set_threads(job)
+    result = _decode(src, dst, params, Steps(_decode_steps(job)))
     info = container_info(src)
     result.update({"input": src, "container_bytes": info["file_bytes"], "bpp": info["bpp"],
                    "ratio": info["ratio"], "bands": info["bands"], "source_name": info.get("source_name")})
     return result
 
 
-def do_enhance(job: dict, steps=None) -> dict:
+def do_enhance(job: dict) -> dict:
     src, dst = _need(job, "input"), _need(job, "output")
+    params = enhance_params(job)
     _set_threads(job)
-    result = run_enhance(src, dst, job, Steps(["enhance"]).callback("enhance"))
+    _require_enhancer(params.enhancer)
+    from .enhance import enhance_raster
+
+    result = enhance_raster(src, dst, params, overwrite=bool(job.get("overwrite")), cog=bool(job.get("cog")),
+                            progress=Steps(["enhance"]).callback("enhance"))
     result.setdefault("output", dst)
     return result
 
@@ -340,13 +356,19 @@ def read_job(argv: list[str]) -> dict:
     try:
         job = json.loads(text)
     except ValueError as exc:
-        raise CodecError(f"the job is not valid JSON ({exc})") from None
+        raise BadInput(f"the job is not valid JSON ({exc})") from None
     if not isinstance(job, dict):
-        raise CodecError("the job must be a JSON object")
+        raise BadInput("the job must be a JSON object")
     action = job.get("action")
     if action not in HANDLERS:
-        raise CodecError(f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
+        raise BadInput(f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
     return job
+
+
+def _fail(exc: CodecError) -> int:
+    """The error as the protocol's last line (and on stderr); the exit status of every front end."""
+    emit({"type": "error", "message": " ".join(str(exc).split())})
+    return report(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,18 +384,17 @@ def main(argv: list[str] | None = None) -> int:
         result = HANDLERS[job["action"]](job)
     except Canceled:
         emit({"type": "canceled"})
-        return 130
-    except CodecError as exc:
-        emit({"type": "error", "message": str(exc)})
-        return 1
+        return EXIT_CANCELED
     except ImportError as exc:
-        emit({"type": "error", "message": f"the worker Python {sys.executable} lacks a package Code-RSIC needs "
-                                          f"({exc}): install the project into it (pip install code-rsic)"})
-        return 1
+        return _fail(CodecError(f"the worker Python {sys.executable} lacks a package Code-RSIC needs ({exc}): "
+                                "install the project into it (pip install code-rsic)"))
+    except CodecError as exc:
+        return _fail(exc)
+    except OSError as exc:  # the file system said no (permissions, disk full...)
+        return _fail(CodecError(str(exc)))
     except Exception as exc:  # noqa: BLE001 - the caller gets one line, the traceback goes to stderr
         traceback.print_exc()
-        emit({"type": "error", "message": f"unexpected {type(exc).__name__}: {exc}"})
-        return 1
+        return _fail(CodecError(f"unexpected {type(exc).__name__}: {exc}"))
     emit(dict(result, type="ok"))
     return 0
 

@@ -23,7 +23,7 @@ GOLDEN = TEST_DATA / "golden_v1_elic-tiny.crsic"
 SOURCE = TEST_DATA / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif"
 CROP = (100, 120, 200, 160)  # col_off, row_off, width, height of the source crop
 NODATA_BLOCK = (slice(20, 60), slice(150, 180))  # rows, cols set to the nodata value
-SETTINGS = dict(quality=1.5, tile=128, overlap=16)
+SETTINGS = dict(quality=1.5, tile=128, overlap=16, format=1)  # a version-1 container (float entropy parameters)
 
 # sha256 of the seeded elic-tiny weights file (``tiny_weights``)
 WEIGHTS_SHA256 = "68beb1922daf12540ad3de86bc1315fbeea14d4a7a195d43ce68a553f55bb771"
@@ -80,9 +80,11 @@ if __name__ == "__main__":  # regenerate: python tests/golden.py
         weights = Path(tmp) / "elic-tiny.safetensors"
         print("weights", save_weights(net, spec, weights))
         src = make_source(Path(tmp) / "golden_source.tif")
-        from core.codec import CompressOptions, compress_raster, decompress_raster
+        from core.codec.compress import compress_raster
+        from core.codec.decompress import decompress_raster
+        from core.options import CompressParams
 
-        compress_raster(src, GOLDEN, CompressOptions(model=str(weights), overwrite=True, **SETTINGS))
+        compress_raster(src, GOLDEN, CompressParams(model=str(weights), overwrite=True, **SETTINGS))
         decompress_raster(GOLDEN, Path(tmp) / "decoded.tif", model=str(weights))
         print("container", hashlib.sha256(GOLDEN.read_bytes()).hexdigest())
         print("decoded", pixels_sha256(Path(tmp) / "decoded.tif"))

@@ -8,15 +8,17 @@ import rasterio
 from rasterio.windows import Window
 
 from testdata import shared_fixture
-from core.codec import CompressOptions, compress_raster, container_info, decompress_raster
-from core.container import ContainerReader
-from core.tiling import TileGrid
+from core.codec.compress import compress_raster
+from core.codec.decompress import container_info, decompress_raster
+from core.format.container import ContainerReader
+from core.format.tiling import TileGrid
+from core.options import CompressParams
 
 
 def opts(weights, **kw):
     base = dict(model=weights, quality=1.5, tile=128, overlap=16)
     base.update(kw)
-    return CompressOptions(**base)
+    return CompressParams(**base)
 
 
 def read_all(path):

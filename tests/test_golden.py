@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 
 import golden
-from core.codec import CompressOptions, compress_raster, decompress_raster
+from core.codec.compress import compress_raster
+from core.codec.decompress import decompress_raster
 from core.models import file_sha256
+from core.options import CompressParams
 
 
 def test_seeded_test_model_is_the_golden_one(tiny_weights):
@@ -24,5 +26,5 @@ def test_golden_container_decodes_to_known_pixels(tmp_path, tiny_weights):
 def test_compressing_the_golden_source_gives_the_same_bytes(tmp_path, tiny_weights):
     src = golden.make_source(tmp_path / "golden_source.tif")
     out = tmp_path / "again.crsic"
-    compress_raster(src, out, CompressOptions(model=tiny_weights, **golden.SETTINGS))
+    compress_raster(src, out, CompressParams(model=tiny_weights, **golden.SETTINGS))
     assert hashlib.sha256(out.read_bytes()).hexdigest() == golden.CONTAINER_SHA256

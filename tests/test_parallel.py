@@ -22,9 +22,12 @@ from testdata import ROOT, TEST_DATA, shared_fixture
 distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
 
-from core.codec import CompressOptions, compress_raster, decompress_raster, encode_job  # noqa: E402
+from core.codec.compress import compress_raster  # noqa: E402
+from core.codec.decompress import decompress_raster  # noqa: E402
+from core.codec.jobs import encode_job  # noqa: E402
 from core.errors import CodecError  # noqa: E402
-from core.parallel import DaskMapper, _worker_torch_threads, dask_client  # noqa: E402
+from core.options import CompressParams  # noqa: E402
+from core.scale.parallel import DaskMapper, _worker_torch_threads, dask_client  # noqa: E402
 from core.tile_codec import main  # noqa: E402
 
 NEON = TEST_DATA / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif"  # 400 x 400 RGB
@@ -53,8 +56,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _opts(model: str, **kw) -> CompressOptions:
-    return CompressOptions(model=model, quality=kw.pop("quality", 1.5), **{**TILING, **kw})
+def _opts(model: str, **kw) -> CompressParams:
+    return CompressParams(model=model, quality=kw.pop("quality", 1.5), **{**TILING, **kw})
 
 
 def _read(path) -> tuple[np.ndarray, np.ndarray]:
@@ -148,9 +151,9 @@ def test_a_cluster_without_workers_fails_instead_of_hanging():
 
 
 def test_in_process_default_does_not_import_dask():
-    code = ("import sys; from core.parallel import mapper_for; from core.codec import serial_map\n"
+    code = ("import sys; from core.scale.parallel import mapper_for; from core.codec.jobs import serial_map\n"
             "with mapper_for(workers=None, scheduler=None) as m: assert m is serial_map\n"
-            "import core.batch, core.tile_codec; print('distributed' in sys.modules, 'dask' in sys.modules)")
+            "import core.scale.batch, core.tile_codec; print('distributed' in sys.modules, 'dask' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -235,7 +238,7 @@ def test_worker_with_other_weights_is_refused(client, tiny_weights, tmp_path):
 # ---------------------------------------------------------------- batch
 
 def test_expand_inputs(tmp_path):
-    from core.batch import expand_inputs
+    from core.scale.batch import expand_inputs
 
     (tmp_path / "a").mkdir()
     for name in ("a/1.tif", "a/2.TIFF", "a/notes.md", "a/3.crsic", "b.tif"):

@@ -9,9 +9,11 @@ import pytest
 import rasterio
 from PIL import Image
 
-from core.codec import CompressOptions, compress_raster, decompress_raster
+from core.codec.compress import compress_raster
+from core.codec.decompress import decompress_raster
+from core.format.quality import raster_psnr
 from core.models import DEFAULT_MODEL, REGISTRY, WEIGHTS_DIR, file_sha256, load_model
-from core.quality import raster_psnr
+from core.options import CompressParams
 from testdata import TEST_DATA
 
 NEON = TEST_DATA / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif"
@@ -45,7 +47,7 @@ def rate_points(tmp_path_factory):
     points = {}
     for q in (0, 1, 3, 6):
         c = tmp / f"q{q}.crsic"
-        res = compress_raster(NEON, c, CompressOptions(quality=q))
+        res = compress_raster(NEON, c, CompressParams(quality=q))
         d = tmp / f"q{q}.tif"
         decompress_raster(c, d)  # plain ELIC decoding (no enhancement)
         points[q] = (res["bpp"], raster_psnr(str(NEON), str(d)), d)
@@ -77,10 +79,10 @@ def test_colours_are_kept(rate_points):
 
 def test_target_bpp_is_approached(tmp_path):
     """The rate search interpolates between trained levels (needs monotone, trained levels)."""
-    lo = compress_raster(NEON, tmp_path / "lo.crsic", CompressOptions(quality=2))["bpp"]
-    hi = compress_raster(NEON, tmp_path / "hi.crsic", CompressOptions(quality=4))["bpp"]
+    lo = compress_raster(NEON, tmp_path / "lo.crsic", CompressParams(quality=2))["bpp"]
+    hi = compress_raster(NEON, tmp_path / "hi.crsic", CompressParams(quality=4))["bpp"]
     assert hi > lo
     target = (lo + hi) / 2
-    res = compress_raster(NEON, tmp_path / "t.crsic", CompressOptions(target_bpp=target))
+    res = compress_raster(NEON, tmp_path / "t.crsic", CompressParams(target_bpp=target))
     assert 2 < res["quality"] < 4
     assert abs(res["bpp"] - target) < 0.15 * (hi - lo)

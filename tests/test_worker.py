@@ -72,21 +72,29 @@ def test_decompress_enhance_auto_follows_the_quality_rule(tmp_path, tiny_weights
     """"auto" enhances like `decompress`: not above the registry enhancer's qualities, always for other weights."""
     import dataclasses
 
-    from core import enhancer, worker
-    from core.enhancer import save_enhancer
-    from core.hpin import Enhancer
-    from core.vqgan import TINY_CONFIG
+    from core import worker
+    from core.enhance import enhancement_reason
+    from core.format.container import ContainerReader
+    from core.models import ENHANCERS, save_enhancer
+    from core.models.hpin import Enhancer
+    from core.models.vqgan import TINY_CONFIG
 
     container = tmp_path / "q2.crsic"
     code, lines = run_worker({"action": "compress", "input": str(neon_rgb), "output": str(container),
                               "model": tiny_weights, "quality": 2, "tile": 128, "threads": 1})
     assert code == 0, lines
-    spec = dataclasses.replace(enhancer.ENHANCERS["enhancer-lite"], max_default_quality=1.0)
-    monkeypatch.setitem(enhancer.ENHANCERS, "enhancer-lite", spec)
-    reason = worker._not_enhanced_because(str(container), {"enhance": "auto"})
+    spec = dataclasses.replace(ENHANCERS["enhancer-lite"], max_default_quality=1.0)
+    monkeypatch.setitem(ENHANCERS, "enhancer-lite", spec)
+    with ContainerReader(container) as reader:
+        quality = reader.header.quality
+
+    def not_enhanced_because(job):  # the worker's job -> decompress_enhanced's decision
+        return enhancement_reason(worker.decompress_params(job), quality)
+
+    reason = not_enhanced_because({"enhance": "auto"})
     assert "quality <= 1" in reason and "quality 2" in reason
-    assert worker._not_enhanced_because(str(container), {}) == "turned off"  # absent: off, as before
-    assert worker._not_enhanced_because(str(container), {"enhance": True}) is None
+    assert not_enhanced_because({}).startswith("turned off")  # absent: off, as before
+    assert not_enhanced_because({"enhance": True}) is None
 
     torch.manual_seed(0)
     weights = tmp_path / "tiny-enhancer.safetensors"

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         f"# {spec.name}: ELIC weights",
         "",
         f"- file: `{weights.name}` (fp16 safetensors after `update()`, {weights.stat().st_size / 1e6:.1f} MB)",
-        f"- sha256: `{file_sha256(weights)}` (recorded in `core/models.py` REGISTRY)",
+        f"- sha256: `{file_sha256(weights)}` (recorded in `core/models/registry.py` REGISTRY)",
         f"- architecture: compressai `Elic2022Official`, N={spec.N}, M={spec.M}, channel groups {list(spec.groups)}, "
         f"one variable-rate network with gain units for {spec.levels} rate levels "
         f"(lambda {', '.join(f'{x:g}' for x in spec.lambdas)}; `--quality 1..{spec.levels}`, fractions interpolate)",

@@ -18,7 +18,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from core.vqgan import VQGAN, PatchDiscriminator
+from core.models.vqgan import VQGAN, PatchDiscriminator
 
 from .data import CropSampler, center_crops, list_images
 from .enhance_common import Run, add_common_args, get_config, load_lpips, lr_at, psnr, setup_device

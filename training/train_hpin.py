@@ -1,7 +1,7 @@
 """Stage 3: train HPIN (fusion Transformer blocks + MCM) into the frozen decoder D_H.
 
 Starts from the stage-2 enhancer. Trainable: the HPIN fusion modules, the input gate
-(with ``--input-skip``, see ``core.hpin.InputSkip``) and (with ``--train-encoder``, the
+(with ``--input-skip``, see ``core.models.hpin.InputSkip``) and (with ``--train-encoder``, the
 default) E_L; the lookup Transformer, codebook and D_H stay
 frozen (checked at every checkpoint). Loss on the enhanced crop at fidelity ``--w``:
 L1 + ``--lpips-weight`` * LPIPS + ``--ce-weight`` * cross-entropy of the code
@@ -26,9 +26,9 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from core.enhancer import save_enhancer
-from core.hpin import Enhancer
-from core.vqgan import EnhancerConfig, PatchDiscriminator
+from core.models import save_enhancer
+from core.models.hpin import Enhancer
+from core.models.vqgan import EnhancerConfig, PatchDiscriminator
 
 from .enhance_common import Run, add_common_args, freeze, load_lpips, lr_at, setup_device
 from .lq_pairs import PairSampler
@@ -50,7 +50,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--fuse-levels", type=int, nargs="+", default=None,
                    help="decoder scales with HPIN fusion (0 = full resolution, 3 = 1/8; default: the config's)")
     p.add_argument("--input-skip", action="store_true",
-                   help="add the gated fidelity path from the degraded input (core.hpin.InputSkip); new runs only")
+                   help="add the gated fidelity path from the degraded input (core.models.hpin.InputSkip); new runs only")
     p.add_argument("--export", help="write the enhancer as fp16 safetensors and exit")
     return p
 

@@ -20,8 +20,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from core.hpin import Enhancer
-from core.vqgan import VQGAN, EnhancerConfig
+from core.models.hpin import Enhancer
+from core.models.vqgan import VQGAN, EnhancerConfig
 
 from .enhance_common import Run, add_common_args, freeze, frozen_state, load_lpips, lr_at, psnr, setup_device
 from .lq_pairs import PairSampler

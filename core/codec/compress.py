@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
+from ..errors import UnsupportedRaster
 from ..format.container import ContainerWriter, framing_bytes
 from ..format.header import Header, ModelRef
 from ..format.output import atomic_output
@@ -82,9 +83,12 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
         with atomic_output(dst, params.overwrite) as tmp:
             header = _header(ds, src, bands, band_ranges(ds, bands, masked), masked, grid, coder,
                              exact=params.format == 2)
+            problem = header.problem()  # never write a container that a reader would refuse
+            if problem:
+                raise UnsupportedRaster(f"{src}: {problem}")
             level = _quality_level(str(src), grid, params, header, masked, coder.model.spec.levels)
             header = header.with_rate(level + 1.0, level)
-            writer = ContainerWriter(tmp, header, len(grid))
+            writer = ContainerWriter(tmp, header, len(grid), name=dst)
             try:
                 jobs = _jobs(str(src), grid, header, params, masked, level)
                 for done, (index, payload, crc) in enumerate(mapper(encode_job, jobs), start=1):

@@ -18,14 +18,16 @@ import rasterio
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
-from ..errors import BadInput, DesyncError, ModelMismatch
+from ..errors import BadInput, CorruptContainer, DesyncError, ModelMismatch, WeightsUnavailable
 from ..format.container import ContainerReader
 from ..format.header import Header
 from ..format.normalization import BandRange
 from ..format.raster_io import describe_bands, output_profile, raster_output
 from ..format.stitching import raster_values, stitch
 from ..format.tiling import Tile, TileGrid
-from ..options import DecompressParams
+from ..models import REGISTRY
+from ..options import DecompressParams, quality_problem, strip_memory_problem
+from .aoi import RasterArea, place_aoi
 from .jobs import DecodeJob, decode_or_flag, release_reader, serial_map, shared_reader
 from .tile_coder import get_coder
 
@@ -77,6 +79,17 @@ class DecodePlan:
     tiles: list[Tile]
     model: str
     device: str
+    area: RasterArea | None = None  # an area of interest: pixels outside it are invalid
+    skip: frozenset[int] = frozenset()  # tiles of the window outside the area (not decoded)
+
+    @property
+    def masked(self) -> bool:
+        """Whether the output has invalid pixels (written as nodata, or as a mask)."""
+        return self.header.has_mask or self.area is not None
+
+    @property
+    def decoded_tiles(self) -> int:
+        return len(self.tiles) - len(self.skip)
 
     @property
     def ranges(self) -> list[BandRange]:
@@ -96,18 +109,53 @@ class DecodePlan:
 
     def summary(self, dst, seconds: float) -> dict:
         w = self.window
-        return {"output": str(dst), "window": [int(w.col_off), int(w.row_off), self.width, self.height],
-                "tiles": len(self.tiles), "seconds": seconds,
-                "megapixels_per_second": self.width * self.height / 1e6 / seconds}
+        res = {"output": str(dst), "window": [int(w.col_off), int(w.row_off), self.width, self.height],
+               "tiles": self.decoded_tiles, "seconds": seconds,
+               "megapixels_per_second": self.width * self.height / 1e6 / seconds}
+        if self.area is not None:
+            res["tiles_skipped"] = len(self.skip)  # in the area's window, but outside the area
+        return res
+
+
+def container_model(header: Header, model: str | None, path) -> str:
+    """The model to decode with: the user's ``model`` (a registry name or a weights file), else
+    the container's, which must be a registry name: a name from a file is never opened as a path."""
+    if model:
+        return model
+    name = header.model.name
+    if name not in REGISTRY:
+        raise WeightsUnavailable(f"{path} was made with model {name!r}, which is not in the registry "
+                                 f"({', '.join(REGISTRY)}): pass its weights file with --model")
+    return name
 
 
 def open_plan(reader: ContainerReader, params: DecompressParams) -> DecodePlan:
+    """Check what a decode needs before anything is allocated or written: the model (a
+    registry name unless the user gave one), the window and the memory it takes, the
+    weights and the rate level against the loaded model's levels."""
     header = reader.header
-    model = params.model or header.model.name
-    check_model(header, get_coder(model, params.device), reader.path)
-    win = resolve_window(header, params.window, params.bbox)
+    model = container_model(header, params.model, reader.path)
+    area = place_aoi(header, params.aoi, params.aoi_crs) if params.aoi is not None else None
+    win = area.window() if area is not None else resolve_window(header, params.window, params.bbox)
+    problem = strip_memory_problem(int(win.width), min(header.tile, int(win.height)), len(header.bands))
+    if problem:
+        raise BadInput(f"{reader.path}: {problem}")
+    coder = get_coder(model, params.device)
+    check_model(header, coder, reader.path)
+    problem = quality_problem(header.quality, coder.model.spec.levels)
+    if problem:
+        raise CorruptContainer(f"{reader.path}: container rate is outside model '{coder.model.spec.name}' "
+                               f"({problem})")
     grid = TileGrid(header.width, header.height, header.tile, header.overlap)
-    return DecodePlan(str(reader.path), header, win, grid, grid.tiles_in(win), model, params.device)
+    tiles = grid.tiles_in(win)
+    skip = frozenset(t.index for t in tiles if not area.touches(t)) if area is not None else frozenset()
+    return DecodePlan(str(reader.path), header, win, grid, tiles, model, params.device, area, skip)
+
+
+def _blank(tile: Tile, bands: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """A tile outside the area of interest, not decoded: zeros, all invalid."""
+    return (tile.index, np.zeros((bands, tile.height, tile.width), np.float32),
+            np.ones((tile.height, tile.width), bool))
 
 
 def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | None = None
@@ -117,12 +165,17 @@ def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | Non
     Tiles whose entropy decoding desyncs are all reported at the end, as one error.
     """
     h = plan.header
-    jobs = (DecodeJob(plan.path, t.index, t.height, t.width, h.level, plan.model, plan.device, h.portable)
-            for t in plan.tiles)
+    jobs = (DecodeJob(plan.path, t.index, t.height, t.width, h.level, plan.model, plan.device, h.portable,
+                      len(h.bands)) for t in plan.tiles if t.index not in plan.skip)
     desynced: list[int] = []
 
     def decoded():
-        for result in mapper(decode_or_flag, jobs):
+        results = mapper(decode_or_flag, jobs)
+        for t in plan.tiles:  # the mapper keeps the jobs' order; skipped tiles are filled in
+            if t.index in plan.skip:
+                yield _blank(t, len(h.bands))
+                continue
+            result = next(results)
             if isinstance(result, int):
                 desynced.append(result)
             else:
@@ -132,7 +185,12 @@ def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | Non
     ranges = plan.ranges
     for strip in stitch(plan.grid, plan.tiles, decoded(), (int(win.col_off), int(win.row_off), plan.width,
                                                             plan.height), len(h.bands), progress):
-        yield strip.y0 - int(win.row_off), raster_values(strip, ranges, h.dtype, h.nodata), strip.invalid
+        if plan.area is not None:
+            strip.invalid |= plan.area.outside(strip.x0, strip.y0, strip.height, strip.width)
+        values = raster_values(strip, ranges, h.dtype, h.nodata)
+        if plan.area is not None and h.nodata is None:
+            values[:, strip.invalid] = 0  # masked: no leftover of the blank tiles
+        yield strip.y0 - int(win.row_off), values, strip.invalid
     if desynced:
         which = (f"entropy decoding desync in {len(desynced)} of {len(plan.tiles)} tiles "
                  f"(tiles {', '.join(map(str, sorted(desynced)[:20]))})")
@@ -144,11 +202,13 @@ def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | Non
                           "thread count that encoded it, and re-encode it as format 2 (portable)")
 
 
-def write_strip(out, row: int, values: np.ndarray, invalid: np.ndarray, header: Header) -> None:
-    """Write one strip; a masked raster without a nodata value gets an internal mask."""
+def write_strip(out, row: int, values: np.ndarray, invalid: np.ndarray, header: Header,
+                masked: bool | None = None) -> None:
+    """Write one strip; a masked output (``masked``, default: when the raster is) without a
+    nodata value gets an internal mask."""
     w = Window(0, row, values.shape[2], values.shape[1])
     out.write(values, window=w)
-    if header.has_mask and header.nodata is None:
+    if (header.has_mask if masked is None else masked) and header.nodata is None:
         out.write_mask((~invalid).astype(np.uint8) * 255, window=w)
 
 
@@ -170,17 +230,19 @@ class open_container:
 
 def decompress_raster(src: str | Path, dst: str | Path, *, window=None, bbox=None, model: str | None = None,
                       device: str = "cpu", overwrite: bool = False, cog: bool = False,
-                      progress: Progress | None = None, mapper=serial_map) -> dict:
-    """Decode a container (or one window / bbox of it) to a georeferenced GeoTIFF, without enhancement."""
-    params = DecompressParams(model=model, device=device, window=window, bbox=bbox, overwrite=overwrite, cog=cog,
-                              enhance=False).validate()
+                      progress: Progress | None = None, mapper=serial_map, aoi: str | None = None,
+                      aoi_crs: str | None = None) -> dict:
+    """Decode a container (or one window / bbox / area of interest of it) to a georeferenced
+    GeoTIFF, without enhancement."""
+    params = DecompressParams(model=model, device=device, window=window, bbox=bbox, aoi=aoi, aoi_crs=aoi_crs,
+                              overwrite=overwrite, cog=cog, enhance=False).validate()
     t0 = time.perf_counter()
     with open_container(src) as reader:
         plan = open_plan(reader, params)
         with raster_output(dst, plan.profile(), overwrite, cog) as out:
             describe_bands(out, plan.header)
             for row, values, invalid in decoded_strips(plan, mapper, progress):
-                write_strip(out, row, values, invalid, plan.header)
+                write_strip(out, row, values, invalid, plan.header, plan.masked)
     return plan.summary(dst, time.perf_counter() - t0)
 
 

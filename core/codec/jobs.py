@@ -17,7 +17,8 @@ from rasterio.windows import Window
 from ..errors import DesyncError
 from ..format.container import ContainerReader
 from ..format.payload import pack_payload, prepare_tile, unpack_payload
-from ..format.raster_io import cached_raster, read_valid
+from ..format.raster_io import cached_raster, read_bands, read_valid
+from ..format.tiling import padded
 from .tile_coder import get_coder
 
 
@@ -47,13 +48,14 @@ class DecodeJob:
     model: str
     device: str
     exact: bool = True
+    bands: int = 0  # coded bands (the tile stream must say so); 0: not checked
 
 
 def encode_job(job: EncodeJob) -> tuple[int, bytes, int]:
     """Read, normalise and encode one tile -> (tile index, payload, latent-symbols CRC)."""
     ds = cached_raster(job.src)
     window = Window(*job.window)
-    data = ds.read(list(job.bands), window=window)
+    data = read_bands(ds, list(job.bands), window)
     valid = read_valid(ds, list(job.bands), window) if job.masked else None
     stream, crc = get_coder(job.model, job.device).encode_tile(prepare_tile(data, valid, job.ranges), job.level,
                                                                   job.exact)
@@ -101,8 +103,9 @@ def decode_job(job: DecodeJob) -> tuple[int, np.ndarray, np.ndarray | None]:
     entry = reader.entries[job.tile_index]
     invalid, stream = unpack_payload(reader.read_tile(job.tile_index), job.height, job.width)
     coder = get_coder(job.model, job.device)
+    shape = (job.bands, padded(job.height), padded(job.width)) if job.bands else None
     try:
-        full = coder.decode_tile(stream, job.level, entry.symbols_crc, job.exact)
+        full = coder.decode_tile(stream, job.level, entry.symbols_crc, job.exact, shape=shape)
     except DesyncError:
         raise DesyncError(str(job.tile_index)) from None
     return job.tile_index, full[:, : job.height, : job.width], invalid

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from ..errors import CorruptContainer, DesyncError
-from ..format.tiling import PAD_MULTIPLE
+from ..format.tiling import PAD_MULTIPLE, padded
 from ..models import LoadedModel, get_model
-from ..models._compressai import EntropyModel
+from ..models._compressai import EntropyModel, guard_rans_decoding
 from ..models.exact_entropy import SCHEME, ExactElicEntropy
-from ..options import DEFAULT_MODEL, band_groups
+from ..options import DEFAULT_MODEL, MAX_BANDS, MAX_TILE, band_groups
 
 
 class SymbolLog:
@@ -82,10 +82,15 @@ def _pack_strings(strings) -> bytes:
 
 
 def _unpack_strings(buf: memoryview, pos: int):
-    (n,) = struct.unpack_from("<B", buf, pos)
+    """One band group's streams (u8 count, then u32 length + bytes each) -> (streams, next pos)."""
+    if pos >= len(buf):
+        raise CorruptContainer("tile stream is truncated")
+    n = buf[pos]
     pos += 1
     strings = []
     for _ in range(n):
+        if pos + 4 > len(buf):
+            raise CorruptContainer("tile stream is truncated")
         (length,) = struct.unpack_from("<I", buf, pos)
         pos += 4
         if pos + length > len(buf):
@@ -93,6 +98,17 @@ def _unpack_strings(buf: memoryview, pos: int):
         strings.append([bytes(buf[pos : pos + length])])
         pos += length
     return strings, pos
+
+
+def _shape_problem(bands: int, h: int, w: int, expected: tuple[int, int, int] | None) -> str | None:
+    if expected is not None and (bands, h, w) != tuple(expected):
+        return f"a {bands}-band {w} x {h} tile where the container has {expected[0]}-band {expected[2]} x {expected[1]}"
+    if not 1 <= bands <= MAX_BANDS:
+        return f"{bands} bands"
+    for side in (h, w):
+        if not 0 < side <= padded(MAX_TILE) or side % PAD_MULTIPLE:
+            return f"tile size {w} x {h}"
+    return None
 
 
 @dataclass
@@ -103,6 +119,7 @@ class TileCoder:
 
     def __post_init__(self):
         self.log = SymbolLog(self.model.net)
+        guard_rans_decoding(self.model.net)  # a damaged stream never makes the decoder read past it
 
     @cached_property
     def exact(self) -> ExactElicEntropy:
@@ -142,37 +159,55 @@ class TileCoder:
             self.log.mode = None
         return b"".join(parts), crc if exact else self.log.crc
 
+    def _framing(self, data: bytes, shape: tuple[int, int, int] | None):
+        """Check a tile stream's framing before any decoding -> (bands, h, w, streams per band group)."""
+        buf = memoryview(data)
+        if len(buf) < 6:
+            raise CorruptContainer("tile stream is truncated")
+        bands, h, w = struct.unpack_from("<HHH", buf, 0)
+        problem = _shape_problem(bands, h, w, shape)
+        if problem:
+            raise CorruptContainer(f"tile stream is corrupt ({problem})")
+        expected = 2 * len(self.model.spec.groups) + 1  # per channel group two halves, then z
+        pos, groups = 6, []
+        for _ in band_groups(bands):
+            strings, pos = _unpack_strings(buf, pos)
+            if len(strings) != expected:
+                raise CorruptContainer(f"tile stream is corrupt ({len(strings)} streams in a band group, "
+                                       f"not {expected})")
+            groups.append(strings)
+        if pos != len(buf):
+            raise CorruptContainer(f"tile stream is corrupt ({len(buf) - pos} bytes after its end)")
+        return bands, h, w, groups
+
     @torch.inference_mode()
     def decode_tile(self, data: bytes, quality_level: float, expected_crc: int | None = None,
-                    exact: bool = True) -> np.ndarray:
-        """Inverse of ``encode_tile``; raises DesyncError if the symbols CRC differs."""
-        buf = memoryview(data)
-        try:
-            bands, h, w = struct.unpack_from("<HHH", buf, 0)
-        except struct.error:
-            raise CorruptContainer("tile stream is truncated") from None
-        pos = 6
+                    exact: bool = True, shape: tuple[int, int, int] | None = None) -> np.ndarray:
+        """Inverse of ``encode_tile``; raises DesyncError if the symbols CRC differs.
+
+        ``shape``: the (bands, H, W) the stream must code (the container's tile, padded);
+        any malformed stream is a ``CorruptContainer``, decoded to wrong symbols a ``DesyncError``."""
+        bands, h, w, groups = self._framing(data, shape)
         level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
-        shape = self._latent_shape(h, w)
+        latent = self._latent_shape(h, w)
         out = np.empty((bands, h, w), dtype=np.float32)
         net, crc = self.model.net, 0
         self.log.start("decode")
         try:
-            for group in band_groups(bands):
-                strings, pos = _unpack_strings(buf, pos)
+            for group, strings in zip(band_groups(bands), groups):
                 if exact:
-                    dec = self.exact.decompress([s for (s,) in strings], shape["hyper"], crc)
+                    dec = self.exact.decompress([s for (s,) in strings], latent["hyper"], crc)
                     crc = dec["crc"]
                     x_hat = net.synthesis(dec["y_hat"], level)[0].cpu().numpy()
                 else:
-                    x_hat = net.decompress(strings, shape, level)["x_hat"][0].cpu().numpy()
+                    x_hat = net.decompress(strings, latent, level)["x_hat"][0].cpu().numpy()
                 real = sorted(set(group))
                 for i, b in enumerate(real):
                     # a padded group repeats its last band: average the copies
                     copies = [j for j, g in enumerate(group) if g == b]
                     out[b] = x_hat[copies].mean(axis=0) if len(copies) > 1 else x_hat[i]
-        except (struct.error, ValueError, RuntimeError, IndexError) as exc:
-            raise CorruptContainer(f"tile stream is corrupt ({exc})") from None
+        except (struct.error, ValueError, RuntimeError, IndexError, OverflowError) as exc:
+            raise CorruptContainer(f"tile stream is corrupt ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
         finally:
             self.log.mode = None
         if expected_crc is not None and (crc if exact else self.log.crc) != expected_crc:
@@ -197,5 +232,6 @@ def encode_tile(tile: np.ndarray, quality_level: float, model: str = DEFAULT_MOD
 
 
 def decode_tile(data: bytes, quality_level: float, expected_crc: int | None = None,
-                model: str = DEFAULT_MODEL, device: str = "cpu", exact: bool = True) -> np.ndarray:
-    return get_coder(model, device).decode_tile(data, quality_level, expected_crc, exact)
+                model: str = DEFAULT_MODEL, device: str = "cpu", exact: bool = True,
+                shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    return get_coder(model, device).decode_tile(data, quality_level, expected_crc, exact, shape)

@@ -92,7 +92,7 @@ def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressPara
                                     plan.header.nodata, ep.window, ep.overlap, enhance_progress)
                 strips = enh.run(strips)
             for row, values, invalid in strips:
-                write_strip(out, row, values, invalid, plan.header)
+                write_strip(out, row, values, invalid, plan.header, plan.masked)
     seconds = time.perf_counter() - t0
     res = plan.summary(dst, seconds)
     res.update(enhanced=enh is not None, enhancement=reason)

@@ -14,10 +14,18 @@ from typing import Callable, Iterator
 import numpy as np
 from rasterio.windows import Window
 
-from ..errors import BadInput
+from ..errors import BadInput, UnsupportedRaster
 from ..format.normalization import BandRange, check_dtype
-from ..format.raster_io import band_ranges, has_mask, open_raster, raster_output, read_valid
-from ..options import EnhanceParams
+from ..format.raster_io import (
+    band_ranges,
+    check_not_palette,
+    has_mask,
+    open_raster,
+    raster_output,
+    read_bands,
+    read_valid,
+)
+from ..options import DTYPE_RANGES, EnhanceParams, band_count_problem, strip_memory_problem
 from .windows import Strip, StripEnhancer
 
 STRIP_ROWS = 256  # rows read from the source at a time
@@ -39,7 +47,7 @@ def _source_strips(ds, masked: bool) -> Iterator[Strip]:
     bands = list(range(1, ds.count + 1))
     for y0 in range(0, ds.height, STRIP_ROWS):
         win = Window(0, y0, ds.width, min(STRIP_ROWS, ds.height - y0))
-        values = ds.read(bands, window=win)
+        values = read_bands(ds, bands, win)
         invalid = ~read_valid(ds, bands, win) if masked else np.zeros(values.shape[1:], bool)
         yield y0, values, invalid
 
@@ -60,6 +68,13 @@ def enhance_raster(src: str | Path, dst: str | Path, params: EnhanceParams | Non
         if len(set(ds.dtypes)) > 1:
             raise BadInput(f"{src}: bands of different data types ({', '.join(sorted(set(ds.dtypes)))})")
         bands = list(range(1, ds.count + 1))
+        problem = band_count_problem(ds.count) or strip_memory_problem(ds.width, params.window + STRIP_ROWS, ds.count)
+        if problem:
+            raise UnsupportedRaster(f"{src}: {problem}")
+        check_not_palette(ds, bands)
+        lo, hi = DTYPE_RANGES[ds.dtypes[0]]
+        if ds.nodata is not None and not lo <= ds.nodata <= hi:
+            raise UnsupportedRaster(f"{src}: nodata {ds.nodata:g} is not a {ds.dtypes[0]} value")
         masked = has_mask(ds, bands)
         ranges = ranges or band_ranges(ds, bands, masked)
         if len(ranges) != ds.count:

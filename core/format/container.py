@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput, CorruptContainer
-from ..options import CONTAINER_MAGIC, FORMAT_VERSIONS
+from ..options import CONTAINER_MAGIC, FORMAT_VERSIONS, MAX_HEADER_BYTES
 from .header import Header
+from .output import reason, write_failed
 
 MAGIC = CONTAINER_MAGIC
 END_MAGIC = b"CRSICEND"
@@ -52,34 +53,53 @@ def framing_bytes(header: Header, n_tiles: int) -> int:
 
 
 class ContainerWriter:
-    """Writes header, then tiles (any order), then index and footer on ``close()``."""
+    """Writes header, then tiles (any order), then index and footer on ``close()``.
 
-    def __init__(self, path: str | Path, header: Header, n_tiles: int):
-        self.f = open(path, "wb")
-        self.f.write(_header_block(header))
+    A write the file system refuses (disk full...) is an ``OutputFailed``; the caller
+    removes the partial file (``atomic_output``)."""
+
+    def __init__(self, path: str | Path, header: Header, n_tiles: int, name: str | Path | None = None):
+        self.path = name or path  # ``name``: the output's final name, for messages
+        self.f = None
+        try:
+            self.f = open(path, "wb")
+            self.f.write(_header_block(header))
+        except OSError as exc:
+            self.abort()
+            raise write_failed(self.path, exc) from None
         self.entries: list[TileEntry | None] = [None] * n_tiles
 
     def add_tile(self, index: int, payload: bytes, symbols_crc: int) -> None:
-        offset = self.f.tell()
-        self.f.write(payload)
+        try:
+            offset = self.f.tell()
+            self.f.write(payload)
+        except OSError as exc:
+            raise write_failed(self.path, exc) from None
         self.entries[index] = TileEntry(offset, len(payload), zlib.crc32(payload), symbols_crc)
 
     def close(self) -> int:
         missing = [i for i, e in enumerate(self.entries) if e is None]
         if missing:
             raise RuntimeError(f"tiles never written: {missing[:10]}")
-        index_offset = self.f.tell()
-        index = b"".join(_INDEX_ENTRY.pack(e.offset, e.length, e.crc, e.symbols_crc) for e in self.entries)
-        self.f.write(index)
-        self.f.write(_FOOTER.pack(index_offset, len(self.entries), zlib.crc32(index), END_MAGIC))
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        size = self.f.tell()
-        self.f.close()
+        try:
+            index_offset = self.f.tell()
+            index = b"".join(_INDEX_ENTRY.pack(e.offset, e.length, e.crc, e.symbols_crc) for e in self.entries)
+            self.f.write(index)
+            self.f.write(_FOOTER.pack(index_offset, len(self.entries), zlib.crc32(index), END_MAGIC))
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            size = self.f.tell()
+            self.f.close()
+        except OSError as exc:
+            raise write_failed(self.path, exc) from None
         return size
 
     def abort(self) -> None:
-        self.f.close()
+        if self.f is not None:
+            try:
+                self.f.close()  # flushing what is buffered may fail too: the file is removed anyway
+            except OSError:
+                pass
 
 
 class ContainerReader:
@@ -89,9 +109,15 @@ class ContainerReader:
         self.path = Path(path)
         if not self.path.exists():
             raise BadInput(f"no such file: {self.path}")
-        self.f = open(self.path, "rb")
+        try:
+            self.f = open(self.path, "rb")
+        except OSError as exc:
+            raise BadInput(f"cannot read {self.path}: {reason(exc)}") from None
         try:
             self._read_framing()
+        except OSError as exc:  # an I/O error under the file (a folder, a failing disk...)
+            self.f.close()
+            raise CorruptContainer(f"{self.path}: cannot be read ({reason(exc)})") from None
         except BaseException:
             self.f.close()
             raise
@@ -107,6 +133,13 @@ class ContainerReader:
         version, head_len = struct.unpack("<HI", start[len(MAGIC) :])
         if version > FORMAT_VERSION:
             self._fail(f"container format version {version} is newer than this software ({FORMAT_VERSION}); upgrade")
+        if version not in FORMAT_VERSIONS:
+            self._fail(f"container format version {version} does not exist")
+        size = os.fstat(f.fileno()).st_size
+        if head_len > MAX_HEADER_BYTES:
+            self._fail(f"container header claims {head_len} bytes (at most {MAX_HEADER_BYTES})")
+        if len(start) + head_len + 4 > size:
+            self._fail("container is truncated (header incomplete)")
         head = f.read(head_len)
         crc = f.read(4)
         if len(head) < head_len or len(crc) < 4:
@@ -118,12 +151,12 @@ class ContainerReader:
             self._fail(f"container format version {version} does not match its header (version "
                        f"{self.header.format_version})")
         self.data_start = f.tell()
-        size = os.fstat(f.fileno()).st_size
         if size < self.data_start + _FOOTER.size:
             self._fail("container is truncated (no tile index)")
         f.seek(size - _FOOTER.size)
         index_offset, n_tiles, index_crc, end = _FOOTER.unpack(f.read(_FOOTER.size))
-        if end != END_MAGIC or index_offset + n_tiles * _INDEX_ENTRY.size != size - _FOOTER.size:
+        if (end != END_MAGIC or index_offset < self.data_start
+                or index_offset + n_tiles * _INDEX_ENTRY.size != size - _FOOTER.size):
             self._fail("container is truncated or damaged (no valid tile index at the end)")
         f.seek(index_offset)
         index = f.read(n_tiles * _INDEX_ENTRY.size)
@@ -138,8 +171,11 @@ class ContainerReader:
 
     def read_tile(self, index: int) -> bytes:
         e = self.entries[index]
-        self.f.seek(e.offset)
-        data = self.f.read(e.length)
+        try:
+            self.f.seek(e.offset)
+            data = self.f.read(e.length)
+        except OSError as exc:
+            self._fail(f"tile {index} cannot be read ({reason(exc)})")
         if len(data) != e.length or zlib.crc32(data) != e.crc:
             self._fail(f"tile {index} is corrupt (checksum mismatch)")
         return data

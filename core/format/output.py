@@ -1,4 +1,5 @@
-"""Output files: the one check that an output may be written, and atomic replacement."""
+"""Output files: the one check that an output may be written, atomic replacement, and
+the one error (``OutputFailed``) for a write the file system refuses (disk full...)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import BadInput, OutputExists
+from ..errors import BadInput, OutputExists, OutputFailed
 
 
 def check_output(path: str | Path, overwrite: bool = False) -> Path:
@@ -20,18 +21,43 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
+def reason(exc: BaseException) -> str:
+    """An OSError (or a GDAL I/O error) as one short line: "No space left on device"."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and (not text or "previous exception" in text):  # rasterio's "See previous exception"
+        text = str(cause) or text
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def write_failed(path, exc: BaseException) -> OutputFailed:
+    """The error for a write the file system refused (disk full, quota, permissions)."""
+    return OutputFailed(f"could not write {path}: {reason(exc)}")
+
+
 @contextmanager
 def atomic_output(path: str | Path, overwrite: bool = False):
-    """Yield a temporary path next to ``path``; rename it into place only on success."""
+    """Yield a temporary path next to ``path``; rename it into place only on success.
+
+    On any error the temporary file is removed; an ``OSError`` of our own steps (making
+    the temporary file, renaming it) is an ``OutputFailed``. Writers inside the block turn
+    their own write errors into ``OutputFailed`` (``write_failed``)."""
     path = check_output(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_failed(path, exc) from None
     try:
         yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
+        try:
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_failed(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

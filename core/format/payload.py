@@ -23,14 +23,27 @@ def pack_payload(invalid: np.ndarray | None, stream: bytes) -> bytes:
 
 
 def unpack_payload(data: bytes, height: int, width: int) -> tuple[np.ndarray | None, bytes]:
-    """-> (invalid mask (height, width) or None, the tile coder's stream)."""
+    """-> (invalid mask (height, width) or None, the tile coder's stream).
+
+    The mask must inflate to exactly the tile's bits: a damaged (or crafted) mask is a
+    ``CorruptContainer``, and never inflates beyond that size (no zlib bomb)."""
+    if len(data) < 4:
+        raise CorruptContainer("tile payload is truncated")
     (n,) = struct.unpack_from("<I", data, 0)
     if 4 + n > len(data):
         raise CorruptContainer("tile payload is truncated")
     invalid = None
     if n:
-        bits = np.frombuffer(zlib.decompress(data[4 : 4 + n]), dtype=np.uint8)
-        invalid = np.unpackbits(bits, count=height * width).astype(bool).reshape(height, width)
+        expected = (height * width + 7) // 8
+        inflate = zlib.decompressobj()
+        try:
+            bits = inflate.decompress(data[4 : 4 + n], expected + 1)
+        except zlib.error as exc:
+            raise CorruptContainer(f"tile mask is corrupt ({exc})") from None
+        if len(bits) != expected or not inflate.eof or inflate.unused_data:
+            raise CorruptContainer(f"tile mask is corrupt (not the {height} x {width} pixels of its tile)")
+        invalid = np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=height * width)
+        invalid = invalid.astype(bool).reshape(height, width)
     return invalid, data[4 + n :]
 
 

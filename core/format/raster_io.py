@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,14 +13,15 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import RasterioIOError
+from rasterio.crs import CRS
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from ..errors import BadInput, UnsupportedRaster
-from ..options import bands_problem
+from ..errors import BadInput, CodecError, CorruptContainer, UnsupportedRaster
+from ..options import MAX_SOURCE_BANDS, band_count_problem, bands_problem, raster_size_problem
 from .header import Header
 from .normalization import BandRange, check_dtype, fixed_range
-from .output import atomic_output
+from .output import atomic_output, reason, write_failed
 
 logging.getLogger("rasterio").setLevel(logging.ERROR)
 
@@ -32,9 +34,34 @@ def open_raster(path: str | Path):
     if path.is_dir():
         raise BadInput(f"{path} is a folder, not a raster")
     try:
-        return rasterio.open(path)
-    except RasterioIOError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+    except (RasterioError, OSError):
         raise BadInput(f"{path}: not a raster GDAL can read") from None
+    problem = raster_size_problem(ds.width, ds.height) or (
+        f"{ds.count} bands (at most {MAX_SOURCE_BANDS})" if not 1 <= ds.count <= MAX_SOURCE_BANDS else None)
+    if problem:
+        ds.close()
+        raise UnsupportedRaster(f"{path}: {problem}")
+    return ds
+
+
+@contextmanager
+def reading(ds):
+    """Turn a failed read of ``ds`` (a truncated or damaged file) into one ``BadInput`` line."""
+    try:
+        yield
+    except CodecError:
+        raise
+    except (RasterioError, OSError) as exc:
+        raise BadInput(f"{ds.name}: cannot read its pixels, the file is truncated or damaged ({reason(exc)})") from None
+
+
+def read_bands(ds, bands: list[int], window: Window) -> np.ndarray:
+    """(bands, h, w) values of a window; a read failure is a ``BadInput``."""
+    with reading(ds):
+        return ds.read(bands, window=window)
 
 
 def cached_raster(path: str):
@@ -74,7 +101,16 @@ def select_bands(ds, bands: list[int] | None) -> list[int]:
         check_dtype(dt)
     if len(dtypes) > 1:
         raise UnsupportedRaster(f"selected bands mix data types {sorted(dtypes)}")
+    check_not_palette(ds, chosen)
     return chosen
+
+
+def check_not_palette(ds, bands: list[int]) -> None:
+    """Palette bands hold colour-table indices: a lossy codec would turn them into other colours."""
+    palette = [b for b in bands if ds.colorinterp[b - 1] == ColorInterp.palette]
+    if palette:
+        raise UnsupportedRaster(f"band {palette[0]} is a palette (colour table) band, which lossy coding would "
+                                "scramble: expand it to RGB first (gdal_translate -expand rgb)")
 
 
 def has_mask(ds, bands: list[int]) -> bool:
@@ -86,19 +122,34 @@ def has_mask(ds, bands: list[int]) -> bool:
 
 def read_valid(ds, bands: list[int], window: Window) -> np.ndarray:
     """(h, w) bool: pixels valid in at least one selected band."""
-    masks = ds.read_masks(bands, window=window)
+    with reading(ds):
+        masks = ds.read_masks(bands, window=window)
     return (masks > 0).any(axis=0)
 
 
+READ_PIXELS = 1 << 22  # pixels per band read at a time when scanning a whole raster
+
+
+def scan_windows(ds, max_pixels: int = READ_PIXELS):
+    """Full-width strips of at most ``max_pixels`` per band, aligned to the file's blocks when
+    they are small: a file whose one block is the whole raster is still read in strips."""
+    block_rows = ds.block_shapes[0][0] if ds.block_shapes else 1
+    rows = max(1, max_pixels // ds.width)
+    if rows >= block_rows:
+        rows -= rows % block_rows
+    for y in range(0, ds.height, rows):
+        yield Window(0, y, ds.width, min(rows, ds.height - y))
+
+
 def band_ranges(ds, bands: list[int], masked: bool) -> list[BandRange]:
-    """Per-band value range for the codec, reading the raster block by block if needed."""
+    """Per-band value range for the codec, reading the raster strip by strip if needed."""
     rng = fixed_range(ds.dtypes[bands[0] - 1])
     if rng is not None:
         return [rng] * len(bands)
     lo = np.full(len(bands), np.inf)
     hi = np.full(len(bands), -np.inf)
-    for _, window in ds.block_windows(1):
-        data = ds.read(bands, window=window)
+    for window in scan_windows(ds):
+        data = read_bands(ds, bands, window)
         if masked:
             valid = read_valid(ds, bands, window)
             if not valid.any():
@@ -119,7 +170,7 @@ def output_profile(header: Header, width: int, height: int, transform) -> dict:
         "height": height,
         "count": len(header.bands),
         "dtype": header.dtype,
-        "crs": header.crs,
+        "crs": header_crs(header),
         "transform": transform,
         "tiled": True,
         "blockxsize": 256,
@@ -134,6 +185,17 @@ def output_profile(header: Header, width: int, height: int, transform) -> dict:
     if header.dtype == "uint8" and header.colorinterp == ("red", "green", "blue"):
         profile["photometric"] = "RGB"
     return profile
+
+
+def header_crs(header: Header) -> CRS | None:
+    """The container's CRS (WKT, checked when the header was read) as rasterio's CRS."""
+    if header.crs is None:
+        return None
+    try:
+        with rasterio.Env():
+            return CRS.from_wkt(header.crs)
+    except CRSError:
+        raise CorruptContainer(f"container CRS is not a WKT this software can read: {header.crs[:40]!r}") from None
 
 
 def describe_bands(dst, header: Header) -> None:
@@ -160,6 +222,10 @@ def raster_output(dst: str | Path, profile: dict, overwrite: bool = False, cog: 
                 yield out
             if cog:
                 rasterio.shutil.copy(gtiff, tmp, driver="COG", compress="deflate", predictor=2)
+        except CodecError:
+            raise
+        except (RasterioError, OSError) as exc:  # inputs raise CodecErrors: this is GDAL failing to write
+            raise write_failed(dst, exc) from None
         finally:
             if cog:
                 Path(gtiff).unlink(missing_ok=True)

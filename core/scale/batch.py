@@ -5,8 +5,9 @@
     python -m core.tile_codec batch decompress containers/ -o decoded/ --workers 4
 
 Several rasters are in progress at once (their tiles share the mapper's bounded window,
-see ``core.parallel``), each written atomically to its own output. A raster that fails
-is reported in the summary and does not stop the others.
+see ``core.scale.parallel``), each written atomically to its own output. A raster that
+fails is reported in the summary and does not stop the others. Decoding goes through
+``core.enhance.decompress_enhanced``, like the CLI and the QGIS worker.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .errors import CodecError
+from ..errors import BadInput, CodecError
+from ..options import CONTAINER_SUFFIX, DECODED_SUFFIX, CompressParams, DecompressParams
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
-CONTAINER_SUFFIXES = (".crsic",)
+CONTAINER_SUFFIXES = (CONTAINER_SUFFIX,)
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 MODES = ("compress", "decompress")
+# rasters in progress at once on a cluster, at most: decoding holds a strip of tiles per
+# raster on the client, so fewer
+MAX_CONCURRENT = {"compress": 64, "decompress": 8}
 
 
 @dataclass
@@ -53,7 +58,7 @@ def _read_list(path: Path) -> list[str]:
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise CodecError(f"cannot read list file {path}: {exc}") from None
+        raise BadInput(f"cannot read list file {path}: {exc}") from None
     out = []
     for line in lines:
         line = line.strip()
@@ -84,7 +89,7 @@ def expand_inputs(items: list[str], mode: str) -> list[Path]:
         elif _is_glob(text) and not path.exists():
             matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
             if not matches:
-                raise CodecError(f"no file matches {text}")
+                raise BadInput(f"no file matches {text}")
             found.extend(p for p in matches if p.is_file())
         else:
             found.append(path)
@@ -101,8 +106,13 @@ def expand_inputs(items: list[str], mode: str) -> list[Path]:
 
 
 def output_for(src: Path, mode: str, out_dir: Path | None) -> Path:
-    name = src.stem + (".crsic" if mode == "compress" else ".decoded.tif")
+    name = src.stem + (CONTAINER_SUFFIX if mode == "compress" else DECODED_SUFFIX)
     return (out_dir or src.parent) / name
+
+
+def default_concurrency(mode: str, mapper) -> int:
+    """Rasters in progress at once: the mapper's worker threads, capped per mode (1 in process)."""
+    return min(MAX_CONCURRENT[mode], max(1, getattr(mapper, "worker_threads", 1)))
 
 
 # ---------------------------------------------------------------- running
@@ -110,49 +120,31 @@ def output_for(src: Path, mode: str, out_dir: Path | None) -> Path:
 def _probe(item: BatchItem, mode: str, tile: int, overlap: int) -> int:
     """Number of tiles of an input (cheap: header only); raises CodecError for a bad input."""
     if mode == "compress":
-        from .raster_io import open_raster
-        from .tiling import TileGrid
+        from ..format.raster_io import open_raster
+        from ..format.tiling import TileGrid
 
         with open_raster(item.src) as ds:
             return len(TileGrid(ds.width, ds.height, tile, overlap))
-    from .container import ContainerReader
+    from ..format.container import ContainerReader
 
     with ContainerReader(item.src) as reader:
-        item.result["model"] = reader.header["model"]["name"]
+        item.result["model"] = reader.header.model.name
         return len(reader.entries)
 
 
-def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *, compress_options=None,
-              decode_options: dict | None = None, overwrite: bool = False, skip_existing: bool = False,
-              mapper=None, concurrency: int = 1,
-              progress: Callable[[int, int, int, int], None] | None = None) -> dict:
-    """Run ``mode`` on every input; returns a summary with one entry per input.
-
-    ``compress_options``: a ``CompressOptions`` (its ``overwrite`` is set from ``overwrite``).
-    ``decode_options``: keyword arguments of ``enhance_raster.decompress_enhanced`` (model,
-    device, cog, enhance, fidelity, enhancer, window_size).
-    ``progress(tiles_done, tiles_total, rasters_finished, rasters_failed)``.
-    """
-    from .codec import CompressOptions, compress_raster, serial_map
-
+def _check_mode(mode: str, overwrite: bool, skip_existing: bool) -> None:
     if mode not in MODES:
-        raise CodecError(f"batch mode must be one of {', '.join(MODES)}, not '{mode}'")
+        raise BadInput(f"batch mode must be one of {', '.join(MODES)}, not '{mode}'")
     if overwrite and skip_existing:
-        raise CodecError("give --overwrite or --skip-existing, not both")
-    mapper = mapper or serial_map
-    if mapper is serial_map:
-        concurrency = 1  # the in-process coder runs one tile at a time
-    t0 = time.perf_counter()
-    opts = compress_options or CompressOptions()
-    opts.overwrite = overwrite
-    decode_options = dict(decode_options or {})
-    out = Path(out_dir) if out_dir else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        raise BadInput("give --overwrite or --skip-existing, not both")
 
+
+def _plan(mode: str, inputs: list[str], out: Path | None, skip_existing: bool, tiling: CompressParams
+          ) -> list[BatchItem]:
+    """One item per input, with its output; duplicates, bad inputs and existing outputs settled."""
     items = [BatchItem(p) for p in expand_inputs(inputs, mode)]
     if not items:
-        raise CodecError("no input files found")
+        raise BadInput("no input files found")
     owners: dict[str, BatchItem] = {}
     for item in items:
         item.dst = output_for(item.src, mode, out)
@@ -167,22 +159,56 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
             item.status = "skipped"
         if item.status == "pending":
             try:
-                item.tiles = _probe(item, mode, opts.tile, opts.overlap)
+                item.tiles = _probe(item, mode, tiling.tile, tiling.overlap)
             except CodecError as exc:
                 item.status, item.error = "failed", str(exc)
+    return items
+
+
+def _load_models(mode: str, todo: list[BatchItem], cparams: CompressParams, dparams: DecompressParams) -> None:
+    """Load the weights once, up front (not from several threads at once)."""
+    from ..codec.tile_coder import get_coder
+
+    if mode == "compress":
+        if todo:
+            get_coder(cparams.model, cparams.device)  # bad weights: one clear error, not one per raster
+        return
+    models = {i.result.pop("model") for i in todo}  # from each container's header
+    for model in {dparams.model} if dparams.model else models:
+        try:
+            get_coder(model, dparams.device)
+        except CodecError:
+            pass  # each raster that needs it reports it
+
+
+def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *,
+              compress: CompressParams | None = None, decompress: DecompressParams | None = None,
+              overwrite: bool = False, skip_existing: bool = False, mapper=None, concurrency: int | None = None,
+              progress: Callable[[int, int, int, int], None] | None = None) -> dict:
+    """Run ``mode`` on every input; returns a summary with one entry per input.
+
+    ``compress`` / ``decompress``: the job parameters (their ``overwrite`` is replaced by
+    ``overwrite``). ``concurrency``: rasters in progress at once (default:
+    ``default_concurrency``). ``progress(tiles_done, tiles_total, rasters_finished, rasters_failed)``.
+    """
+    from ..codec.compress import compress_raster
+    from ..codec.jobs import serial_map
+
+    _check_mode(mode, overwrite, skip_existing)
+    if mode == "decompress":
+        from ..enhance import decompress_enhanced
+    cparams = replace(compress or CompressParams(), overwrite=overwrite).validate()
+    dparams = replace(decompress or DecompressParams(), overwrite=overwrite).validate()
+    mapper = mapper or serial_map
+    concurrency = 1 if mapper is serial_map else (concurrency or default_concurrency(mode, mapper))
+    t0 = time.perf_counter()
+    out = Path(out_dir) if out_dir else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    items = _plan(mode, inputs, out, skip_existing, cparams)
     todo = [i for i in items if i.status == "pending"]
-
-    from .tile_coder import get_coder
-
-    if mode == "compress" and todo:
-        get_coder(opts.model, opts.device)  # bad weights: one clear error, not one per raster
-    elif mode == "decompress":  # load each model once, before rasters ask for it from several threads
-        models = {i.result.pop("model") for i in todo}  # from each container's header
-        for model in {decode_options["model"]} if decode_options.get("model") else models:
-            try:
-                get_coder(model, decode_options.get("device", "cpu"))
-            except CodecError:
-                pass  # each raster that needs it reports it
+    _load_models(mode, todo, cparams, dparams)
 
     lock = threading.Lock()
     state = {"tiles": 0, "finished": sum(i.status != "pending" for i in items),
@@ -202,24 +228,26 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
             if stop.is_set():
                 raise KeyboardInterrupt
             with lock:
-                # decoding with enhancement reports decode tiles only; clamp to this raster's share
-                step = max(0, min(done, item.tiles) - last)
+                step = max(0, min(done, item.tiles) - last)  # clamp to this raster's share
                 last += step
                 state["tiles"] += step
                 report()
 
+        def phase_progress(phase: str, done: int, total: int) -> None:
+            if phase == "decode":  # tiles; the enhancer's windows are not counted
+                tile_progress(done, total)
+            elif stop.is_set():
+                raise KeyboardInterrupt
+
         t = time.perf_counter()
         try:
             if mode == "compress":
-                item.result = compress_raster(item.src, item.dst, opts, progress=tile_progress, mapper=mapper)
-                item.result["input_bytes"] = item.src.stat().st_size
+                item.result = compress_raster(item.src, item.dst, cparams, progress=tile_progress, mapper=mapper)
             else:
-                from .enhance_raster import decompress_enhanced
-
-                item.result = decompress_enhanced(item.src, item.dst, overwrite=overwrite, progress=tile_progress,
-                                                  mapper=mapper, **decode_options)
-                item.result["input_bytes"] = item.src.stat().st_size
+                item.result = decompress_enhanced(item.src, item.dst, dparams, progress=phase_progress,
+                                                  mapper=mapper)
                 item.result["bytes"] = item.dst.stat().st_size
+            item.result["input_bytes"] = item.src.stat().st_size
             item.status = "done"
         except CodecError as exc:
             item.status, item.error = "failed", str(exc)
@@ -265,10 +293,19 @@ def summarize(mode: str, items: list[BatchItem], seconds: float) -> dict:
     }
 
 
+# ---------------------------------------------------------------- reporting
+
+def fmt_bytes(n: float) -> str:
+    """A byte count for people: 512 B, 1.5 KB, 2.0 MB (powers of 1000)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return str(n)
+
+
 def summary_lines(summary: dict, max_ok: int = 20) -> list[str]:
     """Human summary: every failure, the successes when there are few, and the totals."""
-    from .tile_codec import _fmt_bytes
-
     lines = []
     ok = [i for i in summary["items"] if i["status"] == "done"]
     for item in summary["items"]:
@@ -281,13 +318,13 @@ def summary_lines(summary: dict, max_ok: int = 20) -> list[str]:
             lines.append(f"  skipped {item['input']} ({item['output']} exists)")
         elif len(ok) <= max_ok:
             extra = f", {item['bpp']:.4f} bpp" if "bpp" in item else ""
-            lines.append(f"  ok      {item['input']} -> {item['output']}: {_fmt_bytes(item.get('bytes', 0))}"
+            lines.append(f"  ok      {item['input']} -> {item['output']}: {fmt_bytes(item.get('bytes', 0))}"
                          f"{extra}, {item['seconds']:.1f} s")
     s = summary
     ratio = f", {s['input_bytes'] / s['output_bytes']:.1f}:1" if s["output_bytes"] and s["mode"] == "compress" else ""
     lines.append(f"batch {s['mode']}: {s['done']} of {s['rasters']} rasters done, {s['failed']} failed, "
-                 f"{s['skipped']} skipped; {s['tiles']} tiles, {_fmt_bytes(s['input_bytes'])} -> "
-                 f"{_fmt_bytes(s['output_bytes'])}{ratio} in {s['seconds']:.1f} s")
+                 f"{s['skipped']} skipped; {s['tiles']} tiles, {fmt_bytes(s['input_bytes'])} -> "
+                 f"{fmt_bytes(s['output_bytes'])}{ratio} in {s['seconds']:.1f} s")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""The Dask worker plugin of ``core.parallel`` (its own module: importing it imports Dask)."""
+"""The Dask worker plugin of ``core.scale.parallel`` (its own module: importing it imports Dask)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Iterable
 
 from distributed import WorkerPlugin
 
-from .errors import CodecError
+from ..errors import CodecError
 
 
 class CodecWorkerPlugin(WorkerPlugin):
@@ -28,13 +28,13 @@ class CodecWorkerPlugin(WorkerPlugin):
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        from .tile_coder import get_coder
+        from ..codec.tile_coder import get_coder
 
         for model, device in self.models:
             try:
                 get_coder(model, device)
             except CodecError as exc:
-                raise CodecError(f"Dask worker {worker.address}: {exc}") from None
+                raise type(exc)(f"Dask worker {worker.address}: {exc}") from None
 
 
 class IgnoreInterrupt(WorkerPlugin):

@@ -1,8 +1,8 @@
 """Run tile jobs on Dask: a local cluster of worker processes, or an existing cluster.
 
-``compress_raster`` and ``decompress_raster`` take a ``mapper(fn, jobs)`` that yields the
-results in job order. ``core.codec.serial_map`` runs them in this process; ``DaskMapper``
-sends each job to a Dask worker:
+``compress_raster``, ``decompress_raster`` and ``decompress_enhanced`` take a
+``mapper(fn, jobs)`` that yields the results in job order. ``core.codec.jobs.serial_map``
+runs them in this process; ``DaskMapper`` sends each job to a Dask worker:
 
 - bounded work in flight: at most ``max_in_flight`` jobs are submitted and not yet
   consumed (shared by every raster using the mapper, e.g. a batch), so memory stays flat
@@ -10,7 +10,7 @@ sends each job to a Dask worker:
   lazily;
 - results in order: futures wait in a FIFO, so the container is written in the same
   order as serially and its bytes are identical;
-- one model per worker: ``CodecWorkerPlugin`` (in ``core.dask_plugin``) sets torch's
+- one model per worker: ``CodecWorkerPlugin`` (in ``core.scale.dask_plugin``) sets torch's
   thread count and loads the models in use when a worker starts (also a worker restarted
   after a crash), and every job checks that its worker's weights hash is the client's;
 - one tile at a time per worker process (the tile coder keeps per-call state), so give
@@ -36,7 +36,7 @@ from dataclasses import fields, is_dataclass, replace
 from itertools import chain
 from typing import Callable, Iterable, Iterator
 
-from .errors import CodecError
+from ..errors import BadInput, CodecError, ModelMismatch
 
 PLUGIN_NAME = "code-rsic"
 # Dask starts worker processes with MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's mmap
@@ -74,11 +74,11 @@ def _check_weights(job, expected: dict) -> None:
     want = expected.get((model, device))
     if want is None:
         return
-    from .tile_coder import get_coder
+    from ..codec.tile_coder import get_coder
 
     got = get_coder(model, device).model.sha256
     if got != want:
-        raise CodecError(
+        raise ModelMismatch(
             f"Dask worker on {_hostname()} has other weights for model '{model}' (sha256 {got[:12]}, the client "
             f"has {want[:12]}): install the same weights on every worker"
         )
@@ -92,7 +92,7 @@ def _hostname() -> str:
 
 def _worker_weights(model: str, device: str) -> str:
     """sha256 of the weights a worker loads for ``model`` (or the error, one line)."""
-    from .tile_coder import get_coder
+    from ..codec.tile_coder import get_coder
 
     try:
         return get_coder(model, device).model.sha256
@@ -170,7 +170,7 @@ class DaskMapper:
     def expect_model(self, model: str, device: str = "cpu") -> None:
         """Load ``model`` on every worker now (and on workers that start later) and check
         that each has the client's weights; jobs then check it too."""
-        from .models import file_sha256, resolve_weights
+        from ..models import file_sha256, resolve_weights
 
         with self._models_lock:
             if (model, device) in self.weights:
@@ -186,7 +186,7 @@ class DaskMapper:
                 worker, sha = next(iter(bad.items()))
                 why = sha[len("error: "):] if sha.startswith("error: ") else (
                     f"its weights differ (sha256 {sha[:12]}, the client has {want[:12]})")
-                raise CodecError(f"Dask worker {worker} cannot use model '{model}': {why}")
+                raise ModelMismatch(f"Dask worker {worker} cannot use model '{model}': {why}")
             self.weights[(model, device)] = want
 
     def _submit(self, fn, job):
@@ -295,12 +295,12 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, torch_
     cluster torch threads are only changed when ``torch_threads`` is given.
     """
     if workers and scheduler:
-        raise CodecError("give --workers or --scheduler, not both")
+        raise BadInput("give --workers or --scheduler, not both")
     try:
         import dask
         from distributed import Client, LocalCluster
     except ImportError:
-        raise CodecError("Dask is not installed: pip install 'code-rsic[dask]' (dask[distributed])") from None
+        raise BadInput("Dask is not installed: pip install 'code-rsic[dask]' (dask[distributed])") from None
     cluster = None
     if scheduler:
         try:
@@ -309,7 +309,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, torch_
             raise CodecError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     else:
         if workers is None or workers < 1:
-            raise CodecError(f"--workers must be at least 1, got {workers}")
+            raise BadInput(f"--workers must be at least 1, got {workers}")
         torch_threads = local_torch_threads(workers, torch_threads)
         env = {name: str(torch_threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         with dask.config.set(LOCAL_WORKER_CONFIG):
@@ -335,7 +335,7 @@ def mapper_for(workers: int | None = None, scheduler: str | None = None, torch_t
                quiet: bool = False, max_in_flight: int | None = None):
     """The mapper the CLI options ask for: in-process (no Dask) unless workers or a scheduler."""
     if not workers and not scheduler:
-        from .codec import serial_map
+        from ..codec.jobs import serial_map
 
         yield serial_map
         return

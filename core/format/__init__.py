@@ -1,0 +1,1 @@
+"""Raster and container formats: tiling, the container and its header, payload framing, normalisation, raster I/O, stitching."""
