@@ -26,6 +26,7 @@ from .options import (
     DEFAULT_DEVICE,
     DEFAULT_ENHANCE_WINDOW,
     DEFAULT_ENHANCER,
+    DEFAULT_FORMAT,
     DEFAULT_MODEL,
     DEFAULT_MODEL_LEVELS,
     DEFAULT_OVERLAP,
@@ -34,6 +35,7 @@ from .options import (
     DEVICES,
     ENHANCED_SUFFIX,
     FIDELITY_RANGE,
+    FORMAT_VERSIONS,
     MIN_QUALITY,
     TILE_MULTIPLE,
     CompressParams,
@@ -90,6 +92,9 @@ def _add_compress_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"pixels shared by neighbouring tiles, blended on decode to hide seams "
                         f"(default {DEFAULT_OVERLAP})")
+    p.add_argument("--format", type=int, choices=FORMAT_VERSIONS, default=DEFAULT_FORMAT,
+                   help=f"container format: 2 decodes bit-exactly on any machine, 1 only where the encoder's "
+                        f"float kernels are reproduced (default {DEFAULT_FORMAT})")
 
 
 def _add_enhance_options(p: argparse.ArgumentParser, in_decompress: bool) -> None:
@@ -204,7 +209,7 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 def compress_params(args) -> CompressParams:
     return CompressParams(model=args.model or DEFAULT_MODEL, quality=args.quality, target_bpp=args.target_bpp,
                           bands=args.bands, tile=args.tile, overlap=args.overlap, device=args.device,
-                          overwrite=args.overwrite).validate()
+                          overwrite=args.overwrite, format=args.format).validate()
 
 
 def enhance_params(args) -> EnhanceParams:
@@ -342,6 +347,10 @@ def cmd_info(args) -> dict:
               f"of {info['source_band_count']}, {info['dtype']}")
         print(f"  size {fmt_bytes(info['file_bytes'])}, {info['bpp']:.4f} bpp, ratio {info['ratio']:.1f}:1")
         print(f"  model {info['model']['name']} (weights {info['model']['sha256'][:12]}), quality {info['quality']:.2f}")
+        portability = (f"portable: decodes bit-exactly on any machine (integer entropy {info['entropy']})"
+                       if info["portable"] else "not portable: float entropy model, decode with the software, "
+                       "device and thread count that encoded it")
+        print(f"  format {info['format']}, {portability}")
         print(f"  tiles {info['tile_rows']} x {info['tile_cols']} of {info['tile']} px, overlap {info['overlap']}")
         crs = (info["crs"] or "none").split("\n")[0][:80]
         print(f"  crs {crs}; transform {info['transform']}; nodata {info['nodata']}")

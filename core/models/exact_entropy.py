@@ -32,6 +32,7 @@ weights file serves both the float (format 1) and the exact (format 2) path.
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from contextlib import contextmanager
 
@@ -56,8 +57,10 @@ class ExactnessError(ValueError):
 @contextmanager
 def _plain_kernels():
     """Integer-valued float64 convolutions through im2col + GEMM only (no Winograd/FFT)."""
-    with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
-        yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's note on TF32, irrelevant to float64
+        with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
+            yield
 
 
 class IntConv:
