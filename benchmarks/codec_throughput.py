@@ -3,7 +3,10 @@
 Builds square uint8 RGB GeoTIFFs of each size from real aerial imagery (mirrored
 mosaics of the given source images, georeferenced in EPSG:32617 at 0.3 m), then runs
 ``compress`` and ``decompress`` of the CLI, each in its own process, and reports
-megapixels per second and the peak resident memory of that process.
+megapixels per second (whole process, start-up included, as a user waits) and the peak
+resident memory of that process. In the same run, the reference: Pillow's AVIF encoder
+(libavif, speed 6, quality 50) on the same pixels; the ratios put ours beside it and
+beside the previous version's numbers (``--baseline``, a JSON this script wrote).
 
     python benchmarks/codec_throughput.py --sizes 2048 4096 8192 \
         --images ../shared/data/val/dubai/*.jpg
@@ -64,6 +67,17 @@ def run(cmd: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
+def avif_encode_seconds(path: Path) -> float:
+    """Pillow's AVIF encoder (speed 6, quality 50) on the raster's pixels, in this process."""
+    import io
+
+    with rasterio.open(path) as ds:
+        img = Image.fromarray(np.ascontiguousarray(ds.read().transpose(1, 2, 0)))
+    t0 = time.perf_counter()
+    img.save(io.BytesIO(), format="AVIF", quality=50, speed=6)
+    return time.perf_counter() - t0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
@@ -74,6 +88,10 @@ def main(argv=None) -> int:
     p.add_argument("--tile", default=None, help="tile size (default: the codec's)")
     p.add_argument("--enhance", action="store_true",
                    help="also time decoding with the Code-RSIC enhancement (about 10x slower)")
+    p.add_argument("--no-avif", action="store_true", help="skip the AVIF reference")
+    p.add_argument("--baseline", nargs="*", default=[str(ROOT / "results/codec_throughput_v1.json"),
+                                                     str(ROOT / "results/enhance_throughput_v1.json")],
+                   help="previous version's results (JSONs of this script, merged per size) for the ratios")
     p.add_argument("--out", help="also write the rows as JSON here")
     args = p.parse_args(argv)
     if not args.images:
@@ -83,6 +101,11 @@ def main(argv=None) -> int:
     head = f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}"
     print(head + (f" {'enh MP/s':>9} {'enh peak MB':>12}" if args.enhance else ""))
     rows = []
+    baseline = {}
+    for name in args.baseline:
+        if Path(name).exists():
+            for r in json.loads(Path(name).read_text())["rows"]:
+                baseline.setdefault(r["size"], {}).update(r)
     with tempfile.TemporaryDirectory() as tmp:
         for size in sorted(args.sizes):
             src = Path(tmp) / f"mosaic_{size}.tif"
@@ -103,6 +126,15 @@ def main(argv=None) -> int:
                 tx, mx = run(decode)
                 row.update(enhanced_decode_mp_s=mp / tx, enhanced_decode_peak_mb=mx)
                 line += f" {mp / tx:>9.2f} {mx:>12.0f}"
+            if not args.no_avif:
+                row["avif_encode_mp_s"] = mp / avif_encode_seconds(src)
+                line += f"  avif {row['avif_encode_mp_s']:.2f} MP/s: enc x{row['encode_mp_s'] / row['avif_encode_mp_s']:.2f}"
+                line += f" dec x{row['decode_mp_s'] / row['avif_encode_mp_s']:.2f}"
+            prev = baseline.get(size)
+            if prev:
+                row["vs_previous"] = {k: row[k] / prev[k] for k in ("encode_mp_s", "decode_mp_s", "enhanced_decode_mp_s")
+                                      if k in row and k in prev}
+                line += "  vs previous " + " ".join(f"{k.split('_')[0]} x{v:.2f}" for k, v in row["vs_previous"].items())
             rows.append(row)
             print(line, flush=True)
             for f in (src, crsic, dec):
