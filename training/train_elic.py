@@ -54,6 +54,8 @@ def setup_args() -> argparse.ArgumentParser:
                    help="with --init: source level k becomes level k + this (gain tables mapped)")
     p.add_argument("--exact-qat", action="store_true",
                    help="train with the entropy path quantised like the bit-exact integer coder")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this much training time; the lr decay then follows the time, not the steps")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--seed", type=int, default=0)
@@ -216,8 +218,10 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(args.seed + step)
     net.train()
     tick = time.time()
-    while step < args.steps:
-        lr = args.lr * (0.1 if step >= args.decay_at * args.steps else 1.0)
+    budget = args.max_minutes * 60 if args.max_minutes else None
+    while step < args.steps and (budget is None or elapsed < budget):
+        progress = elapsed / budget if budget else step / args.steps
+        lr = args.lr * (0.1 if progress >= args.decay_at else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
         x = sampler.batch(args.batch).to(device)
@@ -236,16 +240,17 @@ def main(argv=None) -> int:
         elapsed += now - tick
         tick = now
         if step % args.log_every == 0:
-            rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": float(loss), "mse": float(mse),
-                   "bpp": float(bpp), "aux": float(aux), "lr": lr}
+            rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": loss.item(), "mse": mse.item(),
+                   "bpp": bpp.item(), "aux": aux.item(), "lr": lr}
             log.write(json.dumps(rec) + "\n")
             log.flush()
-        if step % args.ckpt_every == 0 or step == args.steps:
+        last = step == args.steps or (budget is not None and elapsed >= budget)
+        if step % args.ckpt_every == 0 or last:
             tmp = out_dir / "last.pt.tmp"
             torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
                         "step": step, "elapsed": elapsed, "model_name": spec.name}, tmp)
             tmp.replace(ckpt_path)
-        if val_crops and (step % args.val_every == 0 or step == args.steps):
+        if val_crops and (step % args.val_every == 0 or last):
             res = validate(net, val_crops, spec.levels, device)
             log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "val": res}) + "\n")
             log.flush()
