@@ -380,6 +380,8 @@ def validate_decompress(p: DecompressParams) -> list[str]:
     errors = check_container(p.container)
     if p.extent_only and (p.extent is None or p.extent.isEmpty()):
         errors.append("The map extent is empty")
+    if p.aoi is not None and not p.aoi.strip():
+        errors.append("Select the polygons of the area to decode first")
     errors += decompress_problems(p)
     errors += check_output(p.output, "decoded GeoTIFF", p.overwrite, {"container": p.container})
     return errors
@@ -389,10 +391,11 @@ class DecompressDialog(_ValidatingDialog):
     def __init__(self, parent=None, container: str = "", model: str = "", extent: QgsRectangle | None = None,
                  extent_crs: str = "",
                  extent_only: bool = False, worker_problem: str | None = None,
-                 enhance_available: bool | None = None):
+                 enhance_available: bool | None = None, aoi: str | None = None, aoi_label: str = ""):
         super().__init__(parent)
-        self.setWindowTitle("Decode current map extent" if extent_only else
-                            f"Decompress {options.CONTAINER_SUFFIX} file")
+        self.setWindowTitle("Decode selected area" if aoi is not None else "Decode current map extent"
+                            if extent_only else f"Decompress {options.CONTAINER_SUFFIX} file")
+        self.aoi, self.aoi_label = aoi, aoi_label
         self.extent, self.extent_crs = extent, extent_crs
         self.worker_problem = worker_problem
         self.enhance_available = enhance_available
@@ -410,10 +413,15 @@ class DecompressDialog(_ValidatingDialog):
         group = QButtonGroup(self)
         group.addButton(self.whole)
         group.addButton(self.in_extent)
-        (self.in_extent if extent_only else self.whole).setChecked(True)
+        self.in_area = QRadioButton(f"Only the selected area ({aoi_label or 'no polygons selected'}: decodes just "
+                                    "the tiles under it, nodata outside)", self)
+        group.addButton(self.in_area)
+        (self.in_area if aoi is not None else self.in_extent if extent_only else self.whole).setChecked(True)
         self.in_extent.setEnabled(extent is not None)
+        self.in_area.setEnabled(aoi is not None)
         form.addRow(self.whole)
         form.addRow(self.in_extent)
+        form.addRow(self.in_area)
         self.output = QgsFileWidget(self)
         self.output.setStorageMode(QgsFileWidget.SaveFile)
         self.output.setFilter("GeoTIFF (*.tif *.tiff)")
@@ -439,7 +447,8 @@ class DecompressDialog(_ValidatingDialog):
         for signal in (self.whole.toggled, self.enhance.currentIndexChanged, self.fidelity.valueChanged,
                        self.model.currentTextChanged, self.device.currentTextChanged, self.overwrite.toggled):
             signal.connect(self.refresh)
-        self.whole.toggled.connect(lambda *_: self._container_changed(self.container.filePath()))
+        for radio in (self.whole, self.in_area):
+            radio.toggled.connect(lambda *_: self._container_changed(self.container.filePath()))
         self.enhance.currentIndexChanged.connect(
             lambda *_: self.fidelity.setEnabled(_enhance_value(self.enhance) is not False))
         if container:
@@ -449,7 +458,7 @@ class DecompressDialog(_ValidatingDialog):
     def _container_changed(self, path: str) -> None:
         if path and not self._output_touched:
             self.output.blockSignals(True)
-            self.output.setFilePath(default_decoded_path(path, self.in_extent.isChecked()))
+            self.output.setFilePath(default_decoded_path(path, self.in_extent.isChecked(), self.in_area.isChecked()))
             self.output.blockSignals(False)
         self.refresh()
 
@@ -462,6 +471,8 @@ class DecompressDialog(_ValidatingDialog):
             container=self.container.filePath().strip(),
             output=self.output.filePath().strip(),
             extent_only=self.in_extent.isChecked(),
+            aoi=self.aoi if self.in_area.isChecked() else None,
+            aoi_label=self.aoi_label if self.in_area.isChecked() else "",
             extent=self.extent,
             extent_crs=self.extent_crs,
             model=_model_text(self.model),
@@ -487,9 +498,10 @@ class DecompressDialog(_ValidatingDialog):
 class SettingsDialog(QDialog):
     """Where the worker Python is, and how it runs."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, on_setup=None):
         super().__init__(parent)
         self.setWindowTitle("Code-RSIC settings")
+        self.on_setup = on_setup
         st = PluginSettings.load()
         layout = QVBoxLayout(self)
         form = QFormLayout()
@@ -517,6 +529,12 @@ class SettingsDialog(QDialog):
         form.addRow("Worker CPU threads", self.threads)
         self.device = _device_box(self, st.device)
         form.addRow("Default device", self.device)
+        setup = QPushButton("Set up worker environment…", self)
+        setup.setToolTip("Create a Python environment with PyTorch and Code-RSIC and make it the worker "
+                         "(the current setting stays until the new one works)")
+        setup.clicked.connect(self._setup)
+        setup.setEnabled(on_setup is not None)
+        layout.addWidget(setup)
         test = QPushButton("Test worker", self)
         self.status = QLabel(self)
         self.status.setWordWrap(True)
@@ -528,6 +546,11 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+
+    def _setup(self) -> None:
+        """Close these settings unsaved (the set-up writes the worker Python when it succeeds)."""
+        self.reject()
+        self.on_setup()
 
     def settings(self) -> PluginSettings:
         return PluginSettings(self.python.filePath().strip(), self.source.filePath().strip(),

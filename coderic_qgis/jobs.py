@@ -173,14 +173,34 @@ def check_container(path: str) -> list[str]:
     return []
 
 
-def default_decoded_path(container: str, extent_only: bool) -> str:
+def default_decoded_path(container: str, extent_only: bool, area: bool = False) -> str:
     base = Path(container).with_suffix("")
-    if not extent_only:
+    if not extent_only and not area:
         return f"{base}{options.DECODED_SUFFIX}"
-    n = 1
-    while Path(f"{base}.extent-{n}.tif").exists():
+    kind, n = ("area" if area else "extent"), 1
+    while Path(f"{base}.{kind}-{n}.tif").exists():
         n += 1
-    return f"{base}.extent-{n}.tif"
+    return f"{base}.{kind}-{n}.tif"
+
+
+# ---------------------------------------------------------------- before/after comparisons
+
+def diff_job(original: str, decoded: str, output: str, bands: list[int] | None = None,
+             overwrite: bool = False) -> dict:
+    """Per-pixel |original - decoded| (mean over the bands) as a GeoTIFF; ``bands``: the
+    original's bands the decoded raster holds, in order."""
+    return {"action": "diff", "input": original, "other": decoded, "output": output, "bands": bands,
+            "overwrite": overwrite}
+
+
+def quality_map_job(container: str, source: str, decoded: str, output: str, overwrite: bool = False) -> dict:
+    """Per-tile footprints with bytes, bpp, PSNR (and LPIPS where set up) as GeoPackage / GeoJSON."""
+    return {"action": "quality_map", "input": container, "source": source, "decoded": decoded, "output": output,
+            "overwrite": overwrite}
+
+
+def tiles_job(container: str, output: str, overwrite: bool = False) -> dict:
+    return {"action": "tiles", "input": container, "output": output, "overwrite": overwrite}
 
 
 # ---------------------------------------------------------------- compress
@@ -240,6 +260,7 @@ class DecompressParams(options.DecompressParams):
     extent_only: bool = False
     extent: object = None  # a QgsRectangle (xMinimum() ... yMaximum()) in extent_crs
     extent_crs: str = ""  # authid or WKT of the extent's CRS
+    aoi_label: str = ""  # what the area of interest (``aoi``, GeoJSON text) is, for messages
 
     def codec_params(self) -> options.DecompressParams:
         return options.DecompressParams(**contract_fields(options.DecompressParams, self))

@@ -25,6 +25,7 @@ from ._contract import options
 GROUP_NAME = "Code-RSIC before/after"
 PROP_CONTAINER = "coderic/container"
 PROP_ROLE = "coderic/role"
+PROP_BANDS = "coderic/bands"  # the original's bands a decoded layer holds, in order ("1,2,3")
 PROP_MODEL = "coderic/model"  # weights file the container was made with, when not the default
 # QGIS's data types by numpy name, with how a dialog calls them; the codec's are core's SUPPORTED_DTYPES.
 _QGIS_TYPES = {"uint8": (Qgis.DataType.Byte, "8-bit unsigned"), "uint16": (Qgis.DataType.UInt16, "16-bit unsigned"),
@@ -151,6 +152,8 @@ def add_decoded_layer(path: str, name: str, *, original: QgsRasterLayer | None =
         copy_style(style_source, layer, None if style_from is not None else bands)
     if container:
         layer.setCustomProperty(PROP_CONTAINER, str(Path(container).resolve()))
+    if bands:
+        layer.setCustomProperty(PROP_BANDS, ",".join(map(str, bands)))
     layer.setCustomProperty(PROP_ROLE, "decoded")
     root = QgsProject.instance().layerTreeRoot()
     if original is None or root.findLayer(original.id()) is None:  # nothing to compare with

@@ -10,9 +10,19 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from ._contract import options
+from .compare import (
+    Pair,
+    add_difference_layer,
+    add_quality_layer,
+    find_pair,
+    selected_area,
+    selection_layer,
+    unique_path,
+)
 from .dialogs import CompressDialog, DecompressDialog, SettingsDialog
-from .jobs import CompressParams, DecompressParams, add_extras
+from .jobs import CompressParams, DecompressParams, add_extras, diff_job, quality_map_job
 from .layers import (
+    PROP_BANDS,
     PROP_CONTAINER,
     PROP_MODEL,
     add_decoded_layer,
@@ -36,7 +46,9 @@ class CodeRsicPlugin:
         self.actions: list[QAction] = []
         self.toolbar = None
         self.provider = None
-        self.tasks: set[CodecTask] = set()
+        self.tasks: set = set()  # CodecTask and SetupTask
+        self.swipe_tool = None
+        self.setup_log = None  # the set-up's log window
         self._pings: dict[WorkerCommand, dict] = {}
         self.last_message: tuple[str, str] | None = None  # (level, text), handy for tests and logs
         self.last_task: CodecTask | None = None
@@ -61,6 +73,18 @@ class CodeRsicPlugin:
                                                   "Decode a Code-RSIC container to a GeoTIFF")
         self.extent_action = self._add_action(icon, "Decode current map extent", self.show_extent_dialog,
                                               "Decode only the tiles of a container that lie in the map view")
+        self.area_action = self._add_action(icon, "Decode selected area", self.show_area_dialog,
+                                            "Decode only the tiles under the selected polygons of a polygon layer")
+        self.swipe_action = self._add_action(icon, "Swipe before/after", self.toggle_swipe,
+                                             "Drag a divider across the map: decoded on the left, original on the "
+                                             "right", toolbar=True)
+        self.swipe_action.setCheckable(True)
+        self.diff_action = self._add_action(icon, "Difference layer (before/after)", self.show_difference,
+                                            "Per-pixel |original - decoded| as a raster with a colour ramp")
+        self.quality_action = self._add_action(icon, "Tile quality layer (before/after)", self.show_quality,
+                                               "One polygon per coded tile with bytes, bpp and PSNR, graduated")
+        self.setup_action = self._add_action(QIcon(), "Set up worker environment…", self.show_setup,
+                                             "Create a Python environment with PyTorch and Code-RSIC for the worker")
         self.settings_action = self._add_action(QIcon(), "Settings…", self.show_settings,
                                                 "Worker Python and threads")
         for action in self.actions:
@@ -80,6 +104,10 @@ class CodeRsicPlugin:
         return action
 
     def unload(self):
+        canvas = self.iface.mapCanvas()
+        if self.swipe_tool is not None and canvas.mapTool() is self.swipe_tool:
+            canvas.unsetMapTool(self.swipe_tool)
+        self.swipe_tool = None
         for task in list(self.tasks):
             task.on_finished = None
             task.cancel()
@@ -250,7 +278,8 @@ class CodeRsicPlugin:
             self._message("critical", f"Decoding {stem} failed: {task.error}")
             return
         res = task.result
-        label = f"{stem} {'map extent ' if params.extent_only else ''}(Code-RSIC decoded)"
+        part = "map extent " if params.extent_only else "area " if params.aoi is not None else ""
+        label = f"{stem} {part}(Code-RSIC decoded)"
         original = find_layer_by_file_name(res.get("source_name") or "")
         sibling = find_layer_by_container(params.container)
         try:
@@ -269,12 +298,159 @@ class CodeRsicPlugin:
             layer.setCustomProperty(PROP_MODEL, params.model)
         self._show_group(group)
         task.decoded_layer = layer
-        tiles = f"{res.get('tiles')} tile(s), " if params.extent_only else ""
+        tiles = f"{res.get('tiles')} tile(s), " if params.extent_only or params.aoi is not None else ""
         self._message("success", tiles + summary_text(res, f"{Path(params.container).name} -> {Path(res['output']).name}"))
+
+    def show_area_dialog(self, checked=False):
+        """Decode the tiles under the selected polygons (the active polygon layer's, else any layer's)."""
+        layer = selection_layer(self.iface.activeLayer())
+        if layer is None:
+            self._message("warning", "Select one or more polygons in a polygon layer first (the area to decode)")
+            return
+        aoi, n = selected_area(layer)
+        container, model = self._container_of_active_layer()
+        pair = find_pair(self.iface.activeLayer()) if not container else None
+        if pair is not None:
+            container, model = pair.container, str(pair.decoded.customProperty(PROP_MODEL) or "")
+        _, info, problem = self.worker_status()
+        dlg = DecompressDialog(self.iface.mainWindow(), container=container, model=model, worker_problem=problem,
+                               enhance_available=None if info is None else info.get("enhance"), aoi=aoi,
+                               aoi_label=f"{n} polygon(s) of {layer.name()}")
+        params = dlg.params() if dlg.exec_() else None
+        dlg.deleteLater()
+        if params is not None:
+            self.start_decompress(params)
+
+    # ------------------------------------------------------------ before/after comparisons
+    def _pair(self, what: str, need_original: bool = True) -> Pair | None:
+        pair = find_pair(self.iface.activeLayer())
+        if pair is None:
+            self._message("warning", f"{what} needs a decoded layer: compress a layer or decode a container first, "
+                                     "then select it (or its group)")
+            return None
+        if need_original and (pair.original_path is None or pair.decoded_path is None):
+            self._message("warning", f"{what} needs the original and the decoded layer side by side (local files) "
+                                     "in the Code-RSIC before/after group")
+            return None
+        return pair
+
+    def toggle_swipe(self, checked=False):
+        canvas = self.iface.mapCanvas()
+        if not checked:
+            if canvas.mapTool() is self.swipe_tool:
+                canvas.unsetMapTool(self.swipe_tool)
+            return
+        pair = self._pair("Swipe", need_original=False)
+        if pair is None:
+            self.swipe_action.setChecked(False)
+            return
+        from .swipe import SwipeTool
+
+        self.swipe_tool = SwipeTool(canvas, pair.decoded, pair.original)
+        self.swipe_tool.setAction(self.swipe_action)  # unticked when another map tool takes over
+        canvas.setMapTool(self.swipe_tool)
+
+    def _comparison_task(self, description: str, job: dict, on_done, worker=None) -> CodecTask | None:
+        worker = self._worker_or_message(worker)
+        if worker is None:
+            return None
+        st = PluginSettings.load()
+        task = CodecTask(description, add_extras(job, st.job_extras()), worker, on_finished=on_done)
+        return self._submit(task)
+
+    def show_difference(self, checked=False, worker: WorkerCommand | None = None) -> CodecTask | None:
+        pair = self._pair("The difference layer")
+        if pair is None:
+            return None
+        bands = [int(b) for b in str(pair.decoded.customProperty(PROP_BANDS) or "").split(",") if b]
+        out = unique_path(Path(pair.decoded_path).with_suffix(""), ".diff.tif")
+        job = diff_job(pair.original_path, pair.decoded_path, out, bands or None)
+        return self._comparison_task(f"Code-RSIC: difference of {pair.decoded.name()}", job,
+                                     lambda t: self._difference_done(t, pair), worker)
+
+    def _difference_done(self, task: CodecTask, pair: Pair) -> None:
+        self.tasks.discard(task)
+        if not self._comparison_ok(task, "The difference layer"):
+            return
+        try:
+            task.decoded_layer = add_difference_layer(task.result["output"], pair, task.result)
+        except RuntimeError as exc:
+            self._message("critical", str(exc))
+            return
+        self._show_group(pair.group)
+        mean = task.result.get("mean_abs_diff")
+        self._message("success", f"Difference layer {Path(task.result['output']).name}: mean |difference| "
+                                 f"{'n/a' if mean is None else f'{mean:.2f}'}, max {task.result.get('max_abs_diff')}")
+
+    def show_quality(self, checked=False, worker: WorkerCommand | None = None) -> CodecTask | None:
+        pair = self._pair("The tile quality layer")
+        if pair is None:
+            return None
+        if not Path(pair.container).is_file():
+            self._message("warning", f"The container of {pair.decoded.name()} is gone: {pair.container}")
+            return None
+        out = unique_path(Path(pair.decoded_path).with_suffix(""), ".quality.gpkg")
+        job = quality_map_job(pair.container, pair.original_path, pair.decoded_path, out)
+        return self._comparison_task(f"Code-RSIC: tile quality of {pair.decoded.name()}", job,
+                                     lambda t: self._quality_done(t, pair), worker)
+
+    def _quality_done(self, task: CodecTask, pair: Pair) -> None:
+        self.tasks.discard(task)
+        if not self._comparison_ok(task, "The tile quality layer"):
+            return
+        res = task.result
+        try:
+            task.decoded_layer = add_quality_layer(res["output"], pair)
+        except RuntimeError as exc:
+            self._message("critical", str(exc))
+            return
+        self._show_group(pair.group)
+        lpips = "" if "lpips" in res.get("metrics", []) else " (no LPIPS: its weights are not set up)"
+        psnr = (f"PSNR {res['psnr_min']:.1f} to {res['psnr_max']:.1f} dB" if res.get("psnr_min") is not None
+                else "no PSNR")
+        self._message("success", f"Tile quality of {res.get('tiles')} tiles: {psnr}{lpips}")
+
+    def _comparison_ok(self, task: CodecTask, what: str) -> bool:
+        if task.was_canceled:
+            self._message("info", f"{what} was canceled; no files were written")
+            return False
+        if not task.succeeded:
+            self._message("critical", f"{what} failed: {task.error}")
+            return False
+        return True
 
     # ------------------------------------------------------------ settings
     def show_settings(self, checked=False):
-        dlg = SettingsDialog(self.iface.mainWindow())
+        dlg = SettingsDialog(self.iface.mainWindow(), on_setup=self.show_setup)
         if dlg.exec_():
             self._pings.clear()
         dlg.deleteLater()
+
+    def show_setup(self, checked=False):
+        from .setup_task import SetupDialog
+
+        dlg = SetupDialog(self.iface.mainWindow())
+        plan = dlg.plan if dlg.exec_() else None
+        dlg.deleteLater()
+        if plan is not None:
+            self.start_setup(plan)
+
+    def start_setup(self, plan):
+        """Run a set-up plan as a background task, its log in a window; ends with Test worker."""
+        from .setup_task import SetupLogDialog, SetupTask
+
+        task = SetupTask(plan, on_finished=self._setup_done)
+        self.last_task = task
+        self.tasks.add(task)
+        self.setup_log = SetupLogDialog(task, self.iface.mainWindow())
+        self.setup_log.show()
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _setup_done(self, task) -> None:
+        self.tasks.discard(task)
+        self._pings.clear()
+        if self.setup_log is not None and self.setup_log.task is task:
+            self.setup_log.refresh()  # the result, at once
+        level = "success" if task.succeeded else "info" if task.was_canceled else "critical"
+        self._message(level, task.result_text())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -19,12 +20,14 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
     QgsProcessingProvider,
 )
 from qgis.PyQt.QtGui import QIcon
@@ -38,10 +41,13 @@ from .jobs import (
     check_container,
     compress_problems,
     decompress_problems,
+    diff_job,
     enhance_job,
     enhancement,
+    quality_map_job,
     sentence,
 )
+from .compare import features_geojson
 from .layers import SUPPORTED_TYPES, crs_text, dtype_text, layer_file_path
 from .settings import PluginSettings, current_worker
 from .worker_client import WorkerCanceled, WorkerError, WorkerProcess
@@ -289,6 +295,123 @@ class EnhanceAlgorithm(_RasterOutputAlgorithm):
         return {"OUTPUT": output}
 
 
+class DecodeAreaAlgorithm(DecompressAlgorithm):
+    def name(self):
+        return "decompress_area"
+
+    def displayName(self):  # noqa: N802 - QGIS name
+        return f"Decode area of interest from {options.CONTAINER_SUFFIX} (Code-RSIC)"
+
+    def shortHelpString(self):  # noqa: N802 - QGIS name
+        return ("Decodes only the tiles of a Code-RSIC container that intersect the polygons of a layer (tick "
+                "'Selected features only' for a selection), in any CRS. Pixels outside the polygons are nodata "
+                "(or masked); inside they equal a full decode. Georeferencing is kept.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS name
+        self.addParameter(QgsProcessingParameterFile("INPUT", "Compressed file",
+                                                     extension=options.CONTAINER_SUFFIX.lstrip(".")))
+        self.addParameter(QgsProcessingParameterFeatureSource("AREA", "Area of interest (polygons)",
+                                                              [QgsProcessing.TypeVectorPolygon]))
+        self._add_enhance_params(True)
+        self.addParameter(QgsProcessingParameterString("MODEL", "Model (default: the one the file was made with)",
+                                                       "", optional=True))
+        self.addParameter(_device_param())
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Decoded area"))
+        self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles decoded"))
+
+    def _params(self, parameters, context) -> DecompressParams:
+        params = super()._params(parameters, context)
+        source = self.parameterAsSource(parameters, "AREA", context)
+        if source is not None:
+            params.aoi = features_geojson(source.getFeatures(), source.sourceCrs())
+        return params
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS name
+        ok, msg = super().checkParameterValues(parameters, context)
+        if ok and '"geometry"' not in (self._params(parameters, context).aoi or ""):
+            return False, "The area of interest has no polygons"
+        return ok, msg
+
+
+class DifferenceAlgorithm(_WorkerAlgorithm):
+    def name(self):
+        return "difference"
+
+    def displayName(self):  # noqa: N802 - QGIS name
+        return "Difference raster (Code-RSIC before/after)"
+
+    def group(self):
+        return "Before/after"
+
+    def groupId(self):  # noqa: N802 - QGIS name
+        return "beforeafter"
+
+    def shortHelpString(self):  # noqa: N802 - QGIS name
+        return ("Per-pixel absolute difference of two rasters on the same pixel grid (the decoded one may be a "
+                "window of the original), averaged over the compared bands, as a georeferenced float32 GeoTIFF "
+                "(nodata where either raster has none). Computed window by window.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS name
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Original raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer("OTHER", "Decoded raster"))
+        self.addParameter(QgsProcessingParameterBand("BANDS", "Bands of the original the decoded raster holds "
+                                                     "(default: all, or the RGB / first three)", None, "INPUT",
+                                                     optional=True, allowMultiple=True))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Difference"))
+        self.addOutput(QgsProcessingOutputNumber("MEAN_ABS_DIFF", "Mean absolute difference"))
+        self.addOutput(QgsProcessingOutputNumber("MAX_ABS_DIFF", "Largest absolute difference"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS name
+        paths = [layer_file_path(self.parameterAsRasterLayer(parameters, key, context)) for key in ("INPUT", "OTHER")]
+        if not all(paths):
+            raise QgsProcessingException("both rasters must be local raster files")
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        bands = self.parameterAsInts(parameters, "BANDS", context) or None
+        res = self.run_job(diff_job(paths[0], paths[1], output, bands, overwrite=True), feedback)
+        return {"OUTPUT": output, "MEAN_ABS_DIFF": res.get("mean_abs_diff"), "MAX_ABS_DIFF": res.get("max_abs_diff")}
+
+
+class QualityMapAlgorithm(DifferenceAlgorithm):
+    def name(self):
+        return "quality_map"
+
+    def displayName(self):  # noqa: N802 - QGIS name
+        return "Tile quality map (Code-RSIC before/after)"
+
+    def shortHelpString(self):  # noqa: N802 - QGIS name
+        return ("One polygon per coded tile of a container (its footprint in the raster's CRS) with its bytes, "
+                "bits per pixel and the PSNR of the decoded raster against the original over the footprint, and "
+                "LPIPS where the worker's metric weights are set up. GeoPackage or GeoJSON.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS name
+        self.addParameter(QgsProcessingParameterFile("CONTAINER", "Compressed file",
+                                                     extension=options.CONTAINER_SUFFIX.lstrip(".")))
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Original raster (the one compressed)"))
+        self.addParameter(QgsProcessingParameterRasterLayer("OTHER", "Decoded raster (all of it or a window)"))
+        self.addParameter(QgsProcessingParameterVectorDestination("OUTPUT", "Tile quality",
+                                                                  QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputNumber("PSNR_MIN", "Lowest tile PSNR (dB)"))
+        self.addOutput(QgsProcessingOutputNumber("PSNR_MAX", "Highest tile PSNR (dB)"))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS name
+        ok, msg = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, msg
+        problems = check_container(self.parameterAsFile(parameters, "CONTAINER", context))
+        return (False, problems[0]) if problems else (True, "")
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS name
+        paths = [layer_file_path(self.parameterAsRasterLayer(parameters, key, context)) for key in ("INPUT", "OTHER")]
+        if not all(paths):
+            raise QgsProcessingException("both rasters must be local raster files")
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        container = self.parameterAsFile(parameters, "CONTAINER", context)
+        res = self.run_job(quality_map_job(container, paths[0], paths[1], output, overwrite=True), feedback)
+        for name, why in (res.get("missing") or {}).items():
+            feedback.pushInfo(f"no {name}: {why}")
+        return {"OUTPUT": output, "PSNR_MIN": res.get("psnr_min"), "PSNR_MAX": res.get("psnr_max")}
+
+
 class CodeRsicProvider(QgsProcessingProvider):
     def id(self):
         return "coderic"
@@ -303,8 +426,15 @@ class CodeRsicProvider(QgsProcessingProvider):
         return QIcon(str(ICON))
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS name
-        for alg in (CompressAlgorithm(), DecompressAlgorithm(), EnhanceAlgorithm()):
+        for alg in (CompressAlgorithm(), DecompressAlgorithm(), EnhanceAlgorithm(), DecodeAreaAlgorithm(),
+                    DifferenceAlgorithm(), QualityMapAlgorithm()):
             self.addAlgorithm(alg)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802 - QGIS name
         return ["tif"]
+
+    def supportedOutputVectorLayerExtensions(self):  # noqa: N802 - QGIS name
+        return ["gpkg", "geojson"]
+
+    def defaultVectorFileExtension(self, hasGeometry=True):  # noqa: N802 - QGIS name
+        return "gpkg"

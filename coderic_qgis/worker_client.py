@@ -27,8 +27,8 @@ ENV_PYTHON = "CODERSIC_PYTHON"
 # QGIS's GDAL/PROJ data with the rasterio wheel's own.
 _SCRUB = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONNOUSERSITE",
           "GDAL_DATA", "GDAL_DRIVER_PATH", "PROJ_LIB", "PROJ_DATA", "VIRTUAL_ENV")
-SETUP_HINT = ("set the worker Python in Raster > Code-RSIC > Settings (a Python where "
-              "'pip install code-rsic' was run; see docs/qgis.md)")
+SETUP_HINT = ("use Raster > Code-RSIC > Set up worker environment…, or set the worker Python in Raster > "
+              "Code-RSIC > Settings (a Python where 'pip install code-rsic' was run; see docs/qgis.md)")
 
 
 class WorkerError(Exception):

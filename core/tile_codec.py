@@ -4,8 +4,10 @@
     python -m core.tile_codec big.crsic          # -> big.decoded.tif
     python -m core.tile_codec compress big.tif --quality 2 --tile 512 --overlap 32
     python -m core.tile_codec decompress big.crsic --bbox 500000 4100000 501000 4101000
-    python -m core.tile_codec info big.crsic
-    python -m core.tile_codec roundtrip big.tif  # compress + decode + PSNR
+    python -m core.tile_codec decompress big.crsic --aoi fields.geojson   # only the tiles under the polygons
+    python -m core.tile_codec info big.crsic --tiles tiles.gpkg            # tile footprints with bytes, bpp
+    python -m core.tile_codec roundtrip big.tif --quality-map q.gpkg       # compress + decode + PSNR per tile
+    python -m core.tile_codec diff big.tif big.decoded.tif -o diff.tif     # per-pixel |difference|
     python -m core.tile_codec compress big.tif --workers 4          # tiles on 4 Dask worker processes
     python -m core.tile_codec batch compress scenes/ -o out/ --scheduler tcp://head:8786  # see docs/dask.md
 """
@@ -44,7 +46,7 @@ from .options import (
 )
 from .scale.batch import fmt_bytes
 
-SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip", "enhance", "batch")
+SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip", "enhance", "diff", "batch")
 EXIT_INTERRUPTED = 130
 
 
@@ -171,6 +173,10 @@ def setup_args() -> argparse.ArgumentParser:
                    help="decode only this pixel window (only the tiles it touches are read)")
     d.add_argument("--bbox", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
                    help="decode only this bounding box, in the raster's CRS")
+    d.add_argument("--aoi", metavar="AREA", help="decode only the tiles under these polygons (GeoJSON or WKT "
+                   "file, any CRS); pixels outside them are nodata, or masked")
+    d.add_argument("--aoi-crs", metavar="CRS", help="CRS of --aoi when its file names none (default: EPSG:4326 "
+                   "for GeoJSON, the raster's for WKT)")
     d.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
     _add_enhance_options(d, in_decompress=True)
     _add_runtime(d)
@@ -179,12 +185,27 @@ def setup_args() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help=f"describe a {CONTAINER_SUFFIX} container")
     i.add_argument("input", help=f"{CONTAINER_SUFFIX} container")
     i.add_argument("--json", action="store_true", help="print the header as JSON")
+    i.add_argument("--tiles", metavar="MAP", help="write the tiles' footprints with bytes and bpp (.geojson/.gpkg)")
+    i.add_argument("--overwrite", action="store_true", help="replace the --tiles file if it exists")
 
     r = sub.add_parser("roundtrip", help="compress, decode and report bpp and PSNR against the input")
     r.add_argument("input", help="raster to test")
     r.add_argument("-o", "--output", help="keep the decoded GeoTIFF here (default: a temporary file)")
+    r.add_argument("--quality-map", metavar="MAP", help="write each tile's footprint with bytes, bpp, PSNR (and "
+                   "LPIPS once the metric weights are set up) as .gpkg or .geojson")
     _add_compress_options(r)
     _add_runtime(r)
+
+    f = sub.add_parser("diff", help="per-pixel absolute difference of two rasters (mean over the bands), as a "
+                                    "georeferenced float32 GeoTIFF")
+    f.add_argument("input", help="the first raster, e.g. the original")
+    f.add_argument("other", help="the second raster on the same pixel grid (may be a window of the first)")
+    f.add_argument("-o", "--output", help="GeoTIFF path (default: OTHER with .diff.tif suffix)")
+    f.add_argument("--bands", type=_bands, default=None,
+                   help="bands of INPUT compared with OTHER's (default: all, or the RGB / first three)")
+    f.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
     e = sub.add_parser("enhance", help="enhance any decoded raster (e.g. a JPEG-compressed GeoTIFF), keeping "
                                        "its georeferencing")
@@ -222,7 +243,8 @@ def decompress_params(args) -> DecompressParams:
     window, bbox = getattr(args, "window", None), getattr(args, "bbox", None)
     enhance = True if args.enhance else (False if args.no_enhance else "auto")
     return DecompressParams(model=args.model, device=args.device, window=tuple(window) if window else None,
-                            bbox=tuple(bbox) if bbox else None, overwrite=args.overwrite, cog=args.cog,
+                            bbox=tuple(bbox) if bbox else None, aoi=getattr(args, "aoi", None),
+                            aoi_crs=getattr(args, "aoi_crs", None), overwrite=args.overwrite, cog=args.cog,
                             enhance=enhance,
                             enhancement=EnhanceParams(fidelity=args.fidelity, enhancer=args.enhancer,
                                                       window=args.enhance_window)).validate()
@@ -342,6 +364,10 @@ def cmd_info(args) -> dict:
     from .codec.decompress import container_info
 
     info = container_info(args.input)
+    if args.tiles:
+        from .codec.tile_map import write_tile_map
+
+        info["tile_map"] = write_tile_map(args.input, args.tiles, args.overwrite)
     if not args.json:
         print(f"{args.input}: {info['width']} x {info['height']} px, {len(info['bands'])} band(s) {info['bands']} "
               f"of {info['source_band_count']}, {info['dtype']}")
@@ -354,6 +380,8 @@ def cmd_info(args) -> dict:
         print(f"  tiles {info['tile_rows']} x {info['tile_cols']} of {info['tile']} px, overlap {info['overlap']}")
         crs = (info["crs"] or "none").split("\n")[0][:80]
         print(f"  crs {crs}; transform {info['transform']}; nodata {info['nodata']}")
+        if args.tiles:
+            print(f"  tile map: {args.tiles} ({info['tile_map']['tiles']} footprints)")
     return info
 
 
@@ -365,8 +393,14 @@ def cmd_roundtrip(args) -> dict:
     from .format.quality import raster_psnr
 
     params = compress_params(args)
-    if args.output:
-        check_output(args.output, args.overwrite)  # before the long part
+    for out in filter(None, (args.output, args.quality_map)):
+        check_output(out, args.overwrite)  # before the long part
+    if args.quality_map:
+        from .evaluation.tile_metrics import tile_metrics
+        from .format.vector import vector_format
+
+        vector_format(args.quality_map)
+        metrics, missing = tile_metrics()
     with tempfile.TemporaryDirectory() as tmp:
         container = Path(tmp) / (Path(args.input).stem + CONTAINER_SUFFIX)
         c = compress_raster(args.input, container, params, progress=_progress(args, "compress"))
@@ -374,11 +408,32 @@ def cmd_roundtrip(args) -> dict:
         d = decompress_raster(container, decoded, model=args.model, device=args.device, overwrite=args.overwrite,
                               progress=_progress(args, "decode"))
         psnr = raster_psnr(args.input, decoded, bands=args.bands)
+        if args.quality_map:
+            from .codec.tile_map import write_quality_map
+
+            q = write_quality_map(container, args.input, decoded, args.quality_map, metrics, args.overwrite,
+                                  _progress(args, "quality map"))
     res = {"bytes": c["bytes"], "bpp": c["bpp"], "ratio": c["ratio"], "quality": c["quality"], "psnr": psnr,
            "encode_seconds": c["seconds"], "decode_seconds": d["seconds"]}
+    if args.quality_map:
+        res["quality_map"] = dict(q, missing=missing)
     if not args.json:
         print(f"{args.input}: {c['bpp']:.4f} bpp, ratio {c['ratio']:.1f}:1, PSNR {psnr:.2f} dB, "
               f"encode {c['seconds']:.1f} s, decode {d['seconds']:.1f} s")
+        if args.quality_map:
+            print(f"quality map: {args.quality_map} ({', '.join(q['metrics'])} per tile; PSNR {q['psnr_min']:.2f} "
+                  f"to {q['psnr_max']:.2f} dB)" + "".join(f"; {why}" for why in missing.values()))
+    return res
+
+
+def cmd_diff(args) -> dict:
+    from .format.difference import difference_raster
+
+    out = args.output or _default_output(args.other, ".diff.tif")
+    res = difference_raster(args.input, args.other, out, args.bands, args.overwrite, _progress(args, "diff", "block"))
+    if not args.json:
+        mean = "no valid pixels" if res["mean_abs_diff"] is None else f"mean |diff| {res['mean_abs_diff']:.3f}"
+        print(f"{args.other} vs {args.input} -> {out}: {mean}, max {res['max_abs_diff']}")
     return res
 
 
@@ -407,7 +462,7 @@ def cmd_batch(args) -> dict:
 
 
 COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "roundtrip": cmd_roundtrip,
-            "enhance": cmd_enhance, "batch": cmd_batch}
+            "enhance": cmd_enhance, "diff": cmd_diff, "batch": cmd_batch}
 
 
 def main(argv: list[str] | None = None) -> int:

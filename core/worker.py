@@ -12,8 +12,12 @@ output carries one JSON object per line, and nothing else:
     {"type": "canceled"}                         after SIGTERM / SIGINT (exit status 130)
 
 Actions: ``ping``, ``info``, ``compress`` (optionally decoding the result again with
-``decode_to`` and measuring PSNR), ``decompress`` (optionally a ``window`` or a ``bbox``
-in ``bbox_crs``), ``enhance`` and ``psnr``. Decoding enhances the pixels when the job's
+``decode_to`` and measuring PSNR), ``decompress`` (optionally a ``window``, a ``bbox``
+in ``bbox_crs`` or an area of interest ``aoi``: GeoJSON or WKT, a file or the text, in
+its own CRS or ``aoi_crs``), ``enhance``, ``psnr``, and the before/after comparisons:
+``diff`` (``input`` vs ``other`` -> a difference GeoTIFF), ``tiles`` (a container's tile
+footprints with bytes and bpp) and ``quality_map`` (the same with each tile's PSNR, and
+LPIPS where the metric weights are set up, of ``decoded`` against ``source``). Decoding enhances the pixels when the job's
 ``enhance`` is true, or, with ``"auto"``, at the qualities the enhancer serves (the CLI's
 default); false or absent decodes plainly. Decoding goes through
 ``core.enhance.decompress_enhanced``, like the CLI and batch, with every output option
@@ -39,7 +43,7 @@ from . import __version__
 from .errors import BadInput, CodecError, WeightsUnavailable, report
 from .options import DEFAULT_DEVICE, CompressParams, DecompressParams, EnhanceParams
 
-ACTIONS = ("ping", "info", "compress", "decompress", "enhance", "psnr")
+ACTIONS = ("ping", "info", "compress", "decompress", "enhance", "psnr", "diff", "tiles", "quality_map")
 EXIT_CANCELED = 130
 
 _OUT_LOCK = threading.Lock()
@@ -284,7 +288,8 @@ def do_compress(job: dict) -> dict:
     decoded = job.get("decode_to")
     steps = Steps(["compress"] + (_decode_steps(job) + ["psnr"] if decoded else []))
     params = compress_params(job)
-    decode_params = decompress_params(job, model=params.model, window=None, bbox=None) if decoded else None
+    decode_params = (decompress_params(job, model=params.model, window=None, bbox=None, aoi=None)
+                     if decoded else None)
     _set_threads(job)
     if decoded:
         check_output(decoded, params.overwrite)  # before the long part
@@ -332,8 +337,36 @@ def do_enhance(job: dict) -> dict:
     return result
 
 
+def do_diff(job: dict) -> dict:
+    from .format.difference import difference_raster
+
+    return difference_raster(_need(job, "input"), _need(job, "other"), _need(job, "output"),
+                             bands=_value(job, "bands"), overwrite=bool(job.get("overwrite")),
+                             progress=Steps(["diff"]).callback("diff"))
+
+
+def do_tiles(job: dict) -> dict:
+    from .codec.tile_map import write_tile_map
+
+    return write_tile_map(_need(job, "input"), _need(job, "output"), overwrite=bool(job.get("overwrite")))
+
+
+def do_quality_map(job: dict) -> dict:
+    """Per-tile PSNR (and LPIPS, unless the job says ``"lpips": false`` or its weights are not set up)."""
+    from .codec.tile_map import write_quality_map
+    from .evaluation.tile_metrics import tile_metrics
+
+    metrics, missing = tile_metrics() if job.get("lpips", True) else ({}, {})
+    _set_threads(job)
+    result = write_quality_map(_need(job, "input"), _need(job, "source"), _need(job, "decoded"),
+                               _need(job, "output"), metrics, overwrite=bool(job.get("overwrite")),
+                               progress=Steps(["quality"]).callback("quality"))
+    return dict(result, missing=missing)
+
+
 HANDLERS = {"ping": do_ping, "info": do_info, "compress": do_compress, "decompress": do_decompress,
-            "enhance": do_enhance, "psnr": do_psnr}
+            "enhance": do_enhance, "psnr": do_psnr, "diff": do_diff, "tiles": do_tiles,
+            "quality_map": do_quality_map}
 
 
 # ---------------------------------------------------------------- process plumbing

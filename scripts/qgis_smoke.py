@@ -2,18 +2,26 @@
 
 Loads a raster, clicks Raster > Code-RSIC > "Compress layer with Code-RSIC", fills in the
 dialog (screenshot), presses OK, waits for the background task, then screenshots the
-main window with the before/after group and the message bar, writes a JSON report and
-quits. Environment: SMOKE_RASTER, SMOKE_MODEL, SMOKE_OUT (folder for screenshots/report).
+main window with the before/after group and the message bar. Then the before/after
+tools: the swipe (divider dragged to the middle), the difference layer, the tile quality
+layer, and *Set up worker environment* running (a real venv and real pip, against a local
+index of stand-ins for the third-party packages: no network, no 6 GB download). Writes a
+JSON report and quits. Environment: SMOKE_RASTER, SMOKE_MODEL, SMOKE_OUT (folder for
+screenshots/report), SMOKE_SETUP=0 to skip the set-up.
 """
 
+import base64
+import hashlib
 import json
 import os
+import re
 import time
 import traceback
+import zipfile
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication
 from qgis.utils import iface, plugins
 
@@ -21,7 +29,8 @@ OUT = Path(os.environ["SMOKE_OUT"])
 RASTER = os.environ["SMOKE_RASTER"]
 MODEL = os.environ.get("SMOKE_MODEL", "")
 QUALITY = float(os.environ.get("SMOKE_QUALITY", "1.5"))
-DEADLINE = time.monotonic() + float(os.environ.get("SMOKE_TIMEOUT", "420"))
+DEADLINE = time.monotonic() + float(os.environ.get("SMOKE_TIMEOUT", "900"))
+SHOT_WIDTH = 1100  # screenshots are scaled to this width (small PNGs for the docs)
 report = {"ok": False, "steps": []}
 
 
@@ -141,7 +150,145 @@ def screenshot_before():
         return later(screenshot_before, 500)
     canvas.saveAsImage(str(OUT / "canvas_original.png"))
     log("screenshots saved")
-    finish(True)
+    later(start_swipe, 500)
+
+
+# ---------------------------------------------------------------- before/after tools
+
+def shot(name, whole_screen=False):
+    """Save a screenshot (the main window, or the whole screen with dialogs), scaled down."""
+    if whole_screen:
+        image = QApplication.primaryScreen().grabWindow(0).toImage()
+    else:
+        image = iface.mainWindow().grab().toImage()
+    image.scaledToWidth(SHOT_WIDTH, Qt.SmoothTransformation).save(str(OUT / name))
+    log(f"screenshot {name}")
+
+
+def plugin():
+    return plugins["coderic_qgis"]
+
+
+def decoded_layer():
+    group = QgsProject.instance().layerTreeRoot().findGroup("Code-RSIC before/after")
+    return next(n.layer() for n in group.findLayers() if n.layer().customProperty("coderic/role") == "decoded")
+
+
+def start_swipe():
+    iface.setActiveLayer(decoded_layer())
+    plugin().swipe_action.trigger()
+    tool = plugin().swipe_tool
+    report["swipe_active"] = iface.mapCanvas().mapTool() is tool
+    later(drag_swipe, 2500)
+
+
+def drag_swipe():
+    canvas = iface.mapCanvas()
+    if canvas.isDrawing():
+        return later(drag_swipe, 500)
+    item = plugin().swipe_tool.item
+    item.wait()
+    item.set_divider(int(canvas.width() * 0.5))  # where a user would drag it
+    report["swipe_divider"] = item.divider
+    later(screenshot_swipe, 1000)
+
+
+def screenshot_swipe():
+    shot("swipe.png")
+    plugin().swipe_action.trigger()  # off again
+    wait_then(plugin().show_difference(), "difference")
+
+
+def wait_then(task, name):
+    if task is None:
+        return finish(False, f"{name}: no task ({plugin().last_message})")
+    later(lambda: wait_task(task, name), 500)
+
+
+def wait_task(task, name):
+    if not task.done:
+        if time.monotonic() > DEADLINE:
+            return finish(False, f"{name} did not finish in time")
+        return later(lambda: wait_task(task, name), 300)
+    report[name] = {"succeeded": task.succeeded, "error": task.error, "message": plugin().last_message}
+    log(f"{name}: {plugin().last_message}")
+    if not task.succeeded:
+        return finish(False, f"{name}: {task.error}")
+    iface.mapCanvas().refreshAllLayers()
+    later(lambda: screenshot_result(name), 3000)
+
+
+def screenshot_result(name):
+    if iface.mapCanvas().isDrawing():
+        return later(lambda: screenshot_result(name), 500)
+    shot(f"{name}.png")
+    if name == "difference":
+        wait_then(plugin().show_quality(), "quality")
+    elif os.environ.get("SMOKE_SETUP", "1") != "0":
+        later(start_setup, 500)
+    else:
+        finish(True)
+
+
+# ---------------------------------------------------------------- set-up task
+
+def fake_wheel(folder, name, version):
+    """A stand-in wheel of a third-party package (one empty module): pip installs it for real."""
+    dist, module = name.replace("-", "_"), {"pillow": "PIL"}.get(name.lower(), name.replace("-", "_"))
+    info = f"{dist}-{version}.dist-info"
+    files = {f"{module}/__init__.py": b"",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: smoke\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}"
+              for p, d in files.items()]
+    files[f"{info}/RECORD"] = ("\n".join(record + [f"{info}/RECORD,,"]) + "\n").encode()
+    with zipfile.ZipFile(folder / f"{dist}-{version}-py3-none-any.whl", "w") as zf:
+        for p, d in files.items():
+            zf.writestr(p, d)
+
+
+def start_setup():
+    from coderic_qgis.setup_env import find_base_pythons, plan_setup, project_source, requirements
+
+    index = Path(os.environ.get("SMOKE_WORK", "/tmp")) / "index"
+    index.mkdir(parents=True, exist_ok=True)
+    wheel = project_source()
+    for req in requirements(wheel):
+        dist = re.split(r"[\s<>=!~;\[(]", req, 1)[0]
+        exact, low = re.search(r"==\s*([\w.]+)", req), re.search(r">=\s*([\w.]+)", req)
+        fake_wheel(index, dist, exact.group(1) if exact else low.group(1) if low else "1.26.0" if "<2" in req
+                   else "1.0")
+    pythons, rejected = find_base_pythons()
+    report["setup_pythons"] = [p.label for p in pythons]
+    if not pythons:
+        return finish(False, f"no base Python: {rejected}")
+    target = Path(os.environ.get("SMOKE_WORK", "/tmp")) / "worker-env"
+    plan = plan_setup(pythons[0], target, wheel, ["--no-index", "--find-links", str(index)])
+    task = plugin().start_setup(plan)
+    plugin().setup_log.setGeometry(560, 330, 820, 520)
+    report["setup_shot"] = None
+    later(lambda: watch_setup(task), 300)
+
+
+def watch_setup(task):
+    if not task.done:
+        if time.monotonic() > DEADLINE:
+            return finish(False, "the set-up did not finish in time")
+        progress = task.progress()
+        if report["setup_shot"] is None and progress >= 40 and "Installing Code-RSIC" in task.status:
+            report["setup_shot"] = {"progress": progress, "status": task.status}
+            shot("setup_running.png", whole_screen=True)
+        return later(lambda: watch_setup(task), 200)
+    report["setup"] = {"succeeded": task.succeeded, "result": task.result_text()}
+    log(f"set-up: {task.result_text()}")
+    if report["setup_shot"] is None:
+        shot("setup_running.png", whole_screen=True)  # too fast to catch running: the end
+    later(lambda: end_setup(task), 800)
+
+
+def end_setup(task):
+    shot("setup_done.png", whole_screen=True)
+    finish(task.succeeded, None if task.succeeded else task.result_text())
 
 
 iface.mainWindow().setGeometry(0, 0, 1400, 900)  # no window manager under Xvfb to maximise it

@@ -8,7 +8,10 @@
 # starts QGIS with scripts/qgis_smoke.py which runs Raster > Code-RSIC > "Compress layer
 # with Code-RSIC" on a real GeoTIFF, and saves screenshots: dialog.png, running.png,
 # qgis_after.png (main window with the before/after group and the result message),
-# canvas_decoded.png / canvas_original.png. Exits non-zero when anything failed.
+# canvas_decoded.png / canvas_original.png; then the before/after tools: swipe.png,
+# difference.png, quality.png, and Set up worker environment: setup_running.png and
+# setup_done.png (a real venv and pip, against a local index of stand-ins for the
+# third-party packages; SMOKE_SETUP=0 skips it). Exits non-zero when anything failed.
 #
 # Weights: SMOKE_MODEL (a .safetensors file), else the shipped elic-lite when present,
 # else seeded random elic-tiny weights made with the worker Python (the image then looks
@@ -68,7 +71,10 @@ showTips=false
 checkVersion=false
 EOF
 
-export SMOKE_OUT=$OUT SMOKE_RASTER=$WORK/raster.tif SMOKE_MODEL=$MODEL SMOKE_QUALITY=$QUALITY
+export SMOKE_OUT=$OUT SMOKE_RASTER=$WORK/raster.tif SMOKE_MODEL=$MODEL SMOKE_QUALITY=$QUALITY SMOKE_WORK=$WORK
+# the set-up's pip sees only the smoke's local index, not this machine's pip configuration
+for v in $(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+export PIP_CONFIG_FILE=/dev/null
 export QGIS_CUSTOM_CONFIG_PATH=$WORK/profiles
 set +e
 timeout 600 xvfb-run -a -s "-screen 0 1400x900x24" \
@@ -91,5 +97,8 @@ if not r["ok"]:
     sys.exit(1)
 print("group:", r["group_layers"])
 print("message:", r["message"][1])
+for key in ("difference", "quality", "setup"):
+    if key in r:
+        print(f"{key}:", r[key].get("message", r[key].get("result")))
 PY
 echo "screenshots in $OUT: $(cd "$OUT" && ls *.png | tr '\n' ' ')"

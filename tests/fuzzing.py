@@ -71,6 +71,8 @@ def damage_bytes(data: bytes, rng: np.random.Generator, protect: int = 0) -> byt
     rewritten run, a cut, an insertion, a deletion, a duplicated or zeroed run."""
     b = bytearray(data)
     n = len(b)
+    if n == 0:
+        return rng.bytes(int(rng.integers(1, 17)))
     lo = min(protect, n - 1)
     kind = int(rng.integers(0, 8))
     at = int(rng.integers(lo, n)) if n > lo else lo
@@ -126,9 +128,17 @@ def damage_reframed(parts: Parts, rng: np.random.Generator) -> tuple[str, Parts]
     if kind == 0:  # header bytes (JSON syntax, UTF-8)
         return "header-bytes", parts.with_header(damage_bytes(parts.header, rng))
     if kind == 1:  # one header field
-        return "header-field", parts.with_header(_json_damage(parts.header_dict(), rng))
+        try:
+            header = parts.header_dict()
+        except ValueError:  # damaged before: damage its bytes again
+            return "header-bytes", parts.with_header(damage_bytes(parts.header, rng))
+        if not isinstance(header, dict):
+            return "header-field", parts.with_header({"header": header})
+        return "header-field", parts.with_header(_json_damage(header, rng))
     payloads = list(parts.payloads)
     crcs = list(parts.symbols_crcs)
+    if not payloads:
+        return "header-bytes", parts.with_header(damage_bytes(parts.header, rng))
     i = int(rng.integers(0, len(payloads)))
     if kind == 2:  # the payload's mask length / mask
         p = bytearray(payloads[i])
@@ -140,7 +150,7 @@ def damage_reframed(parts: Parts, rng: np.random.Generator) -> tuple[str, Parts]
         return "mask", replace(parts, payloads=payloads)
     if kind == 3:  # the tile stream's framing (shape, stream counts, lengths)
         p = payloads[i]
-        head = 4 + struct.unpack_from("<I", p, 0)[0]
+        head = 4 + struct.unpack_from("<I", p, 0)[0] if len(p) >= 4 else 0
         stream = p[head:]
         cut = 16 if rng.random() < 0.5 else len(stream)
         payloads[i] = p[:head] + damage_bytes(stream[:cut], rng) + stream[cut:]
@@ -254,7 +264,7 @@ HOSTILE_HEADERS = {
 HARMLESS_HEADERS = {
     "unknown-key": _set(future_field={"nested": [1, 2, 3]}),
     "null-optionals": _set(source_name=None, software=None, band_descriptions=None, colorinterp=None),
-    "colorinterp-unknown": _set(colorinterp=["ultraviolet", "green", "blue"]),
+    "colorinterp-unknown": lambda d: dict(d, colorinterp=["ultraviolet"] * len(d["bands"])),
     "source-name-strange": _set(source_name="../../x\n\t.tif"),
 }
 

@@ -10,7 +10,8 @@ Layers inside ``core`` (a module may import its own layer and the layers listed 
     scale       core.scale.*                            base, format, codec, models, enhance
     evaluation  core.evaluation.*                       every layer above except cli
     cli         core.tile_codec, core.worker,           base, format, codec, enhance, scale
-                core.evaluate                           (core.evaluate also evaluation);
+                core.evaluate                           (core.evaluate also evaluation, the others
+                                                        core.evaluation.tile_metrics only);
                                                         a CLI never imports another CLI
 
 Nothing in ``core`` imports ``training`` or ``coderic_qgis``; the plugin (QGIS's Python,
@@ -48,7 +49,10 @@ MAY_IMPORT = {
     "evaluation": {"base", "format", "codec", "models", "enhance", "scale"},
     "cli": {"base", "format", "codec", "enhance", "scale"},
 }
-EVALUATION_FRONT_END = "core.evaluate"  # the only module of core that may import core.evaluation
+EVALUATION_FRONT_END = "core.evaluate"  # the only module of core that may import core.evaluation at large
+# ... and the one evaluation module the codec's front ends may import: the per-tile quality
+# map's optional perceptual metric (it imports torch and the metric weights only when it runs).
+QUALITY_MAP_METRICS = "core.evaluation.tile_metrics"
 PLUGIN_MAY_IMPORT = {"qgis"}  # besides the standard library and coderic_qgis itself
 
 
@@ -232,8 +236,9 @@ def layer_problems(module: str, imports: list[Import]) -> list[str]:
         if imp.target == module or target_layer is None:
             continue  # the target's own test says it is in no layer
         if target_layer == "evaluation" and layer != "evaluation":
-            if module != EVALUATION_FRONT_END:
-                problems.append(f"{_where(module, imp)}: only {EVALUATION_FRONT_END} imports core.evaluation")
+            if module != EVALUATION_FRONT_END and not (layer == "cli" and imp.target == QUALITY_MAP_METRICS):
+                problems.append(f"{_where(module, imp)}: only {EVALUATION_FRONT_END} imports core.evaluation "
+                                f"(the other front ends: {QUALITY_MAP_METRICS} only)")
             continue
         if target_layer not in allowed:
             why = ("a front end does not import another front end" if layer == target_layer == "cli" else
@@ -357,6 +362,8 @@ def test_the_layer_rules_catch_violations():
     assert "core never imports training" in layer_problems("core.codec.jobs", [imp("training.qat")])[0]
     assert "only core.evaluate imports" in layer_problems("core.tile_codec", [imp("core.evaluation.codecs")])[0]
     assert layer_problems("core.evaluate", [imp("core.evaluation.runner")]) == []
+    assert layer_problems("core.worker", [imp("core.evaluation.tile_metrics")]) == []
+    assert "only core.evaluate imports" in layer_problems("core.codec.tile_map", [imp("core.evaluation.tile_metrics")])[0]
     assert "another front end" in layer_problems("core.worker", [imp("core.tile_codec")])[0]
     assert "models imports only base" in layer_problems("core.models.elic", [imp("core.format.tiling")])[0]
     assert "in no layer" in layer_problems("core.helpers", [])[0]

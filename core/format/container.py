@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import BadInput, CorruptContainer
 from ..options import CONTAINER_MAGIC, FORMAT_VERSIONS, MAX_HEADER_BYTES
 from .header import Header
+from .tiling import padded
 from .output import reason, write_failed
 
 MAGIC = CONTAINER_MAGIC
@@ -102,6 +103,13 @@ class ContainerWriter:
                 pass
 
 
+def max_payload(header: Header) -> int:
+    """An upper bound of one tile's payload: 32 bits per band and pixel (more than raw
+    uint16), a full mask and the stream framing. Nothing a reader is asked to read is larger."""
+    side = padded(header.tile)
+    return side * side * (4 * len(header.bands) + 1) + 4096 * len(header.bands)
+
+
 class ContainerReader:
     """Validates a container's framing on open; reads single tiles on demand."""
 
@@ -165,9 +173,12 @@ class ContainerReader:
         self.entries = [TileEntry(*_INDEX_ENTRY.unpack_from(index, i * _INDEX_ENTRY.size)) for i in range(n_tiles)]
         if n_tiles != self.header.n_tiles:
             self._fail(f"the header describes {self.header.n_tiles} tiles, the index has {n_tiles}")
+        largest = max_payload(self.header)
         for i, e in enumerate(self.entries):
             if e.offset < self.data_start or e.offset + e.length > index_offset:
                 self._fail(f"tile {i} lies outside the data section")
+            if e.length > largest:
+                self._fail(f"tile {i} claims {e.length} bytes, more than a {self.header.tile} px tile can take")
 
     def read_tile(self, index: int) -> bytes:
         e = self.entries[index]

@@ -13,17 +13,20 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import ColorInterp, MaskFlags
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from ..errors import BadInput, CodecError, CorruptContainer, UnsupportedRaster
-from ..options import MAX_SOURCE_BANDS, band_count_problem, bands_problem, raster_size_problem
+from ..errors import BadInput, CodecError, CorruptContainer, OutputFailed, UnsupportedRaster
+from ..options import MAX_SOURCE_BANDS, bands_problem, raster_size_problem
 from .header import Header
 from .normalization import BandRange, check_dtype, fixed_range
 from .output import atomic_output, reason, write_failed
 
 logging.getLogger("rasterio").setLevel(logging.ERROR)
+
+GDAL_ERRORS = (RasterioError, CPLE_BaseError, OSError)  # what rasterio raises when GDAL fails
 
 
 def open_raster(path: str | Path):
@@ -37,7 +40,7 @@ def open_raster(path: str | Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(path)
-    except (RasterioError, OSError):
+    except GDAL_ERRORS:
         raise BadInput(f"{path}: not a raster GDAL can read") from None
     problem = raster_size_problem(ds.width, ds.height) or (
         f"{ds.count} bands (at most {MAX_SOURCE_BANDS})" if not 1 <= ds.count <= MAX_SOURCE_BANDS else None)
@@ -54,7 +57,7 @@ def reading(ds):
         yield
     except CodecError:
         raise
-    except (RasterioError, OSError) as exc:
+    except GDAL_ERRORS as exc:
         raise BadInput(f"{ds.name}: cannot read its pixels, the file is truncated or damaged ({reason(exc)})") from None
 
 
@@ -211,10 +214,31 @@ def describe_bands(dst, header: Header) -> None:
             pass
 
 
+def check_written(path: str | Path, dst: str | Path) -> None:
+    """Read a GeoTIFF we just wrote back, block by block: GDAL does not report every failed
+    write (a full disk while it flushes its cache on close only prints a libtiff message), and
+    leaves blocks missing or cut short. Reading back costs little next to decoding."""
+    try:
+        with rasterio.Env(), rasterio.open(path) as ds:
+            per_band = ds.interleaving is not None and ds.interleaving.name == "band"
+            masked = MaskFlags.per_dataset in ds.mask_flag_enums[0]
+            for (row, col), window in ds.block_windows(1):
+                for b in range(1, ds.count + 1) if per_band else (1,):
+                    if ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=b) is None:
+                        raise OutputFailed(f"could not write {dst}: GDAL left block {row}, {col} unwritten "
+                                           "(is the disk full?)")
+                ds.read(window=window)
+                if masked:
+                    ds.read_masks(1, window=window)
+    except GDAL_ERRORS:
+        raise OutputFailed(f"could not write {dst}: the file GDAL wrote does not read back (is the disk full?)") from None
+
+
 @contextmanager
 def raster_output(dst: str | Path, profile: dict, overwrite: bool = False, cog: bool = False):
     """An open GeoTIFF to write ``dst`` with; it replaces ``dst`` only if the block ends
-    without an error. ``cog``: converted to a Cloud-Optimized GeoTIFF at the end."""
+    without an error and the file reads back. ``cog``: converted to a Cloud-Optimized
+    GeoTIFF at the end. A write that fails (disk full...) is an ``OutputFailed``."""
     with atomic_output(dst, overwrite) as tmp:
         gtiff = tmp.with_name(tmp.name + ".tif") if cog else tmp
         try:
@@ -222,9 +246,10 @@ def raster_output(dst: str | Path, profile: dict, overwrite: bool = False, cog: 
                 yield out
             if cog:
                 rasterio.shutil.copy(gtiff, tmp, driver="COG", compress="deflate", predictor=2)
+            check_written(tmp, dst)
         except CodecError:
             raise
-        except (RasterioError, OSError) as exc:  # inputs raise CodecErrors: this is GDAL failing to write
+        except GDAL_ERRORS as exc:  # inputs raise CodecErrors: this is GDAL failing to write
             raise write_failed(dst, exc) from None
         finally:
             if cog:

@@ -30,9 +30,11 @@ if importlib.util.find_spec("qgis") is None:  # e.g. the project's venv: nothing
 else:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ["GDAL_PAM_ENABLED"] = "NO"  # no .aux.xml statistics next to the committed fixtures
-    # Keep QgsSettings (worker Python, threads) out of the user's real QGIS profile.
+    # Keep QgsSettings (worker Python, threads) out of the user's real QGIS profile: a
+    # QgsApplication without a profile keeps them under $XDG_DATA_HOME/profiles/default.
     _CONFIG_HOME = tempfile.mkdtemp(prefix="coderic-qgis-tests-")
     os.environ["XDG_CONFIG_HOME"] = _CONFIG_HOME
+    os.environ["XDG_DATA_HOME"] = _CONFIG_HOME
     if not os.environ.get("CODERSIC_PYTHON") and (ROOT / ".venv" / "bin" / "python").exists():
         os.environ["CODERSIC_PYTHON"] = str(ROOT / ".venv" / "bin" / "python")
     if str(ROOT) not in sys.path:
