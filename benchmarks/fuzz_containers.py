@@ -54,7 +54,9 @@ from fuzzing import (  # noqa: E402
     run_case,
 )
 
-PIXELS_MUST_MATCH = {"bytes", "stream-framing", "stream-bytes", "tiles"}
+# A decode of these damages must give the original pixels. Not so for "tiles": a tile moved
+# together with its symbols CRC (one dropped, another repeated) decodes, at another place.
+PIXELS_MUST_MATCH = {"bytes", "stream-framing", "stream-bytes"}
 
 
 class CaseTimeout(Exception):

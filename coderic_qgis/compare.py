@@ -37,6 +37,8 @@ DIFF_RAMP = "Magma"  # QGIS's default style has it; dark = unchanged, bright = c
 DIFF_CLASSES = 9  # colour stops of the difference ramp
 QUALITY_RAMP = "RdYlGn"  # red = low PSNR (where compression hurts), green = high
 QUALITY_FIELD = "psnr"
+DIFF_NAME = "Difference |original - decoded|"
+QUALITY_NAME = "Tile quality (PSNR)"
 QUALITY_CLASSES = 5
 QUALITY_OPACITY = 0.65  # the decoded image shows through the tiles
 OUTLIER_FACTOR = 4.0  # the difference ramp ends at this many times the mean |difference| (or the max)
@@ -106,6 +108,10 @@ def _insert(layer, group: QgsLayerTreeGroup | None, exclusive: bool):
     node = group.insertLayer(0, layer)
     group.setIsMutuallyExclusive(exclusive, 0 if exclusive else -1)
     node.setItemVisibilityChecked(True)
+    node.setExpanded(True)  # its legend: the colour ramp or the PSNR classes
+    for other in group.findLayers():
+        if other is not node:
+            other.setExpanded(False)
     return node
 
 
@@ -128,8 +134,7 @@ def style_difference(layer: QgsRasterLayer, result: dict) -> None:
 
 
 def add_difference_layer(path: str, pair: Pair, result: dict) -> QgsRasterLayer:
-    name = f"{pair.decoded.name()} |difference|"
-    layer = QgsRasterLayer(path, name, "gdal")
+    layer = QgsRasterLayer(path, DIFF_NAME, "gdal")
     if not layer.isValid():
         raise RuntimeError(f"QGIS cannot open the difference raster {path}")
     style_difference(layer, result)
@@ -144,7 +149,10 @@ def style_quality(layer: QgsVectorLayer, field: str = QUALITY_FIELD) -> None:
                                          "outline_width": "0.26"})
     renderer = QgsGraduatedSymbolRenderer(field)
     renderer.setSourceSymbol(symbol)
-    renderer.setClassificationMethod(QgsClassificationQuantile())
+    method = QgsClassificationQuantile()
+    method.setLabelFormat("%1 - %2 dB")
+    method.setLabelPrecision(1)
+    renderer.setClassificationMethod(method)
     renderer.updateClasses(layer, QUALITY_CLASSES)
     ramp = QgsStyle.defaultStyle().colorRamp(QUALITY_RAMP) or QgsGradientColorRamp(QColor("red"), QColor("green"))
     renderer.updateColorRamp(ramp)
@@ -161,7 +169,7 @@ def style_quality(layer: QgsVectorLayer, field: str = QUALITY_FIELD) -> None:
 
 def add_quality_layer(path: str, pair: Pair) -> QgsVectorLayer:
     """The quality map over the decoded image: the group stops being exclusive so both show."""
-    layer = QgsVectorLayer(path, f"{pair.decoded.name()} tile quality", "ogr")
+    layer = QgsVectorLayer(path, QUALITY_NAME, "ogr")
     if not layer.isValid():
         raise RuntimeError(f"QGIS cannot open the quality map {path}")
     style_quality(layer)

@@ -151,17 +151,20 @@ class CodeRsicPlugin:
         # Pushed from the event loop, so it lands above QGIS's own "Task complete" notice.
         QTimer.singleShot(0, lambda: bar.pushMessage(TITLE, text, levels[level], duration))
 
-    def _show_group(self, group) -> None:
-        """Expand the before/after group in the Layers panel (the view keeps its own state)."""
+    def _show_group(self, group, layer=None) -> None:
+        """Expand the before/after group (and ``layer``'s legend) in the Layers panel (the view
+        keeps its own state)."""
         if group is None:
             return
-        group.setExpanded(True)
+        nodes = [group] + ([group.findLayer(layer.id())] if layer is not None else [])
         view = getattr(self.iface, "layerTreeView", lambda: None)()
-        if view is not None:
-            try:
-                view.setExpanded(view.node2index(group), True)
-            except (AttributeError, TypeError):
-                pass
+        for node in filter(None, nodes):
+            node.setExpanded(True)
+            if view is not None:
+                try:
+                    view.setExpanded(view.node2index(node), True)
+                except (AttributeError, TypeError):
+                    pass
 
     def _worker_or_message(self, worker: WorkerCommand | None) -> WorkerCommand | None:
         if worker is not None:
@@ -377,10 +380,10 @@ class CodeRsicPlugin:
         except RuntimeError as exc:
             self._message("critical", str(exc))
             return
-        self._show_group(pair.group)
-        mean = task.result.get("mean_abs_diff")
-        self._message("success", f"Difference layer {Path(task.result['output']).name}: mean |difference| "
-                                 f"{'n/a' if mean is None else f'{mean:.2f}'}, max {task.result.get('max_abs_diff')}")
+        self._show_group(pair.group, task.decoded_layer)
+        mean, top = task.result.get("mean_abs_diff"), task.result.get("max_abs_diff")
+        stats = "no valid pixels" if mean is None else f"mean |difference| {mean:.2f}, max {top:.1f}"
+        self._message("success", f"Difference layer {Path(task.result['output']).name}: {stats}")
 
     def show_quality(self, checked=False, worker: WorkerCommand | None = None) -> CodecTask | None:
         pair = self._pair("The tile quality layer")
@@ -404,7 +407,7 @@ class CodeRsicPlugin:
         except RuntimeError as exc:
             self._message("critical", str(exc))
             return
-        self._show_group(pair.group)
+        self._show_group(pair.group, task.decoded_layer)
         lpips = "" if "lpips" in res.get("metrics", []) else " (no LPIPS: its weights are not set up)"
         psnr = (f"PSNR {res['psnr_min']:.1f} to {res['psnr_max']:.1f} dB" if res.get("psnr_min") is not None
                 else "no PSNR")

@@ -61,10 +61,9 @@ def venv_python(folder: str | Path) -> Path:
 def candidate_pythons() -> list[tuple[tuple[str, ...], str]]:
     """Pythons to try, QGIS's own first, then what PATH offers (newest first)."""
     found: list[tuple[tuple[str, ...], str]] = []
-    own = Path(sys.executable)
-    if own.name.lower().startswith("python"):
-        found.append(((str(own),), "QGIS's Python"))
-    base = Path(sys.base_prefix)
+    own, base = Path(sys.executable), Path(sys.base_prefix)
+    if own.name.lower().startswith("python") and os.path.realpath(own).startswith(os.path.realpath(base)):
+        found.append(((str(own),), "QGIS's Python"))  # (inside QGIS, sys.executable may be any python3)
     for rel in ("python.exe", f"bin/python{sys.version_info[0]}.{sys.version_info[1]}", "bin/python3"):
         if (base / rel).is_file():
             found.append(((str(base / rel),), "QGIS's Python"))

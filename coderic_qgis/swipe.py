@@ -82,7 +82,8 @@ class SwipeItem(QgsMapCanvasItem):
         metrics = painter.fontMetrics()
         left, right = self.labels
         for text, px in ((left, x - LABEL_MARGIN - metrics.horizontalAdvance(left)), (right, x + LABEL_MARGIN)):
-            box = QRectF(px - 3, LABEL_MARGIN, metrics.horizontalAdvance(text) + 6, metrics.height() + 2)
+            top = height - LABEL_MARGIN - metrics.height() - 2  # at the bottom: QGIS's message bar covers the top
+            box = QRectF(px - 3, top, metrics.horizontalAdvance(text) + 6, metrics.height() + 2)
             painter.setPen(Qt.NoPen)
             painter.setBrush(QColor(255, 255, 255, 200))
             painter.drawRect(box)

@@ -17,9 +17,9 @@ in ``bbox_crs`` or an area of interest ``aoi``: GeoJSON or WKT, a file or the te
 its own CRS or ``aoi_crs``), ``enhance``, ``psnr``, and the before/after comparisons:
 ``diff`` (``input`` vs ``other`` -> a difference GeoTIFF), ``tiles`` (a container's tile
 footprints with bytes and bpp) and ``quality_map`` (the same with each tile's PSNR, and
-LPIPS where the metric weights are set up, of ``decoded`` against ``source``). Decoding enhances the pixels when the job's
-``enhance`` is true, or, with ``"auto"``, at the qualities the enhancer serves (the CLI's
-default); false or absent decodes plainly. Decoding goes through
+LPIPS where the metric weights are set up, of ``decoded`` against ``source``). Decoding
+enhances the pixels when the job's ``enhance`` is true, or, with ``"auto"``, at the
+qualities the enhancer serves (the CLI's default); false or absent decodes plainly. Decoding goes through
 ``core.enhance.decompress_enhanced``, like the CLI and batch, with every output option
 (``overwrite``, ``cog``); defaults and checks come from ``core.options``. Outputs are
 written atomically, so a worker that is terminated leaves no half-written file behind;
@@ -126,6 +126,8 @@ _CASTS = {
     "model": str, "device": str, "enhancer": str, "quality": float, "target_bpp": float, "fidelity": float,
     "tile": int, "overlap": int, "bands": _ints, "overwrite": bool, "cog": bool,
     "window": lambda v: tuple(int(x) for x in v), "bbox": lambda v: tuple(float(x) for x in v),
+    "aoi": lambda v: v if isinstance(v, str) else json.dumps(v),  # a file, WKT / GeoJSON text, or a GeoJSON object
+    "aoi_crs": str,
 }
 
 

@@ -30,7 +30,7 @@ RASTER = os.environ["SMOKE_RASTER"]
 MODEL = os.environ.get("SMOKE_MODEL", "")
 QUALITY = float(os.environ.get("SMOKE_QUALITY", "1.5"))
 DEADLINE = time.monotonic() + float(os.environ.get("SMOKE_TIMEOUT", "900"))
-SHOT_WIDTH = 1100  # screenshots are scaled to this width (small PNGs for the docs)
+SHOT_WIDTH = 1100  # screenshots are scaled to this width
 report = {"ok": False, "steps": []}
 
 
@@ -275,9 +275,12 @@ def watch_setup(task):
         if time.monotonic() > DEADLINE:
             return finish(False, "the set-up did not finish in time")
         progress = task.progress()
-        if report["setup_shot"] is None and progress >= 40 and "Installing Code-RSIC" in task.status:
+        text = task.log_text()
+        installing = re.search(r"^Processing .*code_rsic", text, re.M) and "Test worker" not in text
+        if report["setup_shot"] is None and installing:
+            plugin().setup_log.refresh()
             report["setup_shot"] = {"progress": progress, "status": task.status}
-            shot("setup_running.png", whole_screen=True)
+            later(lambda: shot("setup_running.png", whole_screen=True), 0)
         return later(lambda: watch_setup(task), 200)
     report["setup"] = {"succeeded": task.succeeded, "result": task.result_text()}
     log(f"set-up: {task.result_text()}")

@@ -11,7 +11,8 @@
 # canvas_decoded.png / canvas_original.png; then the before/after tools: swipe.png,
 # difference.png, quality.png, and Set up worker environment: setup_running.png and
 # setup_done.png (a real venv and pip, against a local index of stand-ins for the
-# third-party packages; SMOKE_SETUP=0 skips it). Exits non-zero when anything failed.
+# third-party packages; SMOKE_SETUP=0 skips it). SMOKE_DOCS=docs/img also writes small
+# copies of the four before/after screenshots there. Exits non-zero when anything failed.
 #
 # Weights: SMOKE_MODEL (a .safetensors file), else the shipped elic-lite when present,
 # else seeded random elic-tiny weights made with the worker Python (the image then looks
@@ -102,3 +103,17 @@ for key in ("difference", "quality", "setup"):
         print(f"{key}:", r[key].get("message", r[key].get("result")))
 PY
 echo "screenshots in $OUT: $(cd "$OUT" && ls *.png | tr '\n' ' ')"
+if [ -n "${SMOKE_DOCS:-}" ]; then  # small 256-colour copies for the documentation (pillow: the worker's)
+  mkdir -p "$SMOKE_DOCS"
+  "$WORKER_PY" - "$OUT" "$SMOKE_DOCS" <<'PY'
+import sys
+from pathlib import Path
+from PIL import Image
+out, docs = Path(sys.argv[1]), Path(sys.argv[2])
+for name in ("swipe", "difference", "quality", "setup_running"):
+    im = Image.open(out / f"{name}.png").convert("RGB")
+    im = im.resize((900, round(im.height * 900 / im.width)), Image.LANCZOS)
+    im.quantize(256, method=Image.Quantize.MEDIANCUT).save(docs / f"qgis_{name}.png", optimize=True)
+    print("wrote", docs / f"qgis_{name}.png")
+PY
+fi

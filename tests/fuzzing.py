@@ -242,7 +242,7 @@ HOSTILE_HEADERS = {
     "tile-huge": _set(tile=1 << 20),
     "overlap-over-half": _set(overlap=40),
     "tile-rows-zero": _set(tile_rows=0),
-    "tile-cols-mismatch": _set(tile_cols=2),
+    "tile-cols-mismatch": lambda d: dict(d, tile_cols=d["tile_cols"] + 1),
     "crs-garbage": _set(crs="not a crs"),
     "crs-proj-init": _set(crs="+init=/etc/passwd:x"),
     "crs-number": _set(crs=4326),

@@ -363,7 +363,8 @@ def test_the_layer_rules_catch_violations():
     assert "only core.evaluate imports" in layer_problems("core.tile_codec", [imp("core.evaluation.codecs")])[0]
     assert layer_problems("core.evaluate", [imp("core.evaluation.runner")]) == []
     assert layer_problems("core.worker", [imp("core.evaluation.tile_metrics")]) == []
-    assert "only core.evaluate imports" in layer_problems("core.codec.tile_map", [imp("core.evaluation.tile_metrics")])[0]
+    assert "only core.evaluate imports" in layer_problems("core.codec.tile_map",
+                                                          [imp("core.evaluation.tile_metrics")])[0]
     assert "another front end" in layer_problems("core.worker", [imp("core.tile_codec")])[0]
     assert "models imports only base" in layer_problems("core.models.elic", [imp("core.format.tiling")])[0]
     assert "in no layer" in layer_problems("core.helpers", [])[0]

@@ -170,7 +170,7 @@ def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | Non
     desynced: list[int] = []
 
     def decoded():
-        results = mapper(decode_or_flag, jobs)
+        results = iter(mapper(decode_or_flag, jobs))
         for t in plan.tiles:  # the mapper keeps the jobs' order; skipped tiles are filled in
             if t.index in plan.skip:
                 yield _blank(t, len(h.bands))

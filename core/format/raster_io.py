@@ -112,7 +112,7 @@ def check_not_palette(ds, bands: list[int]) -> None:
     """Palette bands hold colour-table indices: a lossy codec would turn them into other colours."""
     palette = [b for b in bands if ds.colorinterp[b - 1] == ColorInterp.palette]
     if palette:
-        raise UnsupportedRaster(f"band {palette[0]} is a palette (colour table) band, which lossy coding would "
+        raise UnsupportedRaster(f"{ds.name}: band {palette[0]} is a palette (colour table) band, which lossy coding would "
                                 "scramble: expand it to RGB first (gdal_translate -expand rgb)")
 
 

@@ -105,7 +105,7 @@ def test_swipe_difference_quality_and_selected_area(plugin, iface, qgis_app, neo
     drag_to(w // 2)
     assert tool.item.divider == w // 2
     half = _grab(canvas, qgis_app)
-    rows = (h // 4, h - 10)  # below the labels
+    rows = (10, h - 40)  # above the labels
     left, right = (10, w // 2 - 10), (w // 2 + 10, w - 10)
     assert _region(half, *left, *rows) == _region(only_decoded, *left, *rows)
     assert _region(half, *right, *rows) == _region(only_original, *right, *rows)

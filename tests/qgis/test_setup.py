@@ -172,7 +172,8 @@ def test_pip_failures_become_one_clear_sentence(tmp_path):
 
     plan = SetupPlan(BasePython(("python3",), (3, 11), "test"), tmp_path / "env", tmp_path / "env", tmp_path / "w.whl")
     step = Step("torch", "Installing PyTorch", [], 0.6)
-    disk = ["Collecting torch", "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device"]
+    disk = ["Collecting torch",
+            "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device"]
     assert explain_failure(step, disk, 1, plan).startswith("The disk is full")
     net = ["WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError(...: Failed to "
            "establish a new connection: [Errno -3] Temporary failure in name resolution')'",
