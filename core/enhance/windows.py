@@ -88,8 +88,6 @@ class StripEnhancer:
             t0 = time.perf_counter()
             row = self.grid.row(self._next_row)
             y0, y1 = row[0].y0, row[0].y1
-            final = y0 - self._mosaic.y0  # rows above this window row are final
-            finished = self._mosaic.take_rows(final) if final > 0 else None
             self._mosaic.extend_to(y1 - self._mosaic.y0)
             rows = slice(y0 - self._buf_y0, y1 - self._buf_y0)
             unit = np.stack([r.to_unit(v) for r, v in zip(self.ranges, self._raw[:, rows])])
@@ -105,8 +103,10 @@ class StripEnhancer:
                     self.progress(self._done, len(self.grid))
             self._next_row += 1
             self.seconds += time.perf_counter() - t0
-            if finished is not None:
-                yield self._emit(finished)
+            if self._next_row < self.grid.n_rows:  # rows above the next window row are final
+                final = self.grid.row(self._next_row)[0].y0 - self._mosaic.y0
+                if final > 0:
+                    yield self._emit(self._mosaic.take_rows(final))
 
     def _emit(self, strip: Mosaic) -> Strip:
         """A finished mosaic strip in the raster dtype; drops input rows no longer needed."""
