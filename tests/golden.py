@@ -8,7 +8,7 @@ always deliberate and version 1 files stay readable.
 
 Regenerate (only for a deliberate format change, then update the checksums)::
 
-    python tests/golden.py
+    python tests/golden.py [VERSION ...]
 """
 
 from __future__ import annotations
@@ -19,18 +19,34 @@ import numpy as np
 
 from testdata import TEST_DATA
 
-GOLDEN = TEST_DATA / "golden_v1_elic-tiny.crsic"
 SOURCE = TEST_DATA / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif"
 CROP = (100, 120, 200, 160)  # col_off, row_off, width, height of the source crop
 NODATA_BLOCK = (slice(20, 60), slice(150, 180))  # rows, cols set to the nodata value
-SETTINGS = dict(quality=1.5, tile=128, overlap=16, format=1)  # a version-1 container (float entropy parameters)
+TILING = dict(quality=1.5, tile=128, overlap=16)
 
 # sha256 of the seeded elic-tiny weights file (``tiny_weights``)
 WEIGHTS_SHA256 = "68beb1922daf12540ad3de86bc1315fbeea14d4a7a195d43ce68a553f55bb771"
-# sha256 of the container's bytes (made before the core was split into layers)
-CONTAINER_SHA256 = "67576e5939e78f8162fad383c3f7bf2d469380bc8b80ee9604e4a7864644825f"
-# sha256 of the decoded pixels, (bands, height, width) uint8 C order
-DECODED_SHA256 = "7e4246538e6980b84818433cef66538df955d56e6d3bb42c53848c046ceb91bc"
+
+
+class Golden:
+    """One committed container: its format, file, and the sha256 of its bytes and of its
+    decoded pixels ((bands, height, width) uint8, C order)."""
+
+    def __init__(self, version: int, container_sha256: str, decoded_sha256: str):
+        self.version = version
+        self.path = TEST_DATA / f"golden_v{version}_elic-tiny.crsic"
+        self.settings = dict(TILING, format=version)
+        self.container_sha256, self.decoded_sha256 = container_sha256, decoded_sha256
+
+
+GOLDENS = {
+    # version 1 (float entropy parameters), made before the core was split into layers
+    1: Golden(1, "67576e5939e78f8162fad383c3f7bf2d469380bc8b80ee9604e4a7864644825f",
+              "7e4246538e6980b84818433cef66538df955d56e6d3bb42c53848c046ceb91bc"),
+    # version 2 (integer entropy parameters, symbols CRC seeded with the tile index)
+    2: Golden(2, "19282585470cea27e29c31e1fbe03f363d8b5cee883ad00f1ff4449123727d41",
+              "960a28ae32f98a5c0a55958f9d4a621f80eb217329143a31be663741f224d60e"),
+}
 
 
 def make_source(path: Path) -> Path:
@@ -84,7 +100,10 @@ if __name__ == "__main__":  # regenerate: python tests/golden.py
         from core.codec.decompress import decompress_raster
         from core.options import CompressParams
 
-        compress_raster(src, GOLDEN, CompressParams(model=str(weights), overwrite=True, **SETTINGS))
-        decompress_raster(GOLDEN, Path(tmp) / "decoded.tif", model=str(weights))
-        print("container", hashlib.sha256(GOLDEN.read_bytes()).hexdigest())
-        print("decoded", pixels_sha256(Path(tmp) / "decoded.tif"))
+        versions = [int(v) for v in sys.argv[1:]] or list(GOLDENS)
+        for v in versions:
+            g = GOLDENS[v]
+            compress_raster(src, g.path, CompressParams(model=str(weights), overwrite=True, **g.settings))
+            decompress_raster(g.path, Path(tmp) / "decoded.tif", model=str(weights), overwrite=True)
+            print(f"v{v} container", hashlib.sha256(g.path.read_bytes()).hexdigest())
+            print(f"v{v} decoded", pixels_sha256(Path(tmp) / "decoded.tif"))

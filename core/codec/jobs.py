@@ -51,6 +51,12 @@ class DecodeJob:
     bands: int = 0  # coded bands (the tile stream must say so); 0: not checked
 
 
+def _crc_seed(job) -> int:
+    """Format 2 starts each tile's symbols CRC at the tile's index, so a tile moved to another
+    place in the index (with its checksums) is caught; format 1 starts at 0."""
+    return job.tile_index if job.exact else 0
+
+
 def encode_job(job: EncodeJob) -> tuple[int, bytes, int]:
     """Read, normalise and encode one tile -> (tile index, payload, latent-symbols CRC)."""
     ds = cached_raster(job.src)
@@ -58,7 +64,7 @@ def encode_job(job: EncodeJob) -> tuple[int, bytes, int]:
     data = read_bands(ds, list(job.bands), window)
     valid = read_valid(ds, list(job.bands), window) if job.masked else None
     stream, crc = get_coder(job.model, job.device).encode_tile(prepare_tile(data, valid, job.ranges), job.level,
-                                                                  job.exact)
+                                                                  job.exact, _crc_seed(job))
     return job.tile_index, pack_payload(None if valid is None else ~valid, stream), crc
 
 
@@ -105,7 +111,7 @@ def decode_job(job: DecodeJob) -> tuple[int, np.ndarray, np.ndarray | None]:
     coder = get_coder(job.model, job.device)
     shape = (job.bands, padded(job.height), padded(job.width)) if job.bands else None
     try:
-        full = coder.decode_tile(stream, job.level, entry.symbols_crc, job.exact, shape=shape)
+        full = coder.decode_tile(stream, job.level, entry.symbols_crc, job.exact, shape=shape, seed=_crc_seed(job))
     except DesyncError:
         raise DesyncError(str(job.tile_index)) from None
     return job.tile_index, full[:, : job.height, : job.width], invalid

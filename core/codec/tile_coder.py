@@ -135,7 +135,8 @@ class TileCoder:
         return {"y": [(c, h // 16, w // 16) for c in groups], "hyper": (h // 64, w // 64)}
 
     @torch.inference_mode()
-    def encode_tile(self, tile: np.ndarray, quality_level: float, exact: bool = True) -> tuple[bytes, int]:
+    def encode_tile(self, tile: np.ndarray, quality_level: float, exact: bool = True,
+                    seed: int = 0) -> tuple[bytes, int]:
         """(bands, H, W) float in [0,1], H and W multiples of 64 -> (bytes, symbols CRC).
 
         ``exact``: integer entropy parameters (format 2); else the float path (format 1)."""
@@ -144,7 +145,7 @@ class TileCoder:
             raise ValueError(f"tile shape {tile.shape} is not padded to {PAD_MULTIPLE}")
         level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
         parts = [struct.pack("<HHH", bands, h, w)]
-        net, crc = self.model.net, 0
+        net, crc = self.model.net, seed  # format 2 seeds the symbols CRC with the tile's index
         self.log.start("encode")
         try:
             for group in band_groups(bands):
@@ -182,7 +183,7 @@ class TileCoder:
 
     @torch.inference_mode()
     def decode_tile(self, data: bytes, quality_level: float, expected_crc: int | None = None,
-                    exact: bool = True, shape: tuple[int, int, int] | None = None) -> np.ndarray:
+                    exact: bool = True, shape: tuple[int, int, int] | None = None, seed: int = 0) -> np.ndarray:
         """Inverse of ``encode_tile``; raises DesyncError if the symbols CRC differs.
 
         ``shape``: the (bands, H, W) the stream must code (the container's tile, padded);
@@ -191,7 +192,7 @@ class TileCoder:
         level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
         latent = self._latent_shape(h, w)
         out = np.empty((bands, h, w), dtype=np.float32)
-        net, crc = self.model.net, 0
+        net, crc = self.model.net, seed
         self.log.start("decode")
         try:
             for group, strings in zip(band_groups(bands), groups):
