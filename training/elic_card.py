@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.models import file_sha256, read_spec
 
-CLASSICAL = ("jpeg", "webp", "jp2")
+CLASSICAL = ("jpeg", "webp", "jp2", "avif", "jxl")
 
 
 def setup_args() -> argparse.ArgumentParser:
