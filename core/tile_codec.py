@@ -72,8 +72,8 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help=f"model name from the registry or a .safetensors file (default: {DEFAULT_MODEL} for "
                         "compress, the container's model for decompress)")
     p.add_argument("--device", default=DEFAULT_DEVICE,
-                   help=f"torch device: {' or '.join(DEVICES)} (default {DEFAULT_DEVICE}; decode on the device "
-                        "type that encoded)")
+                   help=f"torch device: {' or '.join(DEVICES)} (default {DEFAULT_DEVICE}); format-2 files decode on "
+                        "any device, format-1 files only on the device type that encoded them")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

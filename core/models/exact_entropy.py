@@ -48,6 +48,7 @@ SCHEME = f"int-f{FRAC_BITS}-a{ACT_BITS}-w{WEIGHT_BITS}"  # recorded in format-2 
 
 _ONE = float(2**FRAC_BITS)
 _ACT_MAX = float(2**ACT_BITS)
+_BAND_BYTES = 32 << 20  # bound on the stacked input of one GEMM band
 
 
 class ExactnessError(ValueError):
@@ -95,31 +96,39 @@ class IntConv:
         self.down = torch.pow(2.0, -shift).to(device).view(1, -1, 1, 1)
         self.stride, self.padding = module.stride, module.padding
         self.output_padding = getattr(module, "output_padding", (0, 0))
-        # stride-1 convolutions run as one GEMM per kernel offset: (out, in) @ (in, H*W)
-        self.taps = [((i, j), self.weight[:, :, i, j].contiguous())
-                     for i in range(self.weight.shape[2]) for j in range(self.weight.shape[3])
-                     if not self.transposed and bool(self.weight[:, :, i, j].any())]
+        # stride-1 convolutions run as one GEMM per kernel row: (out, kw*in) @ (kw*in, rows*W)
+        kh, kw = self.weight.shape[2:]
+        self.row_taps = [(i, self.weight[:, :, i, :].permute(0, 2, 1).reshape(self.weight.shape[0], -1).contiguous())
+                         for i in range(kh) if not self.transposed and bool(self.weight[:, :, i, :].any())]
 
-    def _shifted_gemm(self, a: torch.Tensor) -> torch.Tensor:
-        """Same result as ``F.conv2d`` (every partial sum is an exact integer), about 1.5x
-        faster than its float64 im2col path and without the im2col buffer."""
+    def _row_gemm(self, a: torch.Tensor) -> torch.Tensor:
+        """Same result as ``F.conv2d`` (every partial sum is an exact integer, so the order of
+        summation does not matter), about 1.6x faster than its float64 im2col path: the kw
+        column shifts of the input are stacked once, then each kernel row is one GEMM.
+        Output rows go in bands so the stacked buffer stays under ``_BAND_BYTES``."""
         n, c, h, w = a.shape
         ph, pw = self.padding
         padded = F.pad(a, (pw, pw, ph, ph))
         kh, kw = self.weight.shape[2:]
         oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-        out = a.new_zeros((n, self.weight.shape[0], oh * ow))
+        out = a.new_zeros((n, self.weight.shape[0], oh, ow))
+        band = max(1, _BAND_BYTES // (8 * kw * c * ow) - (kh - 1))
         for b in range(n):
-            acc = out[b]
-            for (i, j), tap in self.taps:
-                acc.addmm_(tap, padded[b, :, i : i + oh, j : j + ow].reshape(c, -1))
-        return out.view(n, -1, oh, ow)
+            for r0 in range(0, oh, band):
+                r1 = min(oh, r0 + band)
+                rows = padded[b, :, r0 : r1 + kh - 1]
+                shifted = torch.cat([rows[:, :, j : j + ow] for j in range(kw)], 0)  # (kw*c, rows, ow)
+                acc = torch.zeros((self.weight.shape[0], (r1 - r0) * ow), dtype=a.dtype, device=a.device)
+                for i, tap in self.row_taps:
+                    acc.addmm_(tap, shifted[:, i : i + r1 - r0].reshape(kw * c, -1))
+                out[b, :, r0:r1] = acc.view(-1, r1 - r0, ow)
+        return out
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
         if self.transposed:
             acc = F.conv_transpose2d(a, self.weight, None, self.stride, self.padding, self.output_padding)
         elif self.stride == (1, 1):
-            acc = self._shifted_gemm(a)
+            acc = self._row_gemm(a)
         else:
             acc = F.conv2d(a, self.weight, None, self.stride, self.padding)
         acc = acc + self.bias
