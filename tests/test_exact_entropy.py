@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.models import REGISTRY, build_model
+from core.models import exact_entropy
 from core.models.exact_entropy import ExactElicEntropy, ExactnessError, IntConv, to_fixed
 
 
@@ -142,8 +143,17 @@ def test_qat_matches_integer_network(tiny_net):
     assert float((fake - exact).abs().max()) <= 2 / 256
 
 
-def test_shifted_gemm_equals_convolution():
+@pytest.mark.parametrize("band_bytes", [None, 1])
+def test_row_gemm_equals_convolution(monkeypatch, band_bytes):
+    """One GEMM per kernel row (in bands of output rows, down to one row) gives exactly
+    the convolution, masked kernels (zero kernel rows skipped) included."""
+    if band_bytes:
+        monkeypatch.setattr(exact_entropy, "_BAND_BYTES", band_bytes)
     torch.manual_seed(2)
-    layer = IntConv(nn.Conv2d(6, 5, 5, padding=2), torch.device("cpu"))
-    a = torch.randint(-2**20, 2**20, (2, 6, 9, 7)).double()
-    assert torch.equal(layer._shifted_gemm(a), F.conv2d(a, layer.weight, None, 1, 2))
+    conv = nn.Conv2d(6, 5, 5, padding=2)
+    with torch.no_grad():
+        conv.weight[:, :, 3:] = 0  # like a causal mask: the last kernel rows are zero
+    for module in (nn.Conv2d(6, 5, 5, padding=2), conv, nn.Conv2d(6, 4, 1), nn.Conv2d(6, 4, 3, padding=1)):
+        layer = IntConv(module, torch.device("cpu"))
+        a = torch.randint(-2**20, 2**20, (2, 6, 9, 7)).double()
+        assert torch.equal(layer._row_gemm(a), F.conv2d(a, layer.weight, None, 1, module.padding))

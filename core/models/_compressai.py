@@ -13,6 +13,7 @@ packages instead.
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import os
@@ -20,7 +21,8 @@ import sys
 import types
 import warnings
 
-_STUBS = ("torch_geometric", "torchvision")  # needed only by compressai's datasets and transforms
+# needed only by compressai's datasets (point clouds, video: pandas, scipy.spatial) and transforms
+_STUBS = ("torch_geometric", "torchvision", "compressai.datasets")
 
 
 def _stubbed(name: str) -> bool:
@@ -64,21 +66,28 @@ class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
-def _lazy(name: str) -> None:
-    """Import ``name`` lazily (stdlib LazyLoader): it runs on first attribute access.
-    compressai's entropy models use ``scipy.stats`` (about 1 s to import) only in
-    ``update()``, which decoding never calls: the tables come with the weights."""
-    import importlib.util
+class _Deferred(types.ModuleType):
+    """Stands in ``sys.modules`` for a module until one of its attributes is used, then
+    imports the real one and hands the attribute over. (The stdlib ``LazyLoader`` does not
+    help here: Python 3.11's import statement reads ``__spec__``, which loads it at once.)"""
 
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        return
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        parent, _, child = self.__name__.rpartition(".")
+        if parent in sys.modules:
+            setattr(sys.modules[parent], child, real)
+        return getattr(real, attr)
+
+
+def _defer(name: str) -> None:
+    """compressai's entropy models use ``scipy.stats`` (about 1 s to import) only in
+    ``update()``, which coding never calls: the tables come with the weights."""
+    if name not in sys.modules:
+        sys.modules[name] = _Deferred(name)
 
 
 def _import():
@@ -87,7 +96,7 @@ def _import():
         from compressai.models import Elic2022Official
 
         return Elic2022Official, EntropyModel
-    _lazy("scipy.stats")
+    _defer("scipy.stats")
     finder = _PlaceholderFinder()
     sys.meta_path.insert(0, finder)
     try:
