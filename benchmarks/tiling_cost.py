@@ -4,8 +4,10 @@ Tiles overlap so the decoder can blend them without seams, but the overlap is co
 twice (768 px tiles with 32 px overlap code about 9 % more pixels than the raster has).
 This compresses one mosaic of real aerial images with each (tile, overlap) at a few
 qualities, decodes it plainly, and reports bpp, PSNR over the raster, PSNR in the seam
-bands (pixels within 4 px of where neighbouring tiles meet) and, per configuration, the
-BD-rate (PSNR) against the default tiling.
+bands (pixels within 4 px of where this configuration's tiles meet) and how much worse
+that is than the anchor's decode on the same pixels, beyond their overall difference (the
+seam penalty: the content near the seams is the same for both, so only the seams differ), and per configuration the BD-rate
+(PSNR) against the anchor (the first configuration, the default tiling).
 
     python benchmarks/tiling_cost.py --size 2048 --configs 768/32 768/16 768/0 1024/32 \
         --qualities 1 3 5 --out results/tiling_cost.json
@@ -60,7 +62,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     model = ["--model", args.model] if args.model else []
     rows = []
-    print(f"{'tile/overlap':>12} {'q':>4} {'bpp':>7} {'PSNR':>7} {'seam PSNR':>10} {'coded px':>9}")
+    print(f"{'tile/overlap':>12} {'q':>4} {'bpp':>7} {'PSNR':>7} {'seam PSNR':>10} {'vs anchor':>10} {'coded px':>9}")
+    anchor_decodes = {}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "mosaic.tif"
         build_raster(src, args.size, [Path(i) for i in args.images])
@@ -80,12 +83,16 @@ def main(argv=None) -> int:
                                      "--overwrite"], check=True, cwd=ROOT)
                 with rasterio.open(dec) as ds:
                     out = ds.read()
+                anchor = anchor_decodes.setdefault(q, out)  # the first configuration's decode
                 row = dict(tile=tile, overlap=overlap, quality=float(q), coded_pixels=coded,
                            bpp=crsic.stat().st_size * 8 / args.size**2, psnr=psnr(ref, out),
-                           seam_psnr=psnr(ref[:, seams], out[:, seams]))
+                           seam_psnr=psnr(ref[:, seams], out[:, seams]),
+                           # worse at its seams than the anchor on the same pixels, beyond the overall difference
+                           seam_penalty_db=(psnr(ref[:, seams], anchor[:, seams]) - psnr(ref[:, seams], out[:, seams]))
+                           - (psnr(ref, anchor) - psnr(ref, out)))
                 rows.append(row)
                 print(f"{config:>12} {q:>4} {row['bpp']:>7.4f} {row['psnr']:>7.2f} {row['seam_psnr']:>10.2f} "
-                      f"{coded:>9.3f}", flush=True)
+                      f"{-row['seam_penalty_db']:>+10.2f} {coded:>9.3f}", flush=True)
     anchor = [r for r in rows if (r["tile"], r["overlap"]) == tuple(int(v) for v in args.configs[0].split("/"))]
     summary = {}
     for config in args.configs[1:]:
@@ -94,10 +101,9 @@ def main(argv=None) -> int:
         summary[config] = dict(
             bd_rate_psnr=bd_rate([r["bpp"] for r in anchor], [r["psnr"] for r in anchor],
                                  [r["bpp"] for r in test], [r["psnr"] for r in test]),
-            mean_seam_penalty_db=float(np.mean([(r["psnr"] - r["seam_psnr"]) - (a["psnr"] - a["seam_psnr"])
-                                                for r, a in zip(test, anchor)])))
+            mean_seam_penalty_db=float(np.mean([r["seam_penalty_db"] for r in test])))
         print(f"{config:>12} vs {args.configs[0]}: BD-rate (PSNR) {summary[config]['bd_rate_psnr']:+.2f} %, "
-              f"seam penalty {summary[config]['mean_seam_penalty_db']:+.2f} dB")
+              f"seams {summary[config]['mean_seam_penalty_db']:.2f} dB worse than the anchor's on the same pixels")
     if args.out:
         Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "size": args.size, "rows": rows,
                                               "vs_anchor": summary}, indent=1) + "\n")
