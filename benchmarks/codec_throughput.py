@@ -10,6 +10,7 @@ beside the previous version's numbers (``--baseline``, a JSON this script wrote)
 
     python benchmarks/codec_throughput.py --sizes 2048 4096 8192 \
         --images ../shared/data/val/dubai/*.jpg
+    python benchmarks/codec_throughput.py --sizes 8192 16384 --device cuda --threads 16   # on a GPU
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="model name or .safetensors (default: the shipped one)")
     p.add_argument("--quality", default="3")
     p.add_argument("--threads", default="2")
+    p.add_argument("--device", default=None, help="torch device for our codec, e.g. cuda (default: the CLI's)")
     p.add_argument("--tile", default=None, help="tile size (default: the codec's)")
     p.add_argument("--enhance", action="store_true",
                    help="also time decoding with the Code-RSIC enhancement (about 10x slower)")
@@ -98,6 +100,7 @@ def main(argv=None) -> int:
         sys.exit("no source images: pass --images")
     model = ["--model", args.model] if args.model else []
     tile = ["--tile", args.tile] if args.tile else []
+    model += ["--device", args.device] if args.device else []
     head = f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}"
     print(head + (f" {'enh MP/s':>9} {'enh peak MB':>12}" if args.enhance else ""))
     rows = []

@@ -1,0 +1,136 @@
+"""Rate-distortion on one large raster, as a GIS user codes it: our CLI against classical codecs.
+
+Builds a mosaic GeoTIFF of real aerial images (several megapixels), compresses it with
+``python -m core.tile_codec compress`` (default tiling, every tile's overlap paid for) at
+each quality of each model, decodes it plainly (``--no-enhance``), and counts the whole
+container. Each classical codec (JPEG, WebP, JPEG 2000, AVIF, JPEG XL, via
+``core.evaluation.codecs``; each counted by its whole file) codes the whole mosaic at the
+bitrates ``--bpp`` (quality searched). Prints every point, then per model the BD-rate
+against AVIF and JPEG 2000 (negative: fewer bits than they need for the same quality).
+
+    python benchmarks/large_raster_rd.py --size 3072 --out results/large_raster_rd.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from codec_throughput import build_raster  # noqa: E402
+
+from core.evaluation.bd_rate import bd_rate, quality_axis  # noqa: E402
+from core.evaluation.codecs import CODECS, EvalOptions  # noqa: E402
+from core.evaluation.metrics import ms_ssim, psnr  # noqa: E402
+from core.evaluation.rate_search import RateSearch  # noqa: E402
+
+QUALITIES = {"elic-lite": ["0", "1", "2", "3", "4", "5", "6"], "elic-v2": ["0", "1", "2", "4", "6", "8", "10", "11"]}
+
+
+def lpips_tiled(a: np.ndarray, b: np.ndarray, side: int = 1024) -> float:
+    """LPIPS (AlexNet) averaged over side x side tiles, weighted by area."""
+    from core.evaluation.metrics import lpips
+
+    total, area = 0.0, 0
+    for y in range(0, a.shape[0], side):
+        for x in range(0, a.shape[1], side):
+            pa, pb = a[y : y + side, x : x + side], b[y : y + side, x : x + side]
+            if min(pa.shape[:2]) < 64:
+                continue
+            total += lpips(pa, pb) * pa.shape[0] * pa.shape[1]
+            area += pa.shape[0] * pa.shape[1]
+    return total / area
+
+
+def measure(ref: np.ndarray, out: np.ndarray, metrics: list[str]) -> dict:
+    res = {"psnr": psnr(ref, out)}
+    if "ms_ssim" in metrics:
+        res["ms_ssim"] = float(ms_ssim(ref, out))
+    if "lpips" in metrics:
+        res["lpips"] = lpips_tiled(ref, out)
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=3072, help="mosaic side in pixels")
+    p.add_argument("--images", nargs="+", default=sorted(str(x) for x in (ROOT.parent / "shared/data/val/dubai").glob("*.jpg")))
+    p.add_argument("--models", nargs="+", default=["elic-lite", "elic-v2"])
+    p.add_argument("--codecs", default="jpeg,webp,jp2,avif,jxl")
+    p.add_argument("--bpp", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.4])
+    p.add_argument("--metrics", default="psnr,ms-ssim", help="psnr, ms-ssim, lpips (needs metric_setup)")
+    p.add_argument("--out", help="also write the points and BD-rates as JSON here")
+    args = p.parse_args(argv)
+    metrics = [m.replace("-", "_") for m in args.metrics.split(",")]
+    points: list[dict] = []
+
+    def show(pt):
+        print(f"{pt['codec']:>10} {pt['param']:>8} {pt['bpp']:>7.4f} " +
+              " ".join(f"{m} {pt[m]:.4f}" for m in metrics if m in pt), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "mosaic.tif"
+        build_raster(src, args.size, [Path(i) for i in args.images])
+        with rasterio.open(src) as ds:
+            ref = np.ascontiguousarray(ds.read().transpose(1, 2, 0))
+        pixels = args.size**2
+        for model in args.models:
+            for q in QUALITIES.get(model, ["1", "3", "6"]):
+                crsic, dec = Path(tmp) / "m.crsic", Path(tmp) / "d.tif"
+                py = [sys.executable, "-m", "core.tile_codec"]
+                t0 = time.perf_counter()
+                subprocess.run(py + ["compress", str(src), "-o", str(crsic), "--quality", q, "--model", model,
+                                     "--quiet", "--overwrite"], check=True, cwd=ROOT)
+                subprocess.run(py + ["decompress", str(crsic), "-o", str(dec), "--no-enhance", "--quiet",
+                                     "--overwrite"], check=True, cwd=ROOT)
+                with rasterio.open(dec) as ds:
+                    out = ds.read().transpose(1, 2, 0)
+                pt = dict(codec=model, param=float(q), bpp=crsic.stat().st_size * 8 / pixels,
+                          seconds=time.perf_counter() - t0, **measure(ref, out, metrics))
+                points.append(pt)
+                show(pt)
+        for name in args.codecs.split(","):
+            codec = CODECS[name](EvalOptions())
+            search = RateSearch(codec, ref)
+            for target in args.bpp:
+                enc = search.match(target)
+                if not enc.hit and any(abs(pt["bpp"] / enc.bpp - 1) < 0.03 for pt in points if pt["codec"] == name):
+                    continue  # the codec cannot reach the target: its nearest point is already in
+                out = codec.decode(enc.data, ref.shape[:2])
+                pt = dict(codec=name, param=enc.quality, bpp=enc.bpp, target=target, hit=enc.hit,
+                          **measure(ref, out, metrics))
+                points.append(pt)
+                show(pt)
+    summary = {}
+    for model in args.models:
+        ours = [pt for pt in points if pt["codec"] == model]
+        for anchor in ("avif", "jp2"):
+            theirs = [pt for pt in points if pt["codec"] == anchor]
+            if not theirs:
+                continue
+            for m in metrics:
+                q_theirs = quality_axis(m, np.array([pt[m] for pt in theirs]))
+                q_ours = quality_axis(m, np.array([pt[m] for pt in ours]))
+                value, overlap = bd_rate([pt["bpp"] for pt in theirs], q_theirs, [pt["bpp"] for pt in ours], q_ours,
+                                         with_overlap=True)
+                summary[f"{model} vs {anchor} ({m})"] = {"bd_rate_percent": value, "overlap": overlap}
+                print(f"{model} vs {anchor}: BD-rate ({m}) {value:+.1f} % (over {overlap:.0%} of the quality range)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "size": args.size, "points": points,
+                                              "bd_rate": summary}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
