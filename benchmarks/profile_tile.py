@@ -1,0 +1,122 @@
+"""Where a tile's time goes: the stages of encoding, decoding and enhancing one default tile.
+
+Times (median of ``--repeat`` runs, after a warm-up) the analysis transform, the
+bit-exact entropy coding (split into its integer networks: hyper-synthesis, channel
+context, spatial context, parameter aggregation, and the rest: rANS, checkerboard
+bookkeeping, hyper-analysis), the synthesis transform, and the enhancer on the windows
+that cover the tile. The tile is a real aerial crop, padded as the codec pads it.
+
+    python benchmarks/profile_tile.py --threads 2 --out results/profile_tile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.codec.tile_coder import get_coder  # noqa: E402
+from core.format.tiling import padded  # noqa: E402
+from core.models import get_enhancer, quality_to_level  # noqa: E402
+from core.options import DEFAULT_ENHANCE_OVERLAP, DEFAULT_ENHANCE_WINDOW, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE  # noqa: E402,E501
+
+
+class Timed:
+    """Wraps a callable and adds its wall time to ``totals[name]``."""
+
+    def __init__(self, fn, name, totals):
+        self.fn, self.name, self.totals = fn, name, totals
+
+    def __call__(self, *a, **k):
+        t0 = time.perf_counter()
+        out = self.fn(*a, **k)
+        self.totals[self.name] += time.perf_counter() - t0
+        return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--image", default=str(next((ROOT.parent / "shared/data/val/dubai").glob("*.jpg"), "")))
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    side = padded(DEFAULT_TILE)  # a default tile (overlap included), as the codec pads it
+    img = np.asarray(Image.open(args.image).convert("RGB"))[:side, :side]
+    tile = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / 255.0
+    coder = get_coder(args.model)
+    net, exact = coder.model.net, coder.exact
+    level = quality_to_level(DEFAULT_QUALITY, coder.model.spec.levels)
+    lv = torch.tensor([level], dtype=torch.float32)
+    totals: dict[str, float] = defaultdict(float)
+    exact.h_s = Timed(exact.h_s, "hyper-synthesis (int)", totals)
+    exact.channel_context = {k: Timed(v, "channel context (int)", totals) for k, v in exact.channel_context.items()}
+    exact.spatial = [Timed(v, "spatial context (int)", totals) for v in exact.spatial]
+    exact.aggregation = [Timed(v, "parameter aggregation (int)", totals) for v in exact.aggregation]
+    enhancer = get_enhancer(None)
+    from core.enhance.windows import enhance_array
+
+    stages = defaultdict(list)
+    for run in range(args.repeat + 1):
+        totals.clear()
+        x = torch.from_numpy(tile)[None]
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            y = net.analysis(x, lv)
+        t1 = time.perf_counter()
+        enc = exact.compress(y)
+        t2 = time.perf_counter()
+        enc_parts = dict(totals)
+        totals.clear()
+        dec = exact.decompress(enc["strings"], (side // 64, side // 64))
+        t3 = time.perf_counter()
+        dec_parts = dict(totals)
+        with torch.inference_mode():
+            net.synthesis(dec["y_hat"], lv)
+        t4 = time.perf_counter()
+        enhance_array(img, enhancer.default_fidelity, window=DEFAULT_ENHANCE_WINDOW, overlap=DEFAULT_ENHANCE_OVERLAP)
+        t5 = time.perf_counter()
+        if run == 0:
+            continue  # warm-up
+        stages["analysis (float)"].append(t1 - t0)
+        stages["entropy encode (int), total"].append(t2 - t1)
+        for k, v in enc_parts.items():
+            stages[f"  encode: {k}"].append(v)
+        stages["  encode: other (rANS, h_a, bookkeeping)"].append((t2 - t1) - sum(enc_parts.values()))
+        stages["entropy decode (int), total"].append(t3 - t2)
+        for k, v in dec_parts.items():
+            stages[f"  decode: {k}"].append(v)
+        stages["  decode: other (rANS, bookkeeping)"].append((t3 - t2) - sum(dec_parts.values()))
+        stages["synthesis (float)"].append(t4 - t3)
+        stages["enhancement (windows over the tile)"].append(t5 - t4)
+    mp = side * side / 1e6
+    print(f"one {side} x {side} tile ({mp:.2f} MP), model {args.model}, quality {DEFAULT_QUALITY}, "
+          f"{args.threads} threads, median of {args.repeat}")
+    rows = {k: statistics.median(v) for k, v in stages.items()}
+    for k, v in rows.items():
+        print(f"{k:<48} {v:7.3f} s")
+    enc_total = rows["analysis (float)"] + rows["entropy encode (int), total"]
+    dec_total = rows["entropy decode (int), total"] + rows["synthesis (float)"]
+    print(f"{'encode, per tile':<48} {enc_total:7.3f} s  ({mp / enc_total:.2f} MP/s)")
+    print(f"{'plain decode, per tile':<48} {dec_total:7.3f} s  ({mp / dec_total:.2f} MP/s)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "tile": side, "threads": args.threads,
+                                              "seconds": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
