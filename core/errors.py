@@ -51,3 +51,21 @@ def report(exc: CodecError, stream=None) -> int:
     """Print ``error: <one line>`` and return the exit status for a user-facing error."""
     print(f"error: {exc}", file=stream or sys.stderr)
     return EXIT_USER_ERROR
+
+
+def exit_now(status: int):
+    """End a command-line process with ``status`` without tearing the interpreter down.
+
+    Freeing PyTorch's modules and tensors at interpreter shutdown takes about 0.8 s on two
+    cores, after the work is done and the output is in place. The exit handlers still run
+    (temporary files, logging, Dask clusters); only the module teardown is skipped."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    os._exit(status)

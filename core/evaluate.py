@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import CodecError, report
+from .errors import CodecError, exit_now, report
 from .evaluation.codecs import CODECS, DEFAULT_CODECS, EvalOptions, Postprocessed, register  # noqa: F401
 from .evaluation.images import list_images
 from .evaluation.report import markdown_tables, write_outputs
@@ -75,4 +75,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import EXIT_USER_ERROR, BadInput, CodecError, report
+from .errors import EXIT_USER_ERROR, BadInput, CodecError, exit_now, report
 from .options import (
     AUTO_ENHANCE_MAX_QUALITY,
     CONTAINER_SUFFIX,
@@ -492,4 +492,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

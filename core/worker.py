@@ -40,7 +40,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .errors import BadInput, CodecError, WeightsUnavailable, report
+from .errors import BadInput, CodecError, WeightsUnavailable, exit_now, report
 from .options import DEFAULT_DEVICE, CompressParams, DecompressParams, EnhanceParams
 
 ACTIONS = ("ping", "info", "compress", "decompress", "enhance", "psnr", "diff", "tiles", "quality_map")
@@ -435,4 +435,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
