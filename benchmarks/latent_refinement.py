@@ -2,8 +2,10 @@
 
 For each image and rate level: the plain encoding (analysis -> bit-exact entropy coding),
 then the latent ``y`` refined by gradient descent on the model's own rate-distortion loss
-(``lambda * 255^2 * MSE + bpp``, the training loss; uniform-noise rate proxy, the
-synthesis of the noisy latent for distortion), then coded by the same bit-exact path.
+(``lambda * 255^2 * MSE + bpp``, the training loss) with Adam and a cosine schedule,
+then coded by the same bit-exact path. ``--proxy ste``: hard rounding as coded, with a
+straight-through gradient, keeping the best iterate; ``--proxy noise``: uniform noise as
+in training (measured: it does not transfer to rounding).
 Real bytes and decoded PSNR for both; BD-rate (PSNR) of refined against plain, and the
 encode time each costs.
 
