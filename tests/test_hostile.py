@@ -299,6 +299,28 @@ def test_real_file_size_limit(small_container, tmp_path, tiny_weights):
     assert files(tmp_path) == ([] if res["compress"] != "written" else ["c.crsic"])
 
 
+@pytest.mark.parametrize("cog", [False, True])
+def test_cli_on_a_full_disk_says_one_line(small_container, tmp_path, tiny_weights, cog):
+    """Through the CLI, with a real write limit: exit 1 and a single ``error:`` line on
+    stderr (libtiff's own complaints are held back), and no file left behind."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "core.tile_codec", "decompress", str(small_container[1]), "-o", str(out / "d.tif"),
+           "--model", str(tiny_weights), "--no-enhance", "--quiet"] + (["--cog"] if cog else [])
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: could not write"), proc.stderr
+    assert list(out.iterdir()) == []
+
+
 # ---------------------------------------------------------------- hostile containers through the CLI
 
 

@@ -61,3 +61,32 @@ def atomic_output(path: str | Path, overwrite: bool = False):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def held_stderr():
+    """Hold back what C libraries print to file descriptor 2 during the block (libtiff
+    prints "_tiffWriteProc: File too large." when a disk fills, before GDAL raises): it is
+    printed after the block if the block succeeds, and dropped if it fails, since the
+    one-line error then says what happened."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect
+        yield
+        return
+    held = tempfile.TemporaryFile()
+    try:
+        os.dup2(held.fileno(), 2)
+        yield
+    except BaseException:
+        os.dup2(saved, 2)
+        raise
+    else:
+        os.dup2(saved, 2)
+        held.seek(0)
+        text = held.read()
+        if text:
+            os.write(2, text)
+    finally:
+        os.close(saved)
+        held.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..errors import BadInput, CodecError, CorruptContainer, OutputFailed, Unsup
 from ..options import MAX_SOURCE_BANDS, bands_problem, raster_size_problem
 from .header import Header
 from .normalization import BandRange, check_dtype, fixed_range
-from .output import atomic_output, reason, write_failed
+from .output import atomic_output, held_stderr, reason, write_failed
 
 logging.getLogger("rasterio").setLevel(logging.ERROR)
 
@@ -242,11 +243,19 @@ def raster_output(dst: str | Path, profile: dict, overwrite: bool = False, cog: 
     with atomic_output(dst, overwrite) as tmp:
         gtiff = tmp.with_name(tmp.name + ".tif") if cog else tmp
         try:
-            with rasterio.open(gtiff, "w", **profile) as out:
+            out = rasterio.open(gtiff, "w", **profile)
+            try:
                 yield out
-            if cog:
-                rasterio.shutil.copy(gtiff, tmp, driver="COG", compress="deflate", predictor=2)
-            check_written(tmp, dst)
+            except BaseException:
+                out.__exit__(*sys.exc_info())
+                raise
+            # Closing flushes GDAL's block cache, where a full disk usually shows: libtiff's
+            # own lines about it are dropped if the file then fails its checks.
+            with held_stderr():
+                out.__exit__(None, None, None)
+                if cog:
+                    rasterio.shutil.copy(gtiff, tmp, driver="COG", compress="deflate", predictor=2)
+                check_written(tmp, dst)
         except CodecError:
             raise
         except GDAL_ERRORS as exc:  # inputs raise CodecErrors: this is GDAL failing to write
