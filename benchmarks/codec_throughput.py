@@ -57,6 +57,19 @@ def build_raster(path: Path, size: int, images: list[Path]) -> None:
             k += 1
 
 
+
+def cli_roundtrip(src: Path, folder: Path, compress_args: list[str]) -> tuple[float, np.ndarray]:
+    """``compress`` then plain ``decompress`` through the CLI, each its own process ->
+    (bits per pixel of the whole container, decoded pixels (bands, h, w))."""
+    crsic, dec = folder / "roundtrip.crsic", folder / "roundtrip.tif"
+    py = [sys.executable, "-m", "core.tile_codec"]
+    subprocess.run(py + ["compress", str(src), "-o", str(crsic), "--quiet", "--overwrite", *compress_args],
+                   check=True, cwd=ROOT)
+    subprocess.run(py + ["decompress", str(crsic), "-o", str(dec), "--no-enhance", "--quiet", "--overwrite"],
+                   check=True, cwd=ROOT)
+    with rasterio.open(dec) as ds:
+        return crsic.stat().st_size * 8 / (ds.width * ds.height), ds.read()
+
 def run(cmd: list[str]) -> tuple[float, float]:
     """Run a command; return (seconds, peak RSS in MB of exactly that process)."""
     t0 = time.perf_counter()
@@ -98,9 +111,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.images:
         sys.exit("no source images: pass --images")
-    model = ["--model", args.model] if args.model else []
+    runtime = (["--model", args.model] if args.model else []) + (["--device", args.device] if args.device else [])
     tile = ["--tile", args.tile] if args.tile else []
-    model += ["--device", args.device] if args.device else []
     head = f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}"
     print(head + (f" {'enh MP/s':>9} {'enh peak MB':>12}" if args.enhance else ""))
     rows = []
@@ -116,8 +128,8 @@ def main(argv=None) -> int:
             crsic, dec = src.with_suffix(".crsic"), Path(tmp) / f"dec_{size}.tif"
             py = [sys.executable, "-m", "core.tile_codec"]
             te, me = run(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality, "--threads",
-                               args.threads, "--quiet", *model, *tile])
-            decode = py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads, "--quiet", *model]
+                               args.threads, "--quiet", *runtime, *tile])
+            decode = py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads, "--quiet", *runtime]
             td, md = run(decode + ["--no-enhance"])
             mp = size * size / 1e6
             bpp = crsic.stat().st_size * 8 / (size * size)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from codec_throughput import build_raster  # noqa: E402
+from codec_throughput import build_raster, cli_roundtrip  # noqa: E402
 
 from core.evaluation.bd_rate import bd_rate, quality_axis  # noqa: E402
 from core.evaluation.codecs import CODECS, EvalOptions  # noqa: E402
@@ -84,20 +83,12 @@ def main(argv=None) -> int:
         build_raster(src, args.size, [Path(i) for i in args.images])
         with rasterio.open(src) as ds:
             ref = np.ascontiguousarray(ds.read().transpose(1, 2, 0))
-        pixels = args.size**2
         for model in args.models:
             for q in QUALITIES.get(model, ["1", "3", "6"]):
-                crsic, dec = Path(tmp) / "m.crsic", Path(tmp) / "d.tif"
-                py = [sys.executable, "-m", "core.tile_codec"]
                 t0 = time.perf_counter()
-                subprocess.run(py + ["compress", str(src), "-o", str(crsic), "--quality", q, "--model", model,
-                                     "--quiet", "--overwrite"], check=True, cwd=ROOT)
-                subprocess.run(py + ["decompress", str(crsic), "-o", str(dec), "--no-enhance", "--quiet",
-                                     "--overwrite"], check=True, cwd=ROOT)
-                with rasterio.open(dec) as ds:
-                    out = ds.read().transpose(1, 2, 0)
-                pt = dict(codec=model, param=float(q), bpp=crsic.stat().st_size * 8 / pixels,
-                          seconds=time.perf_counter() - t0, **measure(ref, out, metrics))
+                bpp, out = cli_roundtrip(src, Path(tmp), ["--quality", q, "--model", model])
+                pt = dict(codec=model, param=float(q), bpp=bpp, seconds=time.perf_counter() - t0,
+                          **measure(ref, out.transpose(1, 2, 0), metrics))
                 points.append(pt)
                 show(pt)
         for name in args.codecs.split(","):

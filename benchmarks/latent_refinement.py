@@ -32,14 +32,7 @@ from core.evaluation.bd_rate import bd_rate  # noqa: E402
 from core.evaluation.images import center_crop, list_images, read_rgb  # noqa: E402
 from core.evaluation.metrics import psnr  # noqa: E402
 from core.options import DEFAULT_MODEL  # noqa: E402
-
-
-def rate_bits(likelihoods) -> torch.Tensor:
-    if isinstance(likelihoods, dict):
-        return sum(rate_bits(v) for v in likelihoods.values())
-    if isinstance(likelihoods, (list, tuple)):
-        return sum(rate_bits(v) for v in likelihoods)
-    return (-torch.log2(likelihoods.clamp_min(1e-9))).sum()
+from training.train_elic import likelihood_bits  # noqa: E402
 
 
 def code(coder, y: torch.Tensor, level: torch.Tensor, shape) -> tuple[int, np.ndarray]:
@@ -93,7 +86,7 @@ def refine(net, x, y0, level, lam, iters: int, lr: float, proxy: str = "ste") ->
         for _ in range(iters):
             out = codec(y)
             x_hat = net.g_s(out["y_hat"] * inv)
-            bpp = rate_bits(out["likelihoods"]) / (x.shape[2] * x.shape[3])
+            bpp = likelihood_bits(out["likelihoods"]).sum() / (x.shape[2] * x.shape[3])
             loss = lam * 255**2 * (x_hat - x).pow(2).mean() + bpp
             if proxy == "ste" and loss.item() < best_loss:  # hard rounding: the loss of what is coded
                 best, best_loss = y.detach().clone(), loss.item()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from codec_throughput import build_raster  # noqa: E402
+from codec_throughput import build_raster, cli_roundtrip  # noqa: E402
 
 from core.evaluation.bd_rate import bd_rate  # noqa: E402
 from core.evaluation.metrics import psnr  # noqa: E402
@@ -75,17 +74,11 @@ def main(argv=None) -> int:
             grid = TileGrid(args.size, args.size, tile, overlap)
             coded = sum(t.width * t.height for t in grid) / args.size**2
             for q in args.qualities:
-                crsic, dec = Path(tmp) / "m.crsic", Path(tmp) / "d.tif"
-                py = [sys.executable, "-m", "core.tile_codec"]
-                subprocess.run(py + ["compress", str(src), "-o", str(crsic), "--quality", q, "--tile", str(tile),
-                                     "--overlap", str(overlap), "--quiet", "--overwrite", *model], check=True, cwd=ROOT)
-                subprocess.run(py + ["decompress", str(crsic), "-o", str(dec), "--no-enhance", "--quiet",
-                                     "--overwrite"], check=True, cwd=ROOT)
-                with rasterio.open(dec) as ds:
-                    out = ds.read()
+                bpp, out = cli_roundtrip(src, Path(tmp), ["--quality", q, "--tile", str(tile),
+                                                          "--overlap", str(overlap), *model])
                 anchor = anchor_decodes.setdefault(q, out)  # the first configuration's decode
                 row = dict(tile=tile, overlap=overlap, quality=float(q), coded_pixels=coded,
-                           bpp=crsic.stat().st_size * 8 / args.size**2, psnr=psnr(ref, out),
+                           bpp=bpp, psnr=psnr(ref, out),
                            seam_psnr=psnr(ref[:, seams], out[:, seams]),
                            # worse at its seams than the anchor on the same pixels, beyond the overall difference
                            seam_penalty_db=(psnr(ref[:, seams], anchor[:, seams]) - psnr(ref[:, seams], out[:, seams]))

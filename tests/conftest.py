@@ -29,3 +29,37 @@ def tiny_weights(tmp_path_factory) -> str:
 def neon_rgb() -> Path:
     """Committed test data: NEON RGB 400x400 uint8, EPSG:32617 (from the MIT deepforest wheel)."""
     return TEST_DATA / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Single-threaded torch for a module of many small runs: on a shared 2-core machine one
+    thread is faster, and it leaves the cores free."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class _IdentityNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(1))  # a device for the windows code to read
+
+    def enhance(self, x, fidelity):
+        return x
+
+
+class IdentityEnhancer:
+    """A loaded enhancer that returns its input (the real one is large and slow)."""
+
+    def __init__(self):
+        self.net, self.sha256, self.default_fidelity = _IdentityNet(), "0" * 64, 0.5
+
+
+@pytest.fixture
+def identity_enhancer(monkeypatch) -> IdentityEnhancer:
+    """``core.models.get_enhancer`` gives an identity enhancer for the test."""
+    loaded = IdentityEnhancer()
+    monkeypatch.setattr("core.models.get_enhancer", lambda *a, **k: loaded)
+    return loaded

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-import torch
 from rasterio.warp import transform_geom
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import Polygon, box, mapping, shape
@@ -111,21 +110,10 @@ def test_aoi_wkt_any_crs_and_a_raster_without_nodata_gets_a_mask(tmp_path, tiny_
     assert np.count_nonzero(masks[0] != masks[1]) < 60 and np.array_equal(masks[0], masks[2])
 
 
-def test_aoi_reaches_the_enhanced_decode(coded, tiny_weights, tmp_path, neon_rgb_module, monkeypatch):
+def test_aoi_reaches_the_enhanced_decode(coded, tiny_weights, tmp_path, neon_rgb_module, monkeypatch,
+                                        identity_enhancer):
     from core.enhance import decompress_enhanced
 
-    class Identity(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.p = torch.nn.Parameter(torch.zeros(1))
-
-        def enhance(self, x, w):
-            return x
-
-    class Loaded:
-        net, sha256, default_fidelity = Identity(), "0" * 64, 0.5
-
-    monkeypatch.setattr("core.models.get_enhancer", lambda *a, **k: Loaded())
     monkeypatch.setattr("core.enhance.decode.enhancement_reason", lambda params, quality: None)
     c, full = coded
     with rasterio.open(neon_rgb_module) as ds:

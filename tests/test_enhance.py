@@ -278,22 +278,10 @@ def test_enhance_keeps_nodata_and_uint16(pipeline, tmp_path):
     assert got[:, 10:].min() >= 100 and got[:, 10:].max() <= 1999  # within the band's range
 
 
-def test_windows_blend_without_seams_when_identity(tmp_path, neon_rgb, monkeypatch):
+def test_windows_blend_without_seams_when_identity(tmp_path, neon_rgb, identity_enhancer):
     """With an identity enhancer the blended output equals the input: the window ramps sum to one."""
     import core.enhance.raster as er
 
-    class Identity(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.p = torch.nn.Parameter(torch.zeros(1))
-
-        def enhance(self, x, w):
-            return x
-
-    class Loaded:
-        net, sha256, default_fidelity = Identity(), "0" * 64, 0.5
-
-    monkeypatch.setattr("core.models.get_enhancer", lambda *a, **k: Loaded())
     out = tmp_path / "id.tif"
     er.enhance_raster(neon_rgb, out, EnhanceParams(window=96, overlap=24))
     with rasterio.open(neon_rgb) as a, rasterio.open(out) as b:

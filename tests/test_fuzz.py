@@ -27,15 +27,7 @@ RANDOM_CASES = 200  # per run, spread over the two containers
 PIXELS_MUST_MATCH = {"bytes", "stream-framing", "stream-bytes"}  # a decode of these is the original's
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small decodes: one torch thread is faster than two on shared cores, and leaves them free."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # many small decodes
 
 
 @pytest.fixture(scope="module")

@@ -26,14 +26,7 @@ from core.format.container import ContainerReader
 from core.options import CompressParams, EnhanceParams
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def files(folder):
@@ -128,28 +121,10 @@ def test_hundreds_of_bands(hostile_rasters, tmp_path, tiny_weights):
     assert files(tmp_path) == ["out.crsic"]
 
 
-class _Identity:
-    """An enhancer that returns its input (the real one is large and slow)."""
-
-    def __init__(self):
-        import torch
-
-        class Net(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.p = torch.nn.Parameter(torch.zeros(1))
-
-            def enhance(self, x, fidelity):
-                return x
-
-        self.net, self.sha256, self.default_fidelity = Net(), "0" * 64, 0.5
-
-
 @pytest.mark.parametrize("name", ["palette", "truncated", "float32", "zero-width"])
-def test_hostile_rasters_refused_by_enhance(hostile_rasters, tmp_path, monkeypatch, name):
+def test_hostile_rasters_refused_by_enhance(hostile_rasters, tmp_path, identity_enhancer, name):
     from core.enhance import enhance_raster
 
-    monkeypatch.setattr("core.models.get_enhancer", lambda *a, **k: _Identity())
     with pytest.raises(CodecError) as err:
         enhance_raster(hostile_rasters / f"{name}.tif", tmp_path / "out.tif", EnhanceParams(window=64, overlap=16))
     one_line(err.value)
@@ -225,10 +200,9 @@ def test_full_disk_while_decompressing(small_container, tmp_path, tiny_weights, 
     assert files(tmp_path) == []
 
 
-def test_full_disk_while_enhancing(small_container, tmp_path, monkeypatch):
+def test_full_disk_while_enhancing(small_container, tmp_path, monkeypatch, identity_enhancer):
     from core.enhance import enhance_raster
 
-    monkeypatch.setattr("core.models.get_enhancer", lambda *a, **k: _Identity())
     _gdal_full_disk(monkeypatch)
     with pytest.raises(OutputFailed, match="No space left on device") as err:
         enhance_raster(small_container[0], tmp_path / "out.tif", EnhanceParams(window=64, overlap=16))
@@ -236,11 +210,11 @@ def test_full_disk_while_enhancing(small_container, tmp_path, monkeypatch):
     assert files(tmp_path) == []
 
 
-def test_full_disk_while_decoding_enhanced(small_container, tmp_path, tiny_weights, monkeypatch):
+def test_full_disk_while_decoding_enhanced(small_container, tmp_path, tiny_weights, monkeypatch,
+                                           identity_enhancer):
     from core.enhance import decompress_enhanced
     from core.options import DecompressParams
 
-    monkeypatch.setattr("core.models.get_enhancer", lambda *a, **k: _Identity())
     _gdal_full_disk(monkeypatch)
     with pytest.raises(OutputFailed, match="No space left on device"):
         decompress_enhanced(small_container[1], tmp_path / "out.tif",

@@ -39,13 +39,7 @@ TEST_DATA = ROOT / "tests" / "data"
 # ------------------------------------------------------------------ fixtures and images
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Single-threaded torch: these small networks gain nothing from threads on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small networks gain nothing from threads
 
 
 @pytest.fixture(scope="session")

@@ -67,12 +67,16 @@ def rd_loss(net, x, levels, lambdas):
     """Per-sample rate-distortion loss; returns (loss, mse, bpp) batch means."""
     out = net(x, levels)
     num_px = x.shape[2] * x.shape[3]
-    bits = sum((-torch.log2(lk.clamp_min(1e-9))).flatten(1).sum(1) for lk in _flat_likelihoods(out["likelihoods"]))
-    bpp = bits / num_px
+    bpp = likelihood_bits(out["likelihoods"]) / num_px
     mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
     lam = lambdas[levels.long()]
     loss = (lam * 255**2 * mse + bpp).mean()
     return loss, mse.mean(), bpp.mean()
+
+
+def likelihood_bits(likelihoods) -> torch.Tensor:
+    """Estimated bits per sample, (B,), of a model's (nested) likelihoods."""
+    return sum((-torch.log2(lk.clamp_min(1e-9))).flatten(1).sum(1) for lk in _flat_likelihoods(likelihoods))
 
 
 def _flat_likelihoods(lk):
@@ -96,8 +100,7 @@ def validate(net, crops, levels, device) -> dict:
         for c in crops:
             x = c[None].to(device)
             out = net(x, torch.tensor([float(lv)], device=device))
-            bits = sum((-torch.log2(lk.clamp_min(1e-9))).sum() for lk in _flat_likelihoods(out["likelihoods"]))
-            bpps.append(float(bits) / (x.shape[2] * x.shape[3]))
+            bpps.append(float(likelihood_bits(out["likelihoods"]).sum()) / (x.shape[2] * x.shape[3]))
             mse = float((out["x_hat"].clamp(0, 1) - x).pow(2).mean())
             psnrs.append(10 * math.log10(1 / max(mse, 1e-10)))
         res[f"q{lv + 1}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}

@@ -30,7 +30,7 @@ from ..errors import BadInput
 from ..format.container import ContainerReader
 from ..format.header import Header
 from ..format.normalization import BandRange
-from ..format.raster_io import has_mask, open_raster, read_valid
+from ..format.raster_io import OffGrid, grid_offset, has_mask, open_raster, read_valid
 from ..format.tiling import Tile, TileGrid
 from ..format.output import check_output
 from ..format.vector import vector_format, write_polygons
@@ -117,13 +117,12 @@ def _summary(dst, fmt: str, records: list[tuple[Polygon, dict]]) -> dict:
 
 def _offset(header: Header, ds, what: str) -> tuple[int, int]:
     """Where raster ``ds`` starts on the container's pixel grid (it may be a window of it)."""
-    t, h = ds.transform, rasterio.Affine(*header.transform)
-    if not np.allclose([t.a, t.b, t.d, t.e], [h.a, h.b, h.d, h.e], rtol=1e-6, atol=1e-12):
-        raise BadInput(f"the {what} {ds.name} has another pixel size or orientation than the container")
-    col, row = ~h * (t.c, t.f)
-    if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
-        raise BadInput(f"the {what} {ds.name} is not aligned with the container's pixel grid")
-    return int(round(col)), int(round(row))
+    try:
+        return grid_offset(rasterio.Affine(*header.transform), ds.transform)
+    except OffGrid as off:
+        if off.what == "pixel size":
+            raise BadInput(f"the {what} {ds.name} has another pixel size or orientation than the container") from None
+        raise BadInput(f"the {what} {ds.name} is not aligned with the container's pixel grid") from None
 
 
 def _to_uint8(values: np.ndarray, ranges: list[BandRange], dtype: str) -> np.ndarray:

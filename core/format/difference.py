@@ -25,7 +25,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from ..errors import BadInput
-from .raster_io import default_bands, has_mask, open_raster, raster_output, read_valid
+from .raster_io import OffGrid, default_bands, grid_offset, has_mask, open_raster, raster_output, read_valid
 
 DIFF_NODATA = -1.0
 BLOCK = 1024  # pixels per side of the windows computed at a time (a multiple of the 256-px output blocks)
@@ -52,13 +52,13 @@ def _offset_in(a, b) -> tuple[int, int]:
     """Where ``b``'s pixel (0, 0) lies on ``a``'s pixel grid."""
     if a.crs and b.crs and a.crs != b.crs:
         raise BadInput(f"{a.name} and {b.name} are in different CRSs: compare rasters on the same grid")
-    ta, tb = a.transform, b.transform
-    if not np.allclose([ta.a, ta.b, ta.d, ta.e], [tb.a, tb.b, tb.d, tb.e], rtol=1e-6, atol=1e-12):
-        raise BadInput(f"{a.name} and {b.name} have different pixel sizes: compare rasters on the same grid")
-    col, row = ~ta * (tb.c, tb.f)
-    if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
-        raise BadInput(f"{b.name} is not aligned with the pixel grid of {a.name}")
-    return int(round(col)), int(round(row))
+    try:
+        return grid_offset(a.transform, b.transform)
+    except OffGrid as off:
+        if off.what == "pixel size":
+            raise BadInput(f"{a.name} and {b.name} have different pixel sizes: "
+                           "compare rasters on the same grid") from None
+        raise BadInput(f"{b.name} is not aligned with the pixel grid of {a.name}") from None
 
 
 def _profile(b, width: int, height: int, transform) -> dict:

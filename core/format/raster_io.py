@@ -235,6 +235,27 @@ def check_written(path: str | Path, dst: str | Path) -> None:
         raise OutputFailed(f"could not write {dst}: the file GDAL wrote does not read back (is the disk full?)") from None
 
 
+
+class OffGrid(ValueError):
+    """A raster that does not lie on a given pixel grid; ``what``: "pixel size" (another
+    pixel size or orientation) or "alignment" (a fraction of a pixel off)."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+def grid_offset(grid: rasterio.Affine, transform: rasterio.Affine) -> tuple[int, int]:
+    """Where the pixel (0, 0) of a raster with ``transform`` lies on the pixel grid of
+    ``grid``, as whole (col, row); ``OffGrid`` when it is not on that grid."""
+    g, t = grid, transform
+    if not np.allclose([t.a, t.b, t.d, t.e], [g.a, g.b, g.d, g.e], rtol=1e-6, atol=1e-12):
+        raise OffGrid("pixel size")
+    col, row = ~g * (t.c, t.f)
+    if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+        raise OffGrid("alignment")
+    return int(round(col)), int(round(row))
+
 @contextmanager
 def raster_output(dst: str | Path, profile: dict, overwrite: bool = False, cog: bool = False):
     """An open GeoTIFF to write ``dst`` with; it replaces ``dst`` only if the block ends
