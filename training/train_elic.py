@@ -42,6 +42,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4, help="learning rate (decays x0.1 at --decay-at)")
     p.add_argument("--decay-at", type=float, default=0.85, help="fraction of --steps where lr decays")
     p.add_argument("--aux-lr", type=float, default=1e-3, help="learning rate of the auxiliary loss")
+    p.add_argument("--high-rate-weight", type=float, default=1.0,
+                   help="draw the top rate level this many times as often as the lowest (linear in between; "
+                        "1: uniform), so high rates are not starved when steps are few")
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     p.add_argument("--val-every", type=int, default=500, help="validate every N steps")
     p.add_argument("--val-size", type=int, default=256, help="validation centre-crop size")
@@ -72,6 +75,11 @@ def rd_loss(net, x, levels, lambdas):
     lam = lambdas[levels.long()]
     loss = (lam * 255**2 * mse + bpp).mean()
     return loss, mse.mean(), bpp.mean()
+
+
+def level_weights(levels: int, high_rate_weight: float) -> torch.Tensor:
+    """Sampling weights of the rate levels: linear from 1 (lowest) to ``high_rate_weight`` (top)."""
+    return torch.linspace(1.0, high_rate_weight, levels) if levels > 1 else torch.ones(1)
 
 
 def likelihood_bits(likelihoods) -> torch.Tensor:
@@ -219,6 +227,7 @@ def main(argv=None) -> int:
     print(f"{sampler.megapixels:.1f} MP of training images loaded in {time.time() - t0:.0f}s", file=sys.stderr)
 
     gen = torch.Generator().manual_seed(args.seed + step)
+    level_probs = level_weights(spec.levels, args.high_rate_weight)
     net.train()
     tick = time.time()
     budget = args.max_minutes * 60 if args.max_minutes else None
@@ -228,7 +237,7 @@ def main(argv=None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         x = sampler.batch(args.batch).to(device)
-        levels = torch.randint(0, spec.levels, (args.batch,), generator=gen).float().to(device)
+        levels = torch.multinomial(level_probs, args.batch, replacement=True, generator=gen).float().to(device)
         loss, mse, bpp = rd_loss(net, x, levels, lambdas)
         opt.zero_grad()
         loss.backward()

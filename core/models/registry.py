@@ -73,6 +73,17 @@ REGISTRY: dict[str, ModelSpec] = {
         description="ELIC N=48 M=96, 11 rate levels (about 0.045 to 0.9 bpp), elic-lite continued 2300 CPU steps "
                     "with the integer entropy path's quantisation-aware training",
     ),
+    # Codec v3 (the training campaign, issue 20): wider transforms (N=64) and a latent twice
+    # as wide (M=192: elic-v2's groups plus a fourth of 96 channels) for high rates; grown
+    # from elic-v2 by training/widen.py, so it starts where elic-v2 stands. Same 11 levels.
+    "elic-v3": ModelSpec(
+        name="elic-v3",
+        N=64,
+        M=192,
+        groups=(16, 16, 64, 96),
+        lambdas=tuple(0.000125 * 2**k for k in range(11)),
+        description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2 (campaign candidate, not shipped yet)",
+    ),
     # Tiny architecture for tests and smoke runs (random weights are fine there).
     "elic-tiny": ModelSpec(
         name="elic-tiny",

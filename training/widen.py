@@ -1,0 +1,145 @@
+"""Widen a trained ELIC into a larger registered architecture without losing what it learned.
+
+Function-preserving growth (in the spirit of Net2Net, Chen et al. 2016): every tensor of
+the wide model starts from its own fresh initialisation, the trained tensor is copied into
+its leading slice, and the weights from *new* input channels to *old* output channels are
+zero, so every old channel computes exactly what it computed before. The new channels are
+free to learn (their own weights are random, so gradients reach the zero blocks at once).
+
+Two places need more than that rule:
+
+- **New latent channels** (M grows) would cost bits from the first step. The layers that
+  write them (the analysis' last conv and its attention block) get new rows scaled by
+  ``LATENT_MUTE``, so they start tiny and round to zero; the new channel group's entropy
+  parameters start at mean 0 and the smallest scale, so a zero costs almost no bits.
+- **Channel groups** must extend the old ones: the wide groups start with the old groups,
+  and new groups only come after them (ELIC's context for group k sees groups < k).
+
+Checked by ``tests/test_widen.py``: the widened model decodes the same image with the same
+reconstruction and about the same estimated rate.
+
+Example::
+
+    python -m training.widen --src core/weights/elic-v2.safetensors --from-model elic-v2 \
+        --to-model elic-v3 --out runs/elic-v3/init.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from torch import nn
+
+from core.models import REGISTRY, build_model
+
+LATENT_MUTE = 0.01  # scale of the new latent channels' analysis rows at the start
+# Buffers rebuilt by ``update()`` (CDF tables) or fixed by construction (masks, tables).
+_REBUILT = ("_quantized_cdf", "_cdf_length", "_offset", "scale_table", "mask", "likelihood_lower_bound",
+            "lower_bound_scale")
+
+
+def _out_dim(module: nn.Module) -> int:
+    """Which weight dimension indexes the output channels (1 for transposed convs)."""
+    return 1 if isinstance(module, nn.ConvTranspose2d) else 0
+
+
+def _owners(net: nn.Module) -> dict[str, nn.Module]:
+    return {f"{name}.{p}" if name else p: mod for name, mod in net.named_modules()
+            for p, _ in mod.named_parameters(recurse=False)}
+
+
+def _new_group_keys(wide_groups, old_groups) -> list[int]:
+    if tuple(wide_groups[: len(old_groups)]) != tuple(old_groups):
+        raise ValueError(f"wide groups {tuple(wide_groups)} must start with the old groups {tuple(old_groups)}")
+    return list(range(len(old_groups), len(wide_groups)))
+
+
+def widen_state(old_state: dict, old_spec, wide_spec) -> dict:
+    """The wide model's state dict, grown from ``old_state`` (see the module docstring)."""
+    if old_spec.levels != wide_spec.levels:
+        raise ValueError("the rate levels must match (map them with train_elic --init-level-offset first)")
+    new_groups = _new_group_keys(wide_spec.groups, old_spec.groups)
+    torch.manual_seed(0)
+    wide = build_model(wide_spec)
+    owners = _owners(wide)
+    state = wide.state_dict()
+    M_old = old_spec.M
+    for key, fresh in state.items():
+        if key.rsplit(".", 1)[-1] in _REBUILT or key not in old_state:
+            continue
+        old = old_state[key].to(fresh.dtype)
+        if old.shape == fresh.shape:
+            state[key] = old.clone()
+            continue
+        if old.dim() != fresh.dim() or any(o > f for o, f in zip(old.shape, fresh.shape)):
+            raise ValueError(f"{key}: cannot grow {tuple(old.shape)} into {tuple(fresh.shape)}")
+        grown = fresh.clone()
+        if key in ("log_gain", "log_inv_gain"):  # (levels, M): new channels take the level's mean gain
+            grown[:, M_old:] = old.mean(1, keepdim=True)
+        grown[tuple(slice(0, n) for n in old.shape)] = old
+        module = owners.get(key)
+        if key.endswith("weight") and grown.dim() >= 2 and module is not None:
+            o = _out_dim(module)
+            i = 1 - o
+            cross = [slice(None)] * grown.dim()
+            cross[o], cross[i] = slice(0, old.shape[o]), slice(old.shape[i], None)
+            grown[tuple(cross)] = 0  # new inputs never reach old outputs
+        state[key] = grown
+    _mute_new_latents(state, owners, M_old)
+    for k in new_groups:
+        _start_group_silent(state, wide, k)
+    return state
+
+
+def _mute_new_latents(state: dict, owners: dict, M_old: int) -> None:
+    """Scale the rows that write new latent channels (g_a's last conv and attention block)."""
+    last_conv = max(int(k.split(".")[1]) for k in state if k.startswith("g_a.") and k.endswith(".weight")
+                    and k.count(".") == 2)
+    writers = [f"g_a.{last_conv}."]
+    attention = f"g_a.{last_conv + 1}."
+    for key, t in state.items():
+        if not key.startswith(tuple(writers) + (attention,)) or t.shape[0] <= M_old:
+            continue
+        if key.endswith(("weight", "bias")) and t.dim() in (1, 4) and t.shape[0] > M_old:
+            module = owners.get(key)
+            if module is not None and _out_dim(module) == 0:
+                t[M_old:] *= LATENT_MUTE
+
+
+def _start_group_silent(state: dict, wide, k: int) -> None:
+    """New group ``k``: entropy parameters start at mean 0 and the smallest scale."""
+    prefix = f"latent_codec.y.latent_codec.y{k}.entropy_parameters."
+    last = max(int(key[len(prefix):].split(".")[0]) for key in state if key.startswith(prefix))
+    w, b = state[f"{prefix}{last}.weight"], state[f"{prefix}{last}.bias"]
+    w.zero_()
+    half = b.shape[0] // 2  # (scales, means): GaussianConditionalLatentCodec's chunk order
+    b[:half] = 0.11
+    b[half:] = 0.0
+
+
+def load_any(path: str) -> dict:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.widen", description=__doc__.split("\n\n")[0])
+    p.add_argument("--src", required=True, help="trained weights (.safetensors or a train_elic .pt)")
+    p.add_argument("--from-model", required=True, choices=sorted(REGISTRY))
+    p.add_argument("--to-model", required=True, choices=sorted(REGISTRY))
+    p.add_argument("--out", required=True, help="a .pt that train_elic --init reads")
+    args = p.parse_args(argv)
+    state = widen_state(load_any(args.src), REGISTRY[args.from_model], REGISTRY[args.to_model])
+    torch.save({"model": state}, args.out)
+    print(json.dumps({"out": args.out, "tensors": len(state)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
