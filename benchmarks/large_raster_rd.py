@@ -9,6 +9,14 @@ bitrates ``--bpp`` (quality searched). Prints every point, then per model the BD
 against AVIF and JPEG 2000 (negative: fewer bits than they need for the same quality).
 
     python benchmarks/large_raster_rd.py --size 3072 --out results/large_raster_rd.json
+    python benchmarks/large_raster_rd.py --raster val-mosaic --models elic-v3 \
+        --anchors results/campaign/val-mosaic_anchors.json --out results/campaign/val-mosaic_elic-v3.json
+
+``--raster``: ``dubai-tiled`` (a ``--size`` square of mirrored copies of the Dubai val
+images), ``val-mosaic`` (all 160 UC Merced val scenes, 16 x 10, 4096 x 2560 = 10.5 MP, a
+mosaic of separate scenes) or ``dubai-pair`` (the two Dubai val images side by side,
+3633 x 2061 = 7.5 MP of continuous content). ``--anchors``: take the classical codecs'
+points from an earlier output on the same raster instead of coding them again.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.transform import from_origin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,7 +43,39 @@ from core.evaluation.codecs import CODECS, EvalOptions  # noqa: E402
 from core.evaluation.metrics import ms_ssim, psnr  # noqa: E402
 from core.evaluation.rate_search import RateSearch  # noqa: E402
 
-QUALITIES = {"elic-lite": ["0", "1", "2", "3", "4", "5", "6"], "elic-v2": ["0", "1", "2", "4", "6", "8", "10", "11"]}
+def qualities(model: str) -> list[str]:
+    """The qualities a model is measured at: every level up to 6, then every other one."""
+    from core.models import REGISTRY
+
+    top = REGISTRY[model].levels
+    return [str(q) for q in range(top + 1) if q <= 2 or q == top or q % 2 == 0 or top <= 6]
+
+
+def build_named_raster(path: Path, raster: str, size: int, images: list[str]) -> None:
+    """Write the benchmark raster ``raster`` (see the module docstring) as a GeoTIFF."""
+    from PIL import Image
+
+    if raster == "dubai-tiled":
+        build_raster(path, size, [Path(i) for i in images])
+        return
+    if raster == "val-mosaic":
+        files = sorted((ROOT.parent / "shared/data/val/ucmerced").glob("*/*"))
+        tiles = [np.asarray(Image.open(f).convert("RGB").resize((256, 256))) for f in files]
+        cols = 16
+        rows = [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(len(tiles) // cols)]
+        img = np.concatenate(rows, axis=0)
+    elif raster == "dubai-pair":
+        files = sorted((ROOT.parent / "shared/data/val/dubai").glob("*.jpg"))
+        parts = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        h = min(p.shape[0] for p in parts)
+        img = np.concatenate([p[:h] for p in parts], axis=1)
+    else:
+        raise SystemExit(f"unknown raster {raster}")
+    profile = dict(driver="GTiff", width=img.shape[1], height=img.shape[0], count=3, dtype="uint8",
+                   crs="EPSG:32617", transform=from_origin(500000, 3300000, 0.3, 0.3), tiled=True,
+                   blockxsize=256, blockysize=256, compress="deflate", photometric="RGB")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(img.transpose(2, 0, 1))
 
 
 def lpips_tiled(a: np.ndarray, b: np.ndarray, side: int = 1024) -> float:
@@ -63,7 +104,9 @@ def measure(ref: np.ndarray, out: np.ndarray, metrics: list[str]) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=3072, help="mosaic side in pixels")
+    p.add_argument("--raster", default="dubai-tiled", choices=["dubai-tiled", "val-mosaic", "dubai-pair"])
+    p.add_argument("--size", type=int, default=3072, help="mosaic side in pixels (dubai-tiled)")
+    p.add_argument("--anchors", help="reuse the classical codecs' points of this earlier output (same raster)")
     p.add_argument("--images", nargs="+", default=sorted(str(x) for x in (ROOT.parent / "shared/data/val/dubai").glob("*.jpg")))
     p.add_argument("--models", nargs="+", default=["elic-lite", "elic-v2"])
     p.add_argument("--codecs", default="jpeg,webp,jp2,avif,jxl")
@@ -80,18 +123,24 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "mosaic.tif"
-        build_raster(src, args.size, [Path(i) for i in args.images])
+        build_named_raster(src, args.raster, args.size, args.images)
         with rasterio.open(src) as ds:
             ref = np.ascontiguousarray(ds.read().transpose(1, 2, 0))
         for model in args.models:
-            for q in QUALITIES.get(model, ["1", "3", "6"]):
+            for q in qualities(model):
                 t0 = time.perf_counter()
                 bpp, out = cli_roundtrip(src, Path(tmp), ["--quality", q, "--model", model])
                 pt = dict(codec=model, param=float(q), bpp=bpp, seconds=time.perf_counter() - t0,
                           **measure(ref, out.transpose(1, 2, 0), metrics))
                 points.append(pt)
                 show(pt)
+        anchors = json.loads(Path(args.anchors).read_text())["points"] if args.anchors else []
+        points.extend(pt for pt in anchors if pt["codec"] not in args.models and pt["codec"] not in CODECS)
         for name in args.codecs.split(","):
+            reused = [pt for pt in anchors if pt["codec"] == name]
+            if reused:
+                points.extend(reused)
+                continue
             codec = CODECS[name](EvalOptions())
             search = RateSearch(codec, ref)
             for target in args.bpp:
@@ -104,7 +153,9 @@ def main(argv=None) -> int:
                 points.append(pt)
                 show(pt)
     summary = {}
-    for model in args.models:
+    from core.models import REGISTRY
+
+    for model in dict.fromkeys(pt["codec"] for pt in points if pt["codec"] in REGISTRY):
         ours = [pt for pt in points if pt["codec"] == model]
         for anchor in ("avif", "jp2"):
             theirs = [pt for pt in points if pt["codec"] == anchor]
@@ -118,7 +169,7 @@ def main(argv=None) -> int:
                 summary[f"{model} vs {anchor} ({m})"] = {"bd_rate_percent": value, "overlap": overlap}
                 print(f"{model} vs {anchor}: BD-rate ({m}) {value:+.1f} % (over {overlap:.0%} of the quality range)")
     if args.out:
-        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "size": args.size, "points": points,
+        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "raster": args.raster, "size": args.size, "points": points,
                                               "bd_rate": summary}, indent=1) + "\n")
     return 0
 

@@ -12,6 +12,9 @@ Two places need more than that rule:
   write them (the analysis' last conv and its attention block) get new rows scaled by
   ``LATENT_MUTE``, so they start tiny and round to zero; the new channel group's entropy
   parameters start at mean 0 and the smallest scale, so a zero costs almost no bits.
+- **New hyper-latent channels** (N grows) would also cost bits: the hyper-analysis writes
+  zeros into them, and their factorised densities start narrow and centred on zero
+  (``HYPER_INIT_SCALE``, zero biases), so a zero costs almost nothing.
 - **Channel groups** must extend the old ones: the wide groups start with the old groups,
   and new groups only come after them (ELIC's context for group k sees groups < k).
 
@@ -36,6 +39,8 @@ from torch import nn
 from core.models import REGISTRY, build_model
 
 LATENT_MUTE = 0.01  # scale of the new latent channels' analysis rows at the start
+HYPER_INIT_SCALE = 0.03  # initial width of the new hyper-latent channels' densities
+EB = "latent_codec.hyper.entropy_bottleneck."
 # Buffers rebuilt by ``update()`` (CDF tables) or fixed by construction (masks, tables).
 _REBUILT = ("_quantized_cdf", "_cdf_length", "_offset", "scale_table", "mask", "likelihood_lower_bound",
             "lower_bound_scale")
@@ -89,6 +94,7 @@ def widen_state(old_state: dict, old_spec, wide_spec) -> dict:
             grown[tuple(cross)] = 0  # new inputs never reach old outputs
         state[key] = grown
     _mute_new_latents(state, owners, M_old)
+    silence_new_hyper_channels(state, old_spec.N)
     for k in new_groups:
         _start_group_silent(state, wide, k)
     return state
@@ -107,6 +113,24 @@ def _mute_new_latents(state: dict, owners: dict, M_old: int) -> None:
             module = owners.get(key)
             if module is not None and _out_dim(module) == 0:
                 t[M_old:] *= LATENT_MUTE
+
+
+def silence_new_hyper_channels(state: dict, N_old: int) -> None:
+    """Hyper-latent channels ``N_old:``: written as zeros, coded with narrow zero-centred densities."""
+    from compressai.entropy_models import EntropyBottleneck  # importable once core.models is
+
+    h_a = sorted({k.rsplit(".", 1)[0] for k in state if k.startswith("latent_codec.hyper.h_a.")},
+                 key=lambda k: int(k.rsplit(".", 1)[1]))[-1]
+    state[f"{h_a}.weight"][N_old:] = 0
+    state[f"{h_a}.bias"][N_old:] = 0
+    channels = state[f"{EB}quantiles"].shape[0]
+    narrow = EntropyBottleneck(channels, init_scale=HYPER_INIT_SCALE).state_dict()
+    for key, t in narrow.items():
+        name = key.split(".")[0]
+        if name in ("matrices", "factors", "quantiles"):
+            state[EB + key][N_old:] = t[N_old:]
+        elif name == "biases":
+            state[EB + key][N_old:] = 0
 
 
 def _start_group_silent(state: dict, wide, k: int) -> None:
@@ -134,7 +158,16 @@ def main(argv=None) -> int:
     p.add_argument("--from-model", required=True, choices=sorted(REGISTRY))
     p.add_argument("--to-model", required=True, choices=sorted(REGISTRY))
     p.add_argument("--out", required=True, help="a .pt that train_elic --init reads")
+    p.add_argument("--repair", action="store_true",
+                   help="--src is a checkpoint of --to-model grown before the hyper channels were silenced: "
+                        "silence them in place (optimiser state kept)")
     args = p.parse_args(argv)
+    if args.repair:
+        ck = torch.load(args.src, map_location="cpu", weights_only=True)
+        silence_new_hyper_channels(ck["model"], REGISTRY[args.from_model].N)
+        torch.save(ck, args.out)
+        print(json.dumps({"out": args.out, "step": ck["step"]}))
+        return 0
     state = widen_state(load_any(args.src), REGISTRY[args.from_model], REGISTRY[args.to_model])
     torch.save({"model": state}, args.out)
     print(json.dumps({"out": args.out, "tensors": len(state)}))
