@@ -10,7 +10,6 @@ parameter objects' defaults, their limits core.options' constants.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsRectangle
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
@@ -49,7 +48,7 @@ from .jobs import (
     enhancement,
     model_quality_levels,
 )
-from .layers import SUPPORTED_TYPES, band_names, default_bands, dtype_text, layer_file_path
+from .layers import SUPPORTED_TYPES, band_names, default_bands, dtype_text, layer_file_path, layer_source, source_stem
 from .settings import MAX_THREADS, PluginSettings
 
 MODEL_NAMES = (options.DEFAULT_MODEL,)  # the registry models the model box offers
@@ -65,10 +64,11 @@ def validate_compress(p: CompressParams, layer: QgsRasterLayer | None) -> list[s
     if layer is None:
         return ["Choose a raster layer"]
     if not p.input:
-        return [f"Layer '{layer.name()}' is not a local raster file (provider {layer.providerType()}): "
-                "save it as a GeoTIFF first"]
+        return [layer_source(layer)[1] or f"Layer '{layer.name()}' is not a raster GDAL can read"]
     if not p.bands:
-        errors.append("Choose at least one band")
+        too_many = options.too_many_bands_problem(f"Layer '{layer.name()}'", layer.bandCount())
+        errors.append(f"{too_many.split(':')[0]}, more than the {options.MAX_DEFAULT_BANDS} coded by default: "
+                      "tick the bands to code" if too_many else "Choose at least one band")
     else:
         bad = [b for b in p.bands if not 1 <= b <= layer.bandCount()]
         if bad:
@@ -306,7 +306,7 @@ class CompressDialog(_ValidatingDialog):
                 item.setCheckState(Qt.Checked if b in chosen else Qt.Unchecked)
             path = layer_file_path(layer)
             if path and not self._outputs_touched:
-                stem = Path(path).with_suffix("")
+                stem = source_stem(path)
                 self._set_output(self.output, f"{stem}{options.CONTAINER_SUFFIX}")
                 self._set_output(self.decoded_output, f"{stem}{options.DECODED_SUFFIX}")
         self.band_list.blockSignals(False)
@@ -557,21 +557,20 @@ class SettingsDialog(QDialog):
                               self.threads.value(), self.device.currentText(), self.enhancer.filePath().strip())
 
     def test_worker(self) -> str:
-        from .worker_client import WorkerProcess, find_worker, forget_found_workers
+        """Ping the worker, then code and decode one small tile with it (device and time shown)."""
+        from qgis.PyQt.QtWidgets import QApplication
+
+        from .worker_client import find_worker, forget_found_workers, test_worker
 
         st = self.settings()
         forget_found_workers()
+        self.status.setText("Testing: coding and decoding a small tile…")
+        QApplication.processEvents()
         try:
             cmd = find_worker(st.worker_python, st.source_dir)
-            info = WorkerProcess(cmd).run({"action": "ping"}, timeout=60)
+            _, text = test_worker(cmd, st.device, st.threads)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             text = f"Not working: {exc}"
-        else:
-            missing = info.get("missing") or []
-            text = (f"Code-RSIC {info.get('version')} in {cmd.python} (Python {info.get('python_version')}, "
-                    f"found by {cmd.found_by}); enhancement {'available' if info.get('enhance') else 'not available'}")
-            if missing:
-                text = f"{cmd.python} lacks {', '.join(missing)}: run 'pip install code-rsic' with it"
         self.status.setText(text)
         return text
 

@@ -26,7 +26,7 @@ from ..format.raster_io import describe_bands, output_profile, raster_output
 from ..format.stitching import raster_values, stitch
 from ..format.tiling import Tile, TileGrid
 from ..models import REGISTRY
-from ..options import DecompressParams, quality_problem, strip_memory_problem
+from ..options import DecompressParams, quality_problem, raw_bytes, strip_memory_problem
 from .aoi import RasterArea, place_aoi
 from .jobs import DecodeJob, decode_or_flag, release_reader, serial_map, shared_reader
 from .tile_coder import get_coder
@@ -252,7 +252,7 @@ def container_info(path: str | Path) -> dict:
         h = reader.header
         size = Path(path).stat().st_size
         info = h.to_dict()
-        raw = h.pixels * len(h.bands) * np.dtype(h.dtype).itemsize
-        info.update(file_bytes=size, tiles=len(reader.entries), bpp=size * 8 / h.pixels, ratio=raw / size,
+        raw = raw_bytes(h.width, h.height, len(h.bands), h.dtype)
+        info.update(file_bytes=size, raw_bytes=raw, tiles=len(reader.entries), bpp=size * 8 / h.pixels, ratio=raw / size,
                     format=h.format_version, portable=h.portable)
         return info
