@@ -235,6 +235,16 @@ class CompressDialog(_ValidatingDialog):
         self.target_bpp.setDecimals(3)
         self.target_bpp.setSingleStep(0.05)
         self.target_bpp.setValue(options.DEFAULT_TARGET_BPP)
+        self.preset = QComboBox(rate)
+        self.preset.setObjectName("preset")
+        for name, q in options.QUALITY_PRESETS:
+            self.preset.addItem(f"{name[0].upper()}{name[1:]} (quality {q:g})", q)
+        self.preset.addItem("Custom", None)
+        self.preset.setToolTip("Keeps features: MS-SSIM about 0.95 on aerial imagery (results/default_quality.json); "
+                               "smallest: the lowest trained rate, for previews and transmission")
+        self.preset.currentIndexChanged.connect(self._preset_chosen)
+        self.quality.valueChanged.connect(self._quality_edited)
+        rate_form.addRow("Preset", self.preset)
         rate_form.addRow(self.quality_radio, self.quality)
         rate_form.addRow(self.bpp_radio, self.target_bpp)
         form.addRow(rate)
@@ -320,6 +330,20 @@ class CompressDialog(_ValidatingDialog):
     def _output_edited(self, *_args) -> None:
         self._outputs_touched = True
         self.refresh()
+
+    def _preset_chosen(self, index: int) -> None:
+        q = self.preset.itemData(index)
+        if q is not None:
+            self.quality_radio.setChecked(True)
+            self.quality.setValue(q)
+
+    def _quality_edited(self, value: float) -> None:
+        """The preset follows the quality: the one it names, else Custom."""
+        match = next((i for i in range(self.preset.count()) if self.preset.itemData(i) == value),
+                     self.preset.count() - 1)
+        self.preset.blockSignals(True)
+        self.preset.setCurrentIndex(match)
+        self.preset.blockSignals(False)
 
     def _model_changed(self, text: str) -> None:
         """A weights file with more rate levels than the default model widens the quality range

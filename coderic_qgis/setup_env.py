@@ -162,15 +162,16 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # Measured (benchmarks/worker_env_size.py -> results/worker_env_size.json): torch 2.13 CPU wheel
 # 0.19 GB download, 0.70 GB installed; the CUDA build with its libraries 4.4 GB installed; the
 # project's other dependencies 0.50 GB installed.
-SIZES = {"cpu": ("about 0.4 GB", "about 1.2 GB"), "cuda": ("about 3 GB", "about 6 GB"),
+SIZES = {"cpu-only": ("about 0.4 GB", "about 1.2 GB"), "with-cuda": ("about 3 GB", "about 6 GB"),
          "default": ("about 0.4 GB", "about 1.2 GB")}
+BUILD_NAMES = {"cpu-only": "CPU-only build", "with-cuda": "CUDA build", "default": "the index's default build"}
 
 
 @dataclass(frozen=True)
 class TorchChoice:
     """Which torch the set-up installs, from where, and how much it costs."""
 
-    build: str  # "cpu": PyTorch's CPU index; "cuda": the package index's CUDA build; "default": the index's own
+    build: str  # "cpu-only": PyTorch's CPU index; "with-cuda": the package index's CUDA build; "default": its own
     index_options: tuple[str, ...]  # pip options of the torch step
     fallback: bool  # when the CPU index cannot be reached, install from the default index instead
     reason: str
@@ -185,8 +186,7 @@ class TorchChoice:
 
     def text(self) -> str:
         """What the set-up dialog says before anything is downloaded."""
-        return (f"PyTorch {self.build.upper() if self.build != 'default' else 'default'} build ({self.reason}): "
-                f"downloads {self.download}, takes {self.disk} on disk")
+        return f"PyTorch, {BUILD_NAMES[self.build]} ({self.reason}): downloads {self.download}, takes {self.disk} on disk"
 
 
 def has_nvidia_gpu() -> bool:
@@ -204,10 +204,10 @@ def choose_torch(system: str | None = None, machine: str | None = None, nvidia: 
         return TorchChoice("default", (), False, f"the package index's torch for {system} has no CUDA libraries")
     nvidia = has_nvidia_gpu() if nvidia is None else nvidia
     if nvidia:
-        return TorchChoice("cuda", (), False, "an NVIDIA GPU was found")
+        return TorchChoice("with-cuda", (), False, "an NVIDIA GPU was found")
     if machine not in ("x86_64", "amd64", "aarch64", "arm64"):
         return TorchChoice("default", (), False, f"no CPU-only build for {machine}")
-    return TorchChoice("cpu", ("--index-url", CPU_INDEX), True, "no NVIDIA GPU was found")
+    return TorchChoice("cpu-only", ("--index-url", CPU_INDEX), True, "no NVIDIA GPU was found")
 
 
 # ---------------------------------------------------------------- the steps
@@ -272,7 +272,7 @@ def plan_setup(base: BasePython, target: str | Path, source: Path | None = None,
     torch_argv = [*pip, *options, *torch_requirements(source)]
     plan.steps = [
         Step("venv", f"Creating the environment in {target}", [*base.argv, "-m", "venv", str(work)], 0.05),
-        Step("torch", f"Installing PyTorch, {torch.build} build ({torch.download} to download)",
+        Step("torch", f"Installing PyTorch, {BUILD_NAMES[torch.build]} ({torch.download} to download)",
              [*pip, *options, *torch_options, *torch_requirements(source)], 0.6,
              fallback=torch_argv if torch_options and torch.fallback else None),
         Step("project", f"Installing Code-RSIC ({source.name}) and its dependencies", [*pip, *options, str(source)],
