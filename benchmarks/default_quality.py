@@ -57,12 +57,16 @@ def main(argv=None) -> int:
     p.add_argument("--qualities", type=float, nargs="+", default=[2, 3, 4, 5, 6])
     p.add_argument("--mosaic-size", type=int, default=2048, help="side of the val mosaic in pixels")
     p.add_argument("--out", help="write the points as JSON here")
+    p.add_argument("--points-from", help="start from the points of an earlier run (JSON); measure only qualities "
+                   "it lacks, and summarise all with today's defaults")
     args = p.parse_args(argv)
+    earlier = json.loads(Path(args.points_from).read_text()) if args.points_from else {"points": [], "commands": []}
     rasters = {
         "naip_rgbn_5m": FIXTURES / "naip_rgbn_uint8_5m_utm14n_opengeos_2020.tif",
         "neon_rgb_0p1m": FIXTURES / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif",
     }
-    points = []
+    points = list(earlier["points"])
+    done = {(pt["raster"], pt["quality"]) for pt in points}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         mosaic = tmp / "val_mosaic.tif"
@@ -72,18 +76,22 @@ def main(argv=None) -> int:
             with rasterio.open(path) as ds:
                 ref = ds.read()
             for q in args.qualities:
+                if (name, q) in done:
+                    continue
                 bpp, dec = cli_roundtrip(path, tmp, ["--quality", str(q)])
                 pt = {"raster": name, "bands": int(ref.shape[0]), "quality": q, "bpp": round(bpp, 4), **measure(ref, dec)}
                 print(json.dumps(pt), flush=True)
                 points.append(pt)
+    points.sort(key=lambda pt: (pt["raster"], pt["quality"]))
     chosen = {}
     for name in rasters:
         pts = [pt for pt in points if pt["raster"] == name]
         ok = [pt["quality"] for pt in pts if pt["ms_ssim_rgb"] >= TARGET_MS_SSIM]
         chosen[name] = min(ok) if ok else None
+    command = "python benchmarks/default_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {"model": DEFAULT_MODEL, "default_quality": DEFAULT_QUALITY, "target_ms_ssim": TARGET_MS_SSIM,
               "lowest_quality_reaching_target": chosen, "points": points,
-              "command": "python benchmarks/default_quality.py " + " ".join(argv or sys.argv[1:])}
+              "commands": earlier.get("commands", []) + [command]}
     print(json.dumps(result["lowest_quality_reaching_target"]))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRasterShader,
+    QgsRendererRange,
     QgsSingleBandPseudoColorRenderer,
     QgsStyle,
     QgsVectorLayer,
@@ -153,9 +154,17 @@ def style_quality(layer: QgsVectorLayer, field: str = QUALITY_FIELD) -> None:
     method.setLabelFormat("%1 - %2 dB")
     method.setLabelPrecision(1)
     renderer.setClassificationMethod(method)
-    renderer.updateClasses(layer, QUALITY_CLASSES)
     ramp = QgsStyle.defaultStyle().colorRamp(QUALITY_RAMP) or QgsGradientColorRamp(QColor("red"), QColor("green"))
-    renderer.updateColorRamp(ramp)
+    values = sorted({round(float(f[field]), 1) for f in layer.getFeatures() if f[field] is not None})
+    if len(values) >= QUALITY_CLASSES:
+        renderer.updateClasses(layer, QUALITY_CLASSES)
+        renderer.updateColorRamp(ramp)
+    else:  # few tiles: one class per value ("19.6 dB"), not five copies of one range
+        for i, v in enumerate(values):
+            sym = symbol.clone()
+            # one tile has nothing to rank against: a neutral middle colour, not "worst" red
+            sym.setColor(ramp.color(0.5 if len(values) == 1 else i / (len(values) - 1)))
+            renderer.addClassRange(QgsRendererRange(v - 0.05, v + 0.05, sym, f"{v:.1f} dB"))
     layer.setRenderer(renderer)
     layer.setOpacity(QUALITY_OPACITY)
     labels = QgsPalLayerSettings()

@@ -102,6 +102,18 @@ def source_stem(source: str) -> str:
     return str(path.parent / stem)
 
 
+SHORT_NAME = 24  # characters of a layer's own name kept in a derived layer's name (the Layers panel is narrow)
+
+
+def short_name(name: str, limit: int = SHORT_NAME) -> str:
+    """``neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029`` -> ``neon_rgb_uint…_OSBS_029``: the
+    start and the end, which tell files of one series apart."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) * 3 // 5
+    return name[:head] + "…" + name[-(limit - 1 - head):]
+
+
 def band_names(layer: QgsRasterLayer) -> list[str]:
     return [layer.bandName(b) for b in range(1, layer.bandCount() + 1)]
 
@@ -192,6 +204,7 @@ def add_decoded_layer(path: str, name: str, *, original: QgsRasterLayer | None =
     layer = QgsRasterLayer(path, name, "gdal")
     if not layer.isValid():
         raise RuntimeError(f"QGIS cannot open the decoded raster {path}")
+    layer.setTitle(f"{name} ({path})")  # the full story in the layer's tooltip
     style_source = style_from or original
     if style_source is not None:
         copy_style(style_source, layer, None if style_from is not None else bands)

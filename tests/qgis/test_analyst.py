@@ -175,3 +175,42 @@ def test_setup_dialog_says_what_it_will_download(qgis_app):
         assert "no NVIDIA GPU" in text or "NVIDIA GPU was found" in text or "package index" in text
     finally:
         dlg.deleteLater()
+
+
+@pytest.mark.parametrize("psnrs,labels", [([19.6], ["19.6 dB"]), ([19.6, 21.04], ["19.6 dB", "21.0 dB"]),
+                                          ([19.6, 19.6], ["19.6 dB"])])
+def test_quality_legend_for_one_or_two_tiles(qgis_app, tmp_path, psnrs, labels):
+    """One class per distinct value, labelled with it; a lone tile is not painted 'worst' red."""
+    import json
+
+    from qgis.core import QgsVectorLayer
+
+    from coderic_qgis.compare import style_quality
+
+    features = [{"type": "Feature", "properties": {"psnr": p, "bytes": 100, "bpp": 0.5},
+                 "geometry": {"type": "Polygon", "coordinates": [[[i, 0], [i + 1, 0], [i + 1, 1], [i, 1], [i, 0]]]}}
+                for i, p in enumerate(psnrs)]
+    path = tmp_path / "q.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    layer = QgsVectorLayer(str(path), "q", "ogr")
+    style_quality(layer)
+    ranges = layer.renderer().ranges()
+    assert [r.label() for r in ranges] == labels
+    for f in layer.getFeatures():  # every tile falls in a class
+        assert any(r.lowerValue() <= f["psnr"] <= r.upperValue() for r in ranges)
+    if len(labels) == 1:
+        c = ranges[0].symbol().color()
+        assert not (c.red() > 150 and c.green() < 100), c.name()  # not red
+    else:
+        assert ranges[0].symbol().color() != ranges[1].symbol().color()
+
+
+def test_distinct_icons_and_short_layer_names(qgis_app):
+    from coderic_qgis import plugin
+    from coderic_qgis.layers import short_name
+
+    assert plugin.SWIPE_ICON.is_file() and plugin.SWIPE_ICON.read_bytes() != plugin.ICON.read_bytes()
+    long = "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029"
+    short = short_name(long)
+    assert len(short) == 24 and short.startswith("neon_rgb") and short.endswith("OSBS_029")
+    assert short_name("naip") == "naip"
