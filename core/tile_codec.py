@@ -375,6 +375,8 @@ def cmd_info(args) -> dict:
         print(f"{args.input}: {info['width']} x {info['height']} px, {len(info['bands'])} band(s) {info['bands']} "
               f"of {info['source_band_count']}, {info['dtype']}")
         print(f"  {info['bpp']:.4f} bpp; {sizes_text(info['raw_bytes'], info['file_bytes'])}")
+        print("  band groups: " + ", ".join(f"bands {','.join(map(str, g['bands']))} {g['bpp']:.4f} bpp"
+                                            for g in info["band_groups"]))
         print(f"  model {info['model']['name']} (weights {info['model']['sha256'][:12]}), quality {info['quality']:.2f}")
         portability = (f"portable: decodes bit-exactly on any machine (integer entropy {info['entropy']})"
                        if info["portable"] else "not portable: float entropy model, decode with the software, "

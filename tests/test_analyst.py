@@ -66,6 +66,17 @@ def test_naip_four_bands_round_trip_with_nir(tmp_path, one_torch_thread):
                  alpha="UNSPECIFIED")
     res = compress_raster(src, tmp_path / "naip4.crsic", CompressParams(tile=256, overlap=0, quality=DEFAULT_QUALITY))
     assert res["bands"] == [1, 2, 3, 4]
+    # what each band group costs: NIR is a group of its own, and the groups add up to the payload
+    from core.codec.decompress import container_info
+    from core.format.container import ContainerReader
+
+    info = container_info(tmp_path / "naip4.crsic")
+    assert [g["bands"] for g in info["band_groups"]] == [[1, 2, 3], [4]]
+    with ContainerReader(tmp_path / "naip4.crsic") as reader:
+        payload = reader.payload_bytes
+    shape_and_mask_headers = 10 * info["tiles"]  # u32 mask length + 3 x u16 shape per tile
+    assert sum(g["bytes"] for g in info["band_groups"]) + info["mask_bytes"] + shape_and_mask_headers == payload
+    assert all(g["bytes"] > 100 for g in info["band_groups"])
     decompress_raster(tmp_path / "naip4.crsic", tmp_path / "out.tif")
     with rasterio.open(tmp_path / "out.tif") as out:
         assert out.count == 4
