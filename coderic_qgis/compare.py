@@ -40,6 +40,7 @@ QUALITY_RAMP = "RdYlGn"  # red = low PSNR (where compression hurts), green = hig
 QUALITY_FIELD = "psnr"
 DIFF_NAME = "Difference |original - decoded|"
 QUALITY_NAME = "Tile quality (PSNR)"
+QUALITY_MIN_SPAN_DB = 6.0  # fewer tiles than classes: PSNR differences below this look alike
 QUALITY_CLASSES = 5
 QUALITY_OPACITY = 0.65  # the decoded image shows through the tiles
 OUTLIER_FACTOR = 4.0  # the difference ramp ends at this many times the mean |difference| (or the max)
@@ -162,8 +163,11 @@ def style_quality(layer: QgsVectorLayer, field: str = QUALITY_FIELD) -> None:
     else:  # few tiles: one class per value ("19.6 dB"), not five copies of one range
         for i, v in enumerate(values):
             sym = symbol.clone()
-            # one tile has nothing to rank against: a neutral middle colour, not "worst" red
-            sym.setColor(ramp.color(0.5 if len(values) == 1 else i / (len(values) - 1)))
+            # placed on the ramp by value over at least QUALITY_MIN_SPAN_DB around their mean: a
+            # lone tile, or tiles 0.2 dB apart, take the neutral middle, not "worst" red and "best" green
+            span = max(QUALITY_MIN_SPAN_DB, values[-1] - values[0])
+            mean = sum(values) / len(values)
+            sym.setColor(ramp.color(min(1.0, max(0.0, 0.5 + (v - mean) / span))))
             renderer.addClassRange(QgsRendererRange(v - 0.05, v + 0.05, sym, f"{v:.1f} dB"))
     layer.setRenderer(renderer)
     layer.setOpacity(QUALITY_OPACITY)

@@ -184,9 +184,13 @@ class TorchChoice:
     def disk(self) -> str:
         return SIZES[self.build][1]
 
+    @property
+    def what(self) -> str:
+        return f"PyTorch, {BUILD_NAMES[self.build]} ({self.reason})"
+
     def text(self) -> str:
-        """What the set-up dialog says before anything is downloaded."""
-        return f"PyTorch, {BUILD_NAMES[self.build]} ({self.reason}): downloads {self.download}, takes {self.disk} on disk"
+        """What the set-up says before anything is downloaded."""
+        return f"{self.what}: downloads {self.download}, takes {self.disk} on disk"
 
 
 def has_nvidia_gpu() -> bool:

@@ -275,8 +275,8 @@ class SetupDialog(QDialog):
                        "environment passes Test worker (it codes and decodes a small tile).", self)
         intro.setWordWrap(True)
         layout.addWidget(intro)
-        self.estimate = QLabel(f"<b>Download: {self.torch.download}; on disk: {self.torch.disk}.</b> "
-                               f"{self.torch.text()}.", self)
+        self.estimate = QLabel(f"<b>Download: {self.torch.download}; on disk: {self.torch.disk}</b> "
+                               f"({self.torch.what}).", self)
         self.estimate.setObjectName("estimate")
         self.estimate.setWordWrap(True)
         layout.addWidget(self.estimate)

@@ -172,13 +172,13 @@ def test_setup_dialog_says_what_it_will_download(qgis_app):
         text = dlg.estimate.text()
         choice = choose_torch()
         assert f"Download: {choice.download}" in text and f"on disk: {choice.disk}" in text
-        assert "no NVIDIA GPU" in text or "NVIDIA GPU was found" in text or "package index" in text
+        assert choice.what in text
     finally:
         dlg.deleteLater()
 
 
-@pytest.mark.parametrize("psnrs,labels", [([19.6], ["19.6 dB"]), ([19.6, 21.04], ["19.6 dB", "21.0 dB"]),
-                                          ([19.6, 19.6], ["19.6 dB"])])
+@pytest.mark.parametrize("psnrs,labels", [([19.6], ["19.6 dB"]), ([19.6, 27.04], ["19.6 dB", "27.0 dB"]),
+                                          ([19.6, 19.6], ["19.6 dB"]), ([30.6, 30.8], ["30.6 dB", "30.8 dB"])])
 def test_quality_legend_for_one_or_two_tiles(qgis_app, tmp_path, psnrs, labels):
     """One class per distinct value, labelled with it; a lone tile is not painted 'worst' red."""
     import json
@@ -198,11 +198,11 @@ def test_quality_legend_for_one_or_two_tiles(qgis_app, tmp_path, psnrs, labels):
     assert [r.label() for r in ranges] == labels
     for f in layer.getFeatures():  # every tile falls in a class
         assert any(r.lowerValue() <= f["psnr"] <= r.upperValue() for r in ranges)
-    if len(labels) == 1:
-        c = ranges[0].symbol().color()
-        assert not (c.red() > 150 and c.green() < 100), c.name()  # not red
-    else:
-        assert ranges[0].symbol().color() != ranges[1].symbol().color()
+    colors = [r.symbol().color() for r in ranges]
+    if max(psnrs) - min(psnrs) < 1:  # one tile, or tiles alike: neither looks "worst" (red)
+        assert all(not (c.red() > 150 and c.green() < 100) for c in colors), [c.name() for c in colors]
+    else:  # 7 dB apart: the worse one red-ish, the better one green-ish
+        assert colors[0].red() > colors[0].green() and colors[1].green() > colors[1].red()
 
 
 def test_distinct_icons_and_short_layer_names(qgis_app):
