@@ -411,9 +411,10 @@ class CodeRsicPlugin:
             return
         self._show_group(pair.group, task.decoded_layer)
         lpips = "" if "lpips" in res.get("metrics", []) else " (no LPIPS: its weights are not set up)"
-        psnr = (f"PSNR {res['psnr_min']:.1f} to {res['psnr_max']:.1f} dB" if res.get("psnr_min") is not None
-                else "no PSNR")
-        self._message("success", f"Tile quality of {res.get('tiles')} tiles: {psnr}{lpips}")
+        lo, hi, tiles = res.get("psnr_min"), res.get("psnr_max"), res.get("tiles")
+        psnr = ("no PSNR" if lo is None else f"PSNR {lo:.1f} dB" if f"{lo:.1f}" == f"{hi:.1f}"
+                else f"PSNR {lo:.1f} to {hi:.1f} dB")
+        self._message("success", f"Tile quality of {tiles} tile{'' if tiles == 1 else 's'}: {psnr}{lpips}")
 
     def _comparison_ok(self, task: CodecTask, what: str) -> bool:
         if task.was_canceled:
