@@ -216,7 +216,8 @@ class SetupTask(QgsTask):
         except WorkerError as exc:
             self.error = f"The new environment does not run Code-RSIC: {exc}; {MANUAL}"
         except OSError as exc:
-            self.error = (f"The disk is full: free some space in {plan.target.parent} ({NEEDED_SPACE} needed)"
+            needed = plan.torch.disk if plan.torch else NEEDED_SPACE
+            self.error = (f"The disk is full: free some space in {plan.target.parent} ({needed} needed)"
                           if exc.errno == 28 else f"Setting up failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - never let an exception escape a task thread
             self.error = f"Setting up failed: {type(exc).__name__}: {exc}"

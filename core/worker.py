@@ -327,7 +327,8 @@ def do_decompress(job: dict) -> dict:
     _set_threads(job)
     result = _decode(src, dst, params, Steps(_decode_steps(job)))
     info = container_info(src)
-    result.update({"input": src, "container_bytes": info["file_bytes"], "raw_bytes": info["raw_bytes"], "bpp": info["bpp"],
+    result.update({"input": src, "container_bytes": info["file_bytes"], "raw_bytes": info["raw_bytes"],
+                   "bpp": info["bpp"],
                    "ratio": info["ratio"], "bands": info["bands"], "source_name": info.get("source_name")})
     return result
 

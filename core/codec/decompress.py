@@ -263,6 +263,7 @@ def container_info(path: str | Path) -> dict:
         info["band_groups"] = [{"bands": g, "bytes": int(b), "bpp": int(b) * 8 / h.pixels}
                                for g, b in zip(groups, per_group)]
         info["mask_bytes"] = mask_bytes
-        info.update(file_bytes=size, raw_bytes=raw, tiles=len(reader.entries), bpp=size * 8 / h.pixels, ratio=raw / size,
+        info.update(file_bytes=size, raw_bytes=raw, tiles=len(reader.entries), bpp=size * 8 / h.pixels,
+                    ratio=raw / size,
                     format=h.format_version, portable=h.portable)
         return info
