@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRasterShader,
+    QgsRendererRange,
     QgsSingleBandPseudoColorRenderer,
     QgsStyle,
     QgsVectorLayer,
@@ -39,6 +40,7 @@ QUALITY_RAMP = "RdYlGn"  # red = low PSNR (where compression hurts), green = hig
 QUALITY_FIELD = "psnr"
 DIFF_NAME = "Difference |original - decoded|"
 QUALITY_NAME = "Tile quality (PSNR)"
+QUALITY_MIN_SPAN_DB = 6.0  # fewer tiles than classes: PSNR differences below this look alike
 QUALITY_CLASSES = 5
 QUALITY_OPACITY = 0.65  # the decoded image shows through the tiles
 OUTLIER_FACTOR = 4.0  # the difference ramp ends at this many times the mean |difference| (or the max)
@@ -153,9 +155,20 @@ def style_quality(layer: QgsVectorLayer, field: str = QUALITY_FIELD) -> None:
     method.setLabelFormat("%1 - %2 dB")
     method.setLabelPrecision(1)
     renderer.setClassificationMethod(method)
-    renderer.updateClasses(layer, QUALITY_CLASSES)
     ramp = QgsStyle.defaultStyle().colorRamp(QUALITY_RAMP) or QgsGradientColorRamp(QColor("red"), QColor("green"))
-    renderer.updateColorRamp(ramp)
+    values = sorted({round(float(f[field]), 1) for f in layer.getFeatures() if f[field] is not None})
+    if len(values) >= QUALITY_CLASSES:
+        renderer.updateClasses(layer, QUALITY_CLASSES)
+        renderer.updateColorRamp(ramp)
+    else:  # few tiles: one class per value ("19.6 dB"), not five copies of one range
+        for i, v in enumerate(values):
+            sym = symbol.clone()
+            # placed on the ramp by value over at least QUALITY_MIN_SPAN_DB around their mean: a
+            # lone tile, or tiles 0.2 dB apart, take the neutral middle, not "worst" red and "best" green
+            span = max(QUALITY_MIN_SPAN_DB, values[-1] - values[0])
+            mean = sum(values) / len(values)
+            sym.setColor(ramp.color(min(1.0, max(0.0, 0.5 + (v - mean) / span))))
+            renderer.addClassRange(QgsRendererRange(v - 0.05, v + 0.05, sym, f"{v:.1f} dB"))
     layer.setRenderer(renderer)
     layer.setOpacity(QUALITY_OPACITY)
     labels = QgsPalLayerSettings()

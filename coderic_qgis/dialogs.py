@@ -10,7 +10,6 @@ parameter objects' defaults, their limits core.options' constants.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsRectangle
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
@@ -49,7 +48,7 @@ from .jobs import (
     enhancement,
     model_quality_levels,
 )
-from .layers import SUPPORTED_TYPES, band_names, default_bands, dtype_text, layer_file_path
+from .layers import SUPPORTED_TYPES, band_names, default_bands, dtype_text, layer_file_path, layer_source, source_stem
 from .settings import MAX_THREADS, PluginSettings
 
 MODEL_NAMES = (options.DEFAULT_MODEL,)  # the registry models the model box offers
@@ -65,10 +64,11 @@ def validate_compress(p: CompressParams, layer: QgsRasterLayer | None) -> list[s
     if layer is None:
         return ["Choose a raster layer"]
     if not p.input:
-        return [f"Layer '{layer.name()}' is not a local raster file (provider {layer.providerType()}): "
-                "save it as a GeoTIFF first"]
+        return [layer_source(layer)[1] or f"Layer '{layer.name()}' is not a raster GDAL can read"]
     if not p.bands:
-        errors.append("Choose at least one band")
+        too_many = options.too_many_bands_problem(f"Layer '{layer.name()}'", layer.bandCount())
+        errors.append(f"{too_many.split(':')[0]}, more than the {options.MAX_DEFAULT_BANDS} coded by default: "
+                      "tick the bands to code" if too_many else "Choose at least one band")
     else:
         bad = [b for b in p.bands if not 1 <= b <= layer.bandCount()]
         if bad:
@@ -235,6 +235,16 @@ class CompressDialog(_ValidatingDialog):
         self.target_bpp.setDecimals(3)
         self.target_bpp.setSingleStep(0.05)
         self.target_bpp.setValue(options.DEFAULT_TARGET_BPP)
+        self.preset = QComboBox(rate)
+        self.preset.setObjectName("preset")
+        for name, q in options.QUALITY_PRESETS:
+            self.preset.addItem(f"{name[0].upper()}{name[1:]} (quality {q:g})", q)
+        self.preset.addItem("Custom", None)
+        self.preset.setToolTip("Keeps features: MS-SSIM about 0.95 on aerial imagery (results/default_quality.json); "
+                               "smallest: the lowest trained rate, for previews and transmission")
+        self.preset.currentIndexChanged.connect(self._preset_chosen)
+        self.quality.valueChanged.connect(self._quality_edited)
+        rate_form.addRow("Preset", self.preset)
         rate_form.addRow(self.quality_radio, self.quality)
         rate_form.addRow(self.bpp_radio, self.target_bpp)
         form.addRow(rate)
@@ -306,7 +316,7 @@ class CompressDialog(_ValidatingDialog):
                 item.setCheckState(Qt.Checked if b in chosen else Qt.Unchecked)
             path = layer_file_path(layer)
             if path and not self._outputs_touched:
-                stem = Path(path).with_suffix("")
+                stem = source_stem(path)
                 self._set_output(self.output, f"{stem}{options.CONTAINER_SUFFIX}")
                 self._set_output(self.decoded_output, f"{stem}{options.DECODED_SUFFIX}")
         self.band_list.blockSignals(False)
@@ -320,6 +330,20 @@ class CompressDialog(_ValidatingDialog):
     def _output_edited(self, *_args) -> None:
         self._outputs_touched = True
         self.refresh()
+
+    def _preset_chosen(self, index: int) -> None:
+        q = self.preset.itemData(index)
+        if q is not None:
+            self.quality_radio.setChecked(True)
+            self.quality.setValue(q)
+
+    def _quality_edited(self, value: float) -> None:
+        """The preset follows the quality: the one it names, else Custom."""
+        match = next((i for i in range(self.preset.count()) if self.preset.itemData(i) == value),
+                     self.preset.count() - 1)
+        self.preset.blockSignals(True)
+        self.preset.setCurrentIndex(match)
+        self.preset.blockSignals(False)
 
     def _model_changed(self, text: str) -> None:
         """A weights file with more rate levels than the default model widens the quality range
@@ -557,21 +581,20 @@ class SettingsDialog(QDialog):
                               self.threads.value(), self.device.currentText(), self.enhancer.filePath().strip())
 
     def test_worker(self) -> str:
-        from .worker_client import WorkerProcess, find_worker, forget_found_workers
+        """Ping the worker, then code and decode one small tile with it (device and time shown)."""
+        from qgis.PyQt.QtWidgets import QApplication
+
+        from .worker_client import find_worker, forget_found_workers, test_worker
 
         st = self.settings()
         forget_found_workers()
+        self.status.setText("Testing: coding and decoding a small tile…")
+        QApplication.processEvents()
         try:
             cmd = find_worker(st.worker_python, st.source_dir)
-            info = WorkerProcess(cmd).run({"action": "ping"}, timeout=60)
+            _, text = test_worker(cmd, st.device, st.threads)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             text = f"Not working: {exc}"
-        else:
-            missing = info.get("missing") or []
-            text = (f"Code-RSIC {info.get('version')} in {cmd.python} (Python {info.get('python_version')}, "
-                    f"found by {cmd.found_by}); enhancement {'available' if info.get('enhance') else 'not available'}")
-            if missing:
-                text = f"{cmd.python} lacks {', '.join(missing)}: run 'pip install code-rsic' with it"
         self.status.setText(text)
         return text
 

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsMapLayerStyle,
     QgsProject,
     QgsProviderRegistry,
+    QgsRaster,
     QgsRasterLayer,
 )
 
@@ -48,13 +49,69 @@ def crs_text(crs: QgsCoordinateReferenceSystem) -> str:
         QgsCoordinateReferenceSystem.WKT_PREFERRED)
 
 
+def layer_source(layer) -> tuple[str | None, str | None]:
+    """(the GDAL dataset name the worker opens, None), or (None, why the layer cannot be coded).
+
+    Any raster GDAL reads from a file on this computer is accepted: a GeoTIFF, a VRT, a
+    GeoPackage table (``GPKG:file:table``), a file inside a zip or gzip (``/vsizip/``,
+    ``/vsigzip/``), a subdataset (``NETCDF:"file":var``). Web services and remote files are
+    refused with the reason.
+    """
+    if not isinstance(layer, QgsRasterLayer):
+        return None, "Choose a raster layer"
+    name = layer.name()
+    if layer.providerType() != "gdal":
+        return None, (f"Layer '{name}' comes from a {layer.providerType()} service, not a file: "
+                      "save it as a GeoTIFF first (Export > Save As…)")
+    source = layer.source().split("|")[0]  # QGIS's own |option:... suffixes are not part of GDAL's name
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", source)
+    path = parts.get("path") or source
+    prefix = parts.get("vsiPrefix") or ""
+    if prefix and prefix not in LOCAL_VSI or not os.path.isfile(path):
+        return None, (f"Layer '{name}' is not a file on this computer ({source[:80]}): "
+                      "save it as a GeoTIFF first (Export > Save As…)")
+    if not layer.isValid() or layer.bandCount() < 1:
+        return None, f"Layer '{name}' cannot be read by GDAL ({source[:80]})"
+    return source, None
+
+
+LOCAL_VSI = ("/vsizip/", "/vsigzip/", "/vsitar/", "/vsi7z/", "/vsirar/")  # archives of local files
+
+
 def layer_file_path(layer) -> str | None:
-    """The local file behind a raster layer, or None (web service, memory, /vsi...)."""
-    if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
-        return None
-    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
-    path = parts.get("path") or layer.source()
-    return path if path and os.path.isfile(path) else None
+    """The GDAL dataset name behind a raster layer on this computer, or None (see ``layer_source``)."""
+    return layer_source(layer)[0]
+
+
+def source_file(source: str) -> str:
+    """The file on disk behind a GDAL dataset name (the zip of a /vsizip/ path, the GeoPackage
+    of a table): where outputs are proposed, beside it."""
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", source)
+    return parts.get("path") or source
+
+
+def source_stem(source: str) -> str:
+    """Path without suffix for the outputs proposed for a source: beside its file, named after
+    the raster (the file inside a zip, the GeoPackage table)."""
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", source)
+    path = Path(parts.get("path") or source)
+    inner = (parts.get("vsiSuffix") or "").strip("/").split("/")[-1] or parts.get("layerName") or ""
+    stem = Path(inner).stem if inner else path.stem
+    if path.name.endswith(".gz"):
+        stem = Path(path.stem).stem
+    return str(path.parent / stem)
+
+
+SHORT_NAME = 24  # characters of a layer's own name kept in a derived layer's name (the Layers panel is narrow)
+
+
+def short_name(name: str, limit: int = SHORT_NAME) -> str:
+    """``neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029`` -> ``neon_rgb_uint…_OSBS_029``: the
+    start and the end, which tell files of one series apart."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) * 3 // 5
+    return name[:head] + "…" + name[-(limit - 1 - head):]
 
 
 def band_names(layer: QgsRasterLayer) -> list[str]:
@@ -62,13 +119,13 @@ def band_names(layer: QgsRasterLayer) -> list[str]:
 
 
 def default_bands(layer: QgsRasterLayer) -> list[int]:
-    """The bands the layer shows (an RGB renderer's bands), else the first ones the codec codes together."""
-    renderer = layer.renderer()
-    if renderer is not None and renderer.type() == "multibandcolor":
-        used = [b for b in renderer.usesBands() if b > 0]
-        if used and len(set(used)) == len(used):
-            return used
-    return list(range(1, min(layer.bandCount(), options.BANDS_PER_GROUP) + 1))
+    """Every band, in order, except alpha bands (the container keeps them as the mask); none
+    above the codec's MAX_DEFAULT_BANDS, where the user must choose (``too_many_bands_problem``)."""
+    if layer.bandCount() > options.MAX_DEFAULT_BANDS:
+        return []
+    provider = layer.dataProvider()
+    bands = [b for b in range(1, layer.bandCount() + 1) if provider.colorInterpretation(b) != QgsRaster.AlphaBand]
+    return bands or [1]
 
 
 def _remap_renderer(renderer, mapping: dict[int, int]) -> bool:
@@ -147,6 +204,7 @@ def add_decoded_layer(path: str, name: str, *, original: QgsRasterLayer | None =
     layer = QgsRasterLayer(path, name, "gdal")
     if not layer.isValid():
         raise RuntimeError(f"QGIS cannot open the decoded raster {path}")
+    layer.setTitle(f"{name} ({path})")  # the full story in the layer's tooltip
     style_source = style_from or original
     if style_source is not None:
         copy_style(style_source, layer, None if style_from is not None else bands)
@@ -187,23 +245,18 @@ def find_layer_by_file_name(file_name: str) -> QgsRasterLayer | None:
     return None
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+human_bytes = options.format_bytes  # the codec's one size formatter (1 kB = 1000 bytes)
 
 
 def summary_text(result: dict, name: str) -> str:
     """One line for the message bar: sizes, ratio, bpp, PSNR and whether the decode was enhanced."""
     parts = []
-    if result.get("input_bytes") is not None and result.get("bytes") is not None:
-        parts.append(f"{human_bytes(result['input_bytes'])} file -> {human_bytes(result['bytes'])}")
-    elif result.get("container_bytes") is not None:
-        parts.append(f"container {human_bytes(result['container_bytes'])}")
-    if result.get("ratio"):
-        parts.append(f"ratio {result['ratio']:.1f}:1")
+    container = result.get("bytes", result.get("container_bytes"))
+    if result.get("raw_bytes") and container:
+        parts.append(options.sizes_text(result["raw_bytes"], container, result.get("input_bytes"),
+                                        result.get("input_label", "input file")))
+    elif container is not None:
+        parts.append(f"container {human_bytes(container)}")
     if result.get("bpp") is not None:
         parts.append(f"{result['bpp']:.3f} bpp")
     if "psnr" in result:

@@ -29,6 +29,7 @@ from .layers import (
     crs_text,
     find_layer_by_container,
     find_layer_by_file_name,
+    short_name,
     summary_text,
 )
 from .settings import PluginSettings, current_worker
@@ -37,6 +38,7 @@ from .worker_client import WorkerCanceled, WorkerCommand, WorkerError, WorkerPro
 
 MENU = "&Code-RSIC"
 ICON = Path(__file__).resolve().parent / "icons" / "coderic.svg"
+SWIPE_ICON = ICON.with_name("swipe.svg")  # a divider between two halves: not the compress icon
 TITLE = "Code-RSIC"
 
 
@@ -75,7 +77,7 @@ class CodeRsicPlugin:
                                               "Decode only the tiles of a container that lie in the map view")
         self.area_action = self._add_action(icon, "Decode selected area", self.show_area_dialog,
                                             "Decode only the tiles under the selected polygons of a polygon layer")
-        self.swipe_action = self._add_action(icon, "Swipe before/after", self.toggle_swipe,
+        self.swipe_action = self._add_action(QIcon(str(SWIPE_ICON)), "Swipe before/after", self.toggle_swipe,
                                              "Drag a divider across the map: decoded on the left, original on the "
                                              "right", toolbar=True)
         self.swipe_action.setCheckable(True)
@@ -215,7 +217,7 @@ class CodeRsicPlugin:
         if params.decode:
             original = QgsProject.instance().mapLayer(params.layer_id)
             enhanced = ", enhanced" if (res.get("decode") or {}).get("enhanced") else ""
-            label = f"{name} (Code-RSIC q{res.get('quality', 0):.1f}, {res.get('bpp', 0):.3f} bpp{enhanced})"
+            label = short_name(name) + f" · q{res.get('quality', 0):g}, {res.get('bpp', 0):.2f} bpp{enhanced}"
             try:
                 layer, group = add_decoded_layer(res["decoded"], label, original=original, bands=res.get("bands"),
                                                  container=params.output)
@@ -282,7 +284,7 @@ class CodeRsicPlugin:
             return
         res = task.result
         part = "map extent " if params.extent_only else "area " if params.aoi is not None else ""
-        label = f"{stem} {part}(Code-RSIC decoded)"
+        label = f"{short_name(stem)} · decoded{' ' + part.strip() if part else ''}"
         original = find_layer_by_file_name(res.get("source_name") or "")
         sibling = find_layer_by_container(params.container)
         try:
@@ -409,9 +411,10 @@ class CodeRsicPlugin:
             return
         self._show_group(pair.group, task.decoded_layer)
         lpips = "" if "lpips" in res.get("metrics", []) else " (no LPIPS: its weights are not set up)"
-        psnr = (f"PSNR {res['psnr_min']:.1f} to {res['psnr_max']:.1f} dB" if res.get("psnr_min") is not None
-                else "no PSNR")
-        self._message("success", f"Tile quality of {res.get('tiles')} tiles: {psnr}{lpips}")
+        lo, hi, tiles = res.get("psnr_min"), res.get("psnr_max"), res.get("tiles")
+        psnr = ("no PSNR" if lo is None else f"PSNR {lo:.1f} dB" if f"{lo:.1f}" == f"{hi:.1f}"
+                else f"PSNR {lo:.1f} to {hi:.1f} dB")
+        self._message("success", f"Tile quality of {tiles} tile{'' if tiles == 1 else 's'}: {psnr}{lpips}")
 
     def _comparison_ok(self, task: CodecTask, what: str) -> bool:
         if task.was_canceled:

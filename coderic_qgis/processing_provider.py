@@ -48,7 +48,7 @@ from .jobs import (
     sentence,
 )
 from .compare import features_geojson
-from .layers import SUPPORTED_TYPES, crs_text, dtype_text, layer_file_path
+from .layers import SUPPORTED_TYPES, crs_text, dtype_text, layer_file_path, layer_source, summary_text
 from .settings import PluginSettings, current_worker
 from .worker_client import WorkerCanceled, WorkerError, WorkerProcess
 
@@ -122,8 +122,9 @@ class CompressAlgorithm(_WorkerAlgorithm):
         defaults = CompressParams()
         number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
-        self.addParameter(QgsProcessingParameterBand("BANDS", "Bands (default: the RGB bands, else the first three)",
-                                                     None, "INPUT", optional=True, allowMultiple=True))
+        self.addParameter(QgsProcessingParameterBand(
+            "BANDS", f"Bands (default: every band, up to {options.MAX_DEFAULT_BANDS})", None, "INPUT",
+            optional=True, allowMultiple=True))
         # No maximum: it depends on the model (checked in checkParameterValues).
         self.addParameter(number("QUALITY", f"Quality ({options.MIN_QUALITY:g} = smallest .. "
                                             f"{options.DEFAULT_MODEL_LEVELS} = best with {options.DEFAULT_MODEL})",
@@ -140,7 +141,7 @@ class CompressAlgorithm(_WorkerAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT", "Compressed file", f"Code-RSIC container (*{options.CONTAINER_SUFFIX})"))
         for name, text in (("BYTES", "File size (bytes)"), ("BPP", "Bits per pixel"),
-                           ("RATIO", "Compression ratio"), ("QUALITY_USED", "Quality used")):
+                           ("RATIO", "Compression ratio (against the raw data)"), ("QUALITY_USED", "Quality used")):
             self.addOutput(QgsProcessingOutputNumber(name, text))
 
     def _params(self, parameters, context, layer=None) -> CompressParams:
@@ -161,7 +162,7 @@ class CompressAlgorithm(_WorkerAlgorithm):
             return ok, msg
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         if layer is not None and layer_file_path(layer) is None:
-            return False, f"Layer '{layer.name()}' is not a local raster file: save it as a GeoTIFF first"
+            return False, layer_source(layer)[1]
         if layer is not None:
             bands = self.parameterAsInts(parameters, "BANDS", context) or []
             if any(layer.dataProvider().dataType(b) not in SUPPORTED_TYPES for b in bands):
@@ -176,7 +177,7 @@ class CompressAlgorithm(_WorkerAlgorithm):
             raise QgsProcessingException("the input is not a local raster file")
         params.output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         res = self.run_job(params.to_job(), feedback)
-        feedback.pushInfo(f"{res['bytes']} bytes, {res['bpp']:.4f} bpp, ratio {res['ratio']:.1f}:1")
+        feedback.pushInfo(summary_text(res, params.output))
         return {"OUTPUT": params.output, "BYTES": res["bytes"], "BPP": res["bpp"], "RATIO": res["ratio"],
                 "QUALITY_USED": res.get("quality")}
 

@@ -20,6 +20,7 @@ previous setting stays as it was. Nothing here imports QGIS (the tests use it wi
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from pathlib import Path
 MIN_PYTHON = (3, 10)
 WHEEL_DIR = Path(__file__).resolve().parent / "wheels"  # what coderic_qgis.build puts in the zip
 TORCH_PACKAGES = ("torch", "torchvision")
-NEEDED_SPACE = "about 6 GB"  # torch with its CUDA libraries, the project and the rest
+NEEDED_SPACE = "about 6 GB"  # the most an environment takes (torch with its CUDA libraries); see TorchChoice
 MIN_FREE_BYTES = 2 << 30  # less free space than this cannot hold torch: refused before starting
 PROBE = "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"
 MANUAL = "see docs/qgis.md for the manual steps"
@@ -153,6 +154,66 @@ def torch_requirements(source: Path) -> list[str]:
     return wanted or list(TORCH_PACKAGES)
 
 
+# ---------------------------------------------------------------- which torch
+
+# PyTorch's own index of CPU-only builds: on Linux the package index's torch is the CUDA build
+# (about 3 GB of NVIDIA libraries and triton), useless without an NVIDIA GPU.
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# Measured (benchmarks/worker_env_size.py -> results/worker_env_size.json): torch 2.13 CPU wheel
+# 0.19 GB download, 0.70 GB installed; the CUDA build with its libraries 4.4 GB installed; the
+# project's other dependencies 0.50 GB installed.
+SIZES = {"cpu-only": ("about 0.4 GB", "about 1.2 GB"), "with-cuda": ("about 3 GB", "about 6 GB"),
+         "default": ("about 0.4 GB", "about 1.2 GB")}
+BUILD_NAMES = {"cpu-only": "CPU-only build", "with-cuda": "CUDA build", "default": "the index's default build"}
+
+
+@dataclass(frozen=True)
+class TorchChoice:
+    """Which torch the set-up installs, from where, and how much it costs."""
+
+    build: str  # "cpu-only": PyTorch's CPU index; "with-cuda": the package index's CUDA build; "default": its own
+    index_options: tuple[str, ...]  # pip options of the torch step
+    fallback: bool  # when the CPU index cannot be reached, install from the default index instead
+    reason: str
+
+    @property
+    def download(self) -> str:
+        return SIZES[self.build][0]
+
+    @property
+    def disk(self) -> str:
+        return SIZES[self.build][1]
+
+    @property
+    def what(self) -> str:
+        return f"PyTorch, {BUILD_NAMES[self.build]} ({self.reason})"
+
+    def text(self) -> str:
+        """What the set-up says before anything is downloaded."""
+        return f"{self.what}: downloads {self.download}, takes {self.disk} on disk"
+
+
+def has_nvidia_gpu() -> bool:
+    """An NVIDIA driver is installed (its kernel module, or nvidia-smi on the PATH)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def choose_torch(system: str | None = None, machine: str | None = None, nvidia: bool | None = None) -> TorchChoice:
+    """Linux without an NVIDIA GPU: the CPU-only build from PyTorch's CPU index (falling back
+    to the default index); Linux with one: the default index's CUDA build; Windows and macOS:
+    the default index, whose torch is already CPU-only (or Apple's MPS) there."""
+    system = system or platform.system()
+    machine = (machine or platform.machine()).lower()
+    if system != "Linux":
+        return TorchChoice("default", (), False, f"the package index's torch for {system} has no CUDA libraries")
+    nvidia = has_nvidia_gpu() if nvidia is None else nvidia
+    if nvidia:
+        return TorchChoice("with-cuda", (), False, "an NVIDIA GPU was found")
+    if machine not in ("x86_64", "amd64", "aarch64", "arm64"):
+        return TorchChoice("default", (), False, f"no CPU-only build for {machine}")
+    return TorchChoice("cpu-only", ("--index-url", CPU_INDEX), True, "no NVIDIA GPU was found")
+
+
 # ---------------------------------------------------------------- the steps
 
 @dataclass
@@ -161,6 +222,7 @@ class Step:
     label: str
     argv: list[str]
     weight: float  # share of the whole set-up's progress bar
+    fallback: list[str] | None = None  # run instead when argv fails (not when canceled)
 
 
 @dataclass
@@ -171,6 +233,9 @@ class SetupPlan:
     source: Path  # the wheel (or checkout) installed
     pip_options: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    torch: TorchChoice | None = None
+    # Test worker codes and decodes a small tile (False: ping only, for an index of stand-ins)
+    test_tile: bool = True
 
     @property
     def python(self) -> Path:
@@ -182,9 +247,10 @@ class SetupPlan:
 
 
 def plan_setup(base: BasePython, target: str | Path, source: Path | None = None,
-               pip_options: list[str] | None = None) -> SetupPlan:
+               pip_options: list[str] | None = None, torch: TorchChoice | None = None) -> SetupPlan:
     target = Path(target).expanduser().resolve()
     source = source or project_source()
+    torch = torch or choose_torch()
     if target.exists() and not target.is_dir():
         raise SetupError(f"{target} is a file, not a folder: choose a folder for the environment")
     busy = target.is_dir() and any(target.iterdir())
@@ -199,14 +265,20 @@ def plan_setup(base: BasePython, target: str | Path, source: Path | None = None,
     free = shutil.disk_usage(target.parent).free
     if free < MIN_FREE_BYTES:
         raise SetupError(f"only {free / 2**30:.1f} GB are free on the disk of {target.parent}; the worker "
-                         f"environment needs {NEEDED_SPACE}: free some space or choose a folder on another disk")
+                         f"environment needs {torch.disk}: free some space or choose a folder on another disk")
     options = list(pip_options or [])
     py = str(venv_python(work))
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "on"]
-    plan = SetupPlan(base, target, work, source, options)
+    # A user's own --index-url (or --no-index) wins over the CPU index.
+    own_index = any(o in ("--index-url", "-i", "--no-index") for o in options)
+    torch_options = [] if own_index else list(torch.index_options)
+    plan = SetupPlan(base, target, work, source, options, torch=torch)
+    torch_argv = [*pip, *options, *torch_requirements(source)]
     plan.steps = [
         Step("venv", f"Creating the environment in {target}", [*base.argv, "-m", "venv", str(work)], 0.05),
-        Step("torch", "Installing PyTorch (the largest download)", [*pip, *options, *torch_requirements(source)], 0.6),
+        Step("torch", f"Installing PyTorch, {BUILD_NAMES[torch.build]} ({torch.download} to download)",
+             [*pip, *options, *torch_options, *torch_requirements(source)], 0.6,
+             fallback=torch_argv if torch_options and torch.fallback else None),
         Step("project", f"Installing Code-RSIC ({source.name}) and its dependencies", [*pip, *options, str(source)],
              0.3),
     ]
@@ -274,7 +346,7 @@ def explain_failure(step: Step, lines: list[str], returncode: int | None, plan: 
     text = "\n".join(lines)
     if _DISK.search(text):
         return (f"The disk is full: {step.label.lower()} needs more space in {plan.target.parent} (the environment "
-                f"takes {NEEDED_SPACE}); free some space or choose a folder on another disk")
+                f"takes {plan.torch.disk if plan.torch else NEEDED_SPACE}); free some space or choose a folder on another disk")
     if _NETWORK.search(text):
         return ("pip could not reach the package index (no network, or a proxy is needed): connect to the "
                 "internet, or give pip options such as --proxy or --index-url, and try again; " + MANUAL)

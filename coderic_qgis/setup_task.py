@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -44,6 +45,7 @@ from .setup_env import (
     PipProgress,
     SetupError,
     SetupPlan,
+    choose_torch,
     explain_failure,
     find_base_pythons,
     no_python_message,
@@ -53,7 +55,7 @@ from .setup_env import (
     project_source,
     venv_python,
 )
-from .worker_client import WorkerCommand, WorkerError, WorkerProcess, forget_found_workers
+from .worker_client import WorkerCommand, WorkerError, WorkerProcess, forget_found_workers, test_worker
 
 PERCENT = 100
 LOG_LINES = 5000  # kept in memory for the log window
@@ -67,6 +69,8 @@ def default_env_folder() -> Path:
 
 
 def worker_summary(python: str, info: dict) -> str:
+    if info.get("selftest_text"):
+        return info["selftest_text"]
     return (f"Code-RSIC {info.get('version')} in {python} (Python {info.get('python_version')}); enhancement "
             f"{'available' if info.get('enhance') else 'not available'}")
 
@@ -166,10 +170,13 @@ class SetupTask(QgsTask):
         time.sleep(POLL_S)  # let the killed children go before their folder is removed
 
     def _ping(self, python: Path) -> dict:
-        info = WorkerProcess(WorkerCommand(str(python), None, "set-up")).run({"action": "ping"},
-                                                                              timeout=PING_TIMEOUT_S)
+        """Test worker: ping the environment, then code and decode a small tile in it."""
+        cmd = WorkerCommand(str(python), None, "set-up")
+        info = WorkerProcess(cmd).run({"action": "ping"}, timeout=PING_TIMEOUT_S)
         if info.get("missing"):
             raise WorkerError(f"the new environment lacks {', '.join(info['missing'])}")
+        if self.plan.test_tile:
+            info["selftest"], info["selftest_text"] = test_worker(cmd)
         return info
 
     def run(self) -> bool:  # background thread
@@ -180,10 +187,16 @@ class SetupTask(QgsTask):
             start = 0.0
             for step in plan.steps:
                 if not self._run_step(step, start):
-                    return False
+                    if step.fallback is None or self.was_canceled:
+                        return False
+                    self.add_log(f"-> {step.label} failed; trying the default package index instead")
+                    self.error = None
+                    if not self._run_step(replace(step, argv=step.fallback, fallback=None,
+                                                  label=step.label.split(",")[0] + " from the default index"), start):
+                        return False
                 start += step.weight
             self.status = "Test worker"
-            self.add_log("Test worker: ping the new environment")
+            self.add_log("Test worker: code and decode a small tile in the new environment")
             self.info = self._ping(venv_python(plan.work))
             if plan.swap:
                 old = plan.target.with_name(plan.target.name + ".old")
@@ -203,7 +216,8 @@ class SetupTask(QgsTask):
         except WorkerError as exc:
             self.error = f"The new environment does not run Code-RSIC: {exc}; {MANUAL}"
         except OSError as exc:
-            self.error = (f"The disk is full: free some space in {plan.target.parent} ({NEEDED_SPACE} needed)"
+            needed = plan.torch.disk if plan.torch else NEEDED_SPACE
+            self.error = (f"The disk is full: free some space in {plan.target.parent} ({needed} needed)"
                           if exc.errno == 28 else f"Setting up failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - never let an exception escape a task thread
             self.error = f"Setting up failed: {type(exc).__name__}: {exc}"
@@ -256,11 +270,17 @@ class SetupDialog(QDialog):
         self.setWindowTitle("Set up worker environment")
         self.pythons, self.rejected = pythons if pythons is not None else find_base_pythons()
         layout = QVBoxLayout(self)
-        intro = QLabel(f"Creates a Python environment with PyTorch and Code-RSIC ({NEEDED_SPACE}, downloaded "
-                       "from the Python package index) and makes it the worker. Your current setting stays until "
-                       "the new environment passes Test worker.", self)
+        self.torch = choose_torch()
+        intro = QLabel("Creates a Python environment with PyTorch and Code-RSIC (downloaded from the Python "
+                       "package index) and makes it the worker. Your current setting stays until the new "
+                       "environment passes Test worker (it codes and decodes a small tile).", self)
         intro.setWordWrap(True)
         layout.addWidget(intro)
+        self.estimate = QLabel(f"<b>Download: {self.torch.download}; on disk: {self.torch.disk}</b> "
+                               f"({self.torch.what}).", self)
+        self.estimate.setObjectName("estimate")
+        self.estimate.setWordWrap(True)
+        layout.addWidget(self.estimate)
         form = QFormLayout()
         layout.addLayout(form)
         self.python = QComboBox(self)
@@ -303,7 +323,7 @@ class SetupDialog(QDialog):
 
     def make_plan(self) -> SetupPlan:
         return plan_setup(self.base_python(), self.folder.filePath().strip() or default_env_folder(),
-                          project_source(), self.pip_options.text().split())
+                          project_source(), self.pip_options.text().split(), torch=self.torch)
 
     def accept(self) -> None:
         try:

@@ -293,3 +293,25 @@ class WorkerProcess:
         if "No module named" in last:
             return f"the worker Python {self.command.python} cannot run Code-RSIC ({last}); {SETUP_HINT}"
         return f"the worker stopped unexpectedly (exit status {code}){': ' + last if last else ''}"
+
+
+# ---------------------------------------------------------------- Test worker
+
+SELFTEST_TIMEOUT_S = 300  # the first run of a fresh environment compiles and loads a lot
+
+
+def test_worker(cmd: WorkerCommand, device: str = "", threads: int = 0) -> tuple[dict, str]:
+    """*Test worker*: ping, then code and decode one small tile with the shipped model
+    (``core.codec.selftest``). -> (the self-test's result, one line for the user); a broken
+    install raises ``WorkerError`` with the worker's reason."""
+    info = WorkerProcess(cmd).run({"action": "ping"}, timeout=60)
+    if info.get("missing"):
+        raise WorkerError(f"{cmd.python} lacks {', '.join(info['missing'])}: run 'pip install code-rsic' with it")
+    job = {"action": "selftest", "threads": threads}
+    if device:
+        job["device"] = device
+    test = WorkerProcess(cmd).run(job, timeout=SELFTEST_TIMEOUT_S)
+    return test, (f"Code-RSIC {info.get('version')} in {cmd.python} (Python {info.get('python_version')}, "
+                  f"torch {test.get('torch')}): coded and decoded a test tile on {test.get('device')} in "
+                  f"{test.get('seconds', 0):.1f} s (PSNR {test.get('psnr', 0):.1f} dB); enhancement "
+                  f"{'available' if info.get('enhance') else 'not available'}")

@@ -38,7 +38,13 @@ MAX_OVERLAP = MAX_TILE // 2
 # ---------------------------------------------------------------- rate
 
 MIN_QUALITY = 0.0  # one level below the lowest trained one (gains extrapolated)
-DEFAULT_QUALITY = 3.0
+# The default keeps features: the lowest quality whose MS-SSIM reaches 0.95 on the NAIP and
+# NEON fixtures and a val mosaic, or the top level where the model cannot reach it. elic-lite
+# reaches 0.950 on NAIP and 0.93 on NEON only at its top level, 6
+# (benchmarks/default_quality.py -> results/default_quality.json; a test holds the two equal).
+DEFAULT_QUALITY = 6.0
+# Named rates the front ends offer (name, quality); "smallest" is the lowest trained level.
+QUALITY_PRESETS = (("keeps features (default)", DEFAULT_QUALITY), ("smallest", 1.0))
 DEFAULT_TARGET_BPP = 0.3  # what a front end proposes when the user switches to a target bitrate
 MAX_TARGET_BPP = 24.0
 
@@ -47,6 +53,19 @@ MAX_TARGET_BPP = 24.0
 SUPPORTED_DTYPES = ("uint8", "uint16")
 DTYPE_RANGES = {"uint8": (0, 255), "uint16": (0, 65535)}  # values each supported dtype holds
 BANDS_PER_GROUP = 3  # ELIC and the enhancer see three bands at a time
+# Every band is coded unless the user chooses (an alpha band is kept as the mask instead).
+# Above this many, choosing is required: each group of three costs a full codec pass, and a
+# hyperspectral cube is rarely meant to be coded whole by accident. 16 covers Sentinel-2 (13)
+# and WorldView-3 (8 + 8).
+MAX_DEFAULT_BANDS = 16
+
+
+def too_many_bands_problem(name: str, count: int) -> str | None:
+    """The one line a front end shows when the default (every band) is refused."""
+    if count > MAX_DEFAULT_BANDS:
+        return (f"{name} has {count} bands: every band is coded by default only up to {MAX_DEFAULT_BANDS}; "
+                "choose the bands to code with --bands, e.g. --bands 1,2,3")
+    return None
 
 
 def band_groups(n_bands: int) -> list[list[int]]:
@@ -82,6 +101,41 @@ CONTAINER_SUFFIX = ".crsic"
 CONTAINER_MAGIC = b"CRSIC\x00\r\n"  # the first bytes of every container
 DECODED_SUFFIX = ".decoded.tif"
 ENHANCED_SUFFIX = ".enhanced.tif"
+
+# ---------------------------------------------------------------- sizes shown to people
+
+# One convention everywhere (CLI, batch, worker, plugin, ``info``): decimal units, 1 kB =
+# 1000 bytes, as file managers show them. The ratio is always against the raw data (the
+# coded bands' pixels, uncompressed), which does not depend on how the input was stored;
+# the input file's own size is shown beside it, labelled.
+SIZE_UNITS = ("B", "kB", "MB", "GB", "TB")
+
+
+def format_bytes(n: float) -> str:
+    """512 B, 8.5 kB, 593.6 kB, 2.77 MB, 1.20 GB (powers of 1000)."""
+    n = float(n)
+    for unit in SIZE_UNITS:
+        if abs(n) < 1000 or unit == SIZE_UNITS[-1]:
+            if unit == "B":
+                return f"{int(n)} B"
+            return f"{n:.1f} {unit}" if unit == "kB" else f"{n:.2f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def raw_bytes(width: int, height: int, bands: int, dtype: str) -> int:
+    """Size of the coded bands' pixels, uncompressed."""
+    return width * height * bands * (2 if dtype == "uint16" else 1)
+
+
+def sizes_text(raw: int, container: int, input_file: int | None = None, input_label: str = "input file") -> str:
+    """The one line every front end shows: raw data, input file, container and the ratio."""
+    parts = [f"raw data {format_bytes(raw)}"]
+    if input_file is not None:
+        parts.append(f"{input_label} {format_bytes(input_file)}")
+    parts.append(f"container {format_bytes(container)}")
+    return ", ".join(parts) + f"; ratio {raw / max(container, 1):.1f}:1 against the raw data"
+
 
 # ---------------------------------------------------------------- limits on what a file may ask for
 
@@ -186,7 +240,7 @@ class CompressParams:
     model: str = DEFAULT_MODEL
     quality: float = DEFAULT_QUALITY
     target_bpp: float | None = None  # instead of quality: searched on sample tiles
-    bands: list[int] | None = None  # 1-based; None: the RGB bands, else the first three
+    bands: list[int] | None = None  # 1-based; None: every band (alpha kept as the mask), up to MAX_DEFAULT_BANDS
     tile: int = DEFAULT_TILE
     overlap: int = DEFAULT_OVERLAP
     device: str = DEFAULT_DEVICE

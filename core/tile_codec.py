@@ -43,8 +43,8 @@ from .options import (
     CompressParams,
     DecompressParams,
     EnhanceParams,
+    sizes_text,
 )
-from .scale.batch import fmt_bytes
 
 SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip", "enhance", "diff", "batch")
 EXIT_INTERRUPTED = 130
@@ -88,7 +88,7 @@ def _add_compress_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-bpp", type=float, default=None,
                    help="aim for this many bits per pixel instead of --quality (searched on sample tiles)")
     p.add_argument("--bands", type=_bands, default=None,
-                   help="1-based bands to code, e.g. 1,2,3 or 4 (default: the RGB bands, else the first three)")
+                   help="1-based bands to code, e.g. 1,2,3 or 4 (default: every band, in groups of three)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                    help=f"tile size in pixels, a multiple of {TILE_MULTIPLE} is best (default {DEFAULT_TILE})")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
@@ -251,7 +251,9 @@ def decompress_params(args) -> DecompressParams:
 
 
 def _default_output(src: str, suffix: str) -> str:
-    return str(Path(src).with_suffix(suffix))
+    from .format.raster_io import output_beside
+
+    return output_beside(src, suffix)
 
 
 # ---------------------------------------------------------------- progress and printing
@@ -325,8 +327,9 @@ def cmd_compress(args) -> dict:
     with _mapper(args) as mapper:
         res = compress_raster(args.input, out, params, progress=_progress(args, "compress"), mapper=mapper)
     if not args.json:
-        print(f"{args.input} -> {out}: {fmt_bytes(res['bytes'])}, {res['bpp']:.4f} bpp, ratio {res['ratio']:.1f}:1, "
-              f"quality {res['quality']:.2f}, {res['seconds']:.1f} s ({res['megapixels_per_second']:.2f} MP/s)")
+        print(f"{args.input} -> {out}: {res['bpp']:.4f} bpp, quality {res['quality']:.2f}, bands {res['bands']}, "
+              f"{res['seconds']:.1f} s ({res['megapixels_per_second']:.2f} MP/s)")
+        print("  " + sizes_text(res["raw_bytes"], res["bytes"], res["input_bytes"], res["input_label"]))
     return res
 
 
@@ -371,7 +374,9 @@ def cmd_info(args) -> dict:
     if not args.json:
         print(f"{args.input}: {info['width']} x {info['height']} px, {len(info['bands'])} band(s) {info['bands']} "
               f"of {info['source_band_count']}, {info['dtype']}")
-        print(f"  size {fmt_bytes(info['file_bytes'])}, {info['bpp']:.4f} bpp, ratio {info['ratio']:.1f}:1")
+        print(f"  {info['bpp']:.4f} bpp; {sizes_text(info['raw_bytes'], info['file_bytes'])}")
+        print("  band groups: " + ", ".join(f"bands {','.join(map(str, g['bands']))} {g['bpp']:.4f} bpp"
+                                            for g in info["band_groups"]))
         print(f"  model {info['model']['name']} (weights {info['model']['sha256'][:12]}), quality {info['quality']:.2f}")
         portability = (f"portable: decodes bit-exactly on any machine (integer entropy {info['entropy']})"
                        if info["portable"] else "not portable: float entropy model, decode with the software, "
@@ -418,7 +423,7 @@ def cmd_roundtrip(args) -> dict:
     if args.quality_map:
         res["quality_map"] = dict(q, missing=missing)
     if not args.json:
-        print(f"{args.input}: {c['bpp']:.4f} bpp, ratio {c['ratio']:.1f}:1, PSNR {psnr:.2f} dB, "
+        print(f"{args.input}: {c['bpp']:.4f} bpp, PSNR {psnr:.2f} dB, {sizes_text(c['raw_bytes'], c['bytes'])}, "
               f"encode {c['seconds']:.1f} s, decode {d['seconds']:.1f} s")
         if args.quality_map:
             print(f"quality map: {args.quality_map} ({', '.join(q['metrics'])} per tile; PSNR {q['psnr_min']:.2f} "

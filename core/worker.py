@@ -41,9 +41,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BadInput, CodecError, WeightsUnavailable, exit_now, report
-from .options import DEFAULT_DEVICE, CompressParams, DecompressParams, EnhanceParams
+from .options import DEFAULT_DEVICE, DEFAULT_MODEL, CompressParams, DecompressParams, EnhanceParams
 
-ACTIONS = ("ping", "info", "compress", "decompress", "enhance", "psnr", "diff", "tiles", "quality_map")
+ACTIONS = ("ping", "selftest", "info", "compress", "decompress", "enhance", "psnr", "diff", "tiles", "quality_map")
 EXIT_CANCELED = 130
 
 _OUT_LOCK = threading.Lock()
@@ -252,6 +252,14 @@ def do_ping(job: dict) -> dict:
             "missing": [name for name in REQUIRED if find_spec(name) is None]}
 
 
+def do_selftest(job: dict) -> dict:
+    """Code and decode one small tile with the shipped model: device, seconds, PSNR."""
+    from .codec.selftest import self_test
+
+    _set_threads(job)
+    return dict(self_test(job.get("model") or DEFAULT_MODEL, job.get("device") or DEFAULT_DEVICE), version=__version__)
+
+
 def do_info(job: dict) -> dict:
     from .codec.decompress import container_info
 
@@ -297,8 +305,6 @@ def do_compress(job: dict) -> dict:
         check_output(decoded, params.overwrite)  # before the long part
     result = compress_raster(src, dst, params, progress=steps.callback("compress"))
     result["input"] = src
-    result["input_bytes"] = os.path.getsize(src)
-    result["bands"] = params.bands
     if decoded:
         result["decode"] = _decode(dst, decoded, decode_params, steps)
         result["decoded"] = decoded
@@ -321,7 +327,8 @@ def do_decompress(job: dict) -> dict:
     _set_threads(job)
     result = _decode(src, dst, params, Steps(_decode_steps(job)))
     info = container_info(src)
-    result.update({"input": src, "container_bytes": info["file_bytes"], "bpp": info["bpp"],
+    result.update({"input": src, "container_bytes": info["file_bytes"], "raw_bytes": info["raw_bytes"],
+                   "bpp": info["bpp"],
                    "ratio": info["ratio"], "bands": info["bands"], "source_name": info.get("source_name")})
     return result
 
@@ -366,7 +373,7 @@ def do_quality_map(job: dict) -> dict:
     return dict(result, missing=missing)
 
 
-HANDLERS = {"ping": do_ping, "info": do_info, "compress": do_compress, "decompress": do_decompress,
+HANDLERS = {"ping": do_ping, "selftest": do_selftest, "info": do_info, "compress": do_compress, "decompress": do_decompress,
             "enhance": do_enhance, "psnr": do_psnr, "diff": do_diff, "tiles": do_tiles,
             "quality_map": do_quality_map}
 

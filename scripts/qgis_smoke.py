@@ -96,8 +96,9 @@ def fill_dialog():
     if MODEL:
         dlg.model.setEditText(MODEL)
     dlg.quality.setValue(QUALITY)
-    dlg.tile.setValue(128)
+    dlg.tile.setValue(int(os.environ.get("SMOKE_TILE", "128")))
     dlg.overlap.setValue(16)
+    report["dialog_bands"] = dlg.selected_bands()
     dlg.overwrite.setChecked(True)
     problems = dlg.refresh()
     report["dialog_problems"] = problems
@@ -150,7 +151,39 @@ def screenshot_before():
         return later(screenshot_before, 500)
     canvas.saveAsImage(str(OUT / "canvas_original.png"))
     log("screenshots saved")
-    later(start_swipe, 500)
+    group = QgsProject.instance().layerTreeRoot().findGroup("Code-RSIC before/after")
+    group.findLayers()[0].setItemVisibilityChecked(True)  # the decoded layer again
+    if decoded_layer().bandCount() >= 4:
+        later(show_nir, 500)
+    else:
+        later(start_swipe, 500)
+
+
+def show_nir():
+    """A 4-band decode shown as colour infrared (NIR, red, green): its NIR band is there."""
+    from qgis.core import QgsMultiBandColorRenderer
+
+    layer = decoded_layer()
+    report["decoded_bands"] = [layer.bandName(b) for b in range(1, layer.bandCount() + 1)]
+    report["rgb_renderer"] = layer.renderer().clone()
+    layer.setRenderer(QgsMultiBandColorRenderer(layer.dataProvider(), 4, 1, 2))
+    layer.setName(layer.name() + " · NIR, R, G")
+    node = QgsProject.instance().layerTreeRoot().findLayer(layer.id())
+    node.setExpanded(True)
+    iface.layerTreeView().refreshLayerSymbology(layer.id())
+    layer.triggerRepaint()
+    later(screenshot_nir, 3000)
+
+
+def screenshot_nir():
+    if iface.mapCanvas().isDrawing():
+        return later(screenshot_nir, 500)
+    shot("nir.png")
+    layer = decoded_layer()
+    layer.setRenderer(report.pop("rgb_renderer"))
+    layer.setName(layer.name().replace(" · NIR, R, G", ""))
+    layer.triggerRepaint()
+    later(start_swipe, 2000)
 
 
 # ---------------------------------------------------------------- before/after tools
@@ -263,7 +296,22 @@ def start_setup():
     if not pythons:
         return finish(False, f"no base Python: {rejected}")
     target = Path(os.environ.get("SMOKE_WORK", "/tmp")) / "worker-env"
+    from coderic_qgis.setup_task import SetupDialog
+
+    dialog = SetupDialog(iface.mainWindow(), pythons=(pythons, []))  # what it will download, said first
+    dialog.show()
+    dialog.setGeometry(400, 250, 640, 300)
+    report["setup_estimate"] = dialog.estimate.text()
+    later(lambda: shot_setup_dialog(dialog, pythons, target, wheel, index), 1000)
+
+
+def shot_setup_dialog(dialog, pythons, target, wheel, index):
+    from coderic_qgis.setup_env import plan_setup
+
+    shot("setup_dialog.png", whole_screen=True)
+    dialog.reject()
     plan = plan_setup(pythons[0], target, wheel, ["--no-index", "--find-links", str(index)])
+    plan.test_tile = False  # the index holds stand-ins (empty modules): nothing to code a tile with
     task = plugin().start_setup(plan)
     plugin().setup_log.setGeometry(560, 330, 820, 520)
     report["setup_shot"] = None

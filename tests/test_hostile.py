@@ -112,7 +112,11 @@ def test_hostile_rasters_give_one_line_errors(hostile_rasters, tmp_path, tiny_we
 def test_hundreds_of_bands(hostile_rasters, tmp_path, tiny_weights):
     src = hostile_rasters / "many-bands.tif"
     out = tmp_path / "out.crsic"
-    compress_raster(src, out, CompressParams(model=tiny_weights, quality=1, tile=64, overlap=16))
+    # the default (every band) is refused above MAX_DEFAULT_BANDS with one line asking for a choice
+    with pytest.raises(BadInput, match="300 bands.*--bands") as err:
+        compress_raster(src, out, CompressParams(model=tiny_weights, quality=1, tile=64, overlap=16))
+    one_line(err.value)
+    compress_raster(src, out, CompressParams(model=tiny_weights, quality=1, tile=64, overlap=16, bands=[1, 2, 3]))
     with ContainerReader(out) as r:
         assert r.header.bands == (1, 2, 3) and r.header.source_band_count == 300
     with pytest.raises(BadInput, match="at most 256"):

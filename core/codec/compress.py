@@ -13,10 +13,10 @@ from ..errors import UnsupportedRaster
 from ..format.container import ContainerWriter, framing_bytes
 from ..format.header import Header, ModelRef
 from ..format.output import atomic_output
-from ..format.raster_io import band_ranges, has_mask, open_raster, select_bands
+from ..format.raster_io import band_ranges, dataset_name, has_mask, input_file_bytes, open_raster, select_bands
 from ..format.tiling import TileGrid
 from ..models import MIN_LEVEL, quality_to_level
-from ..options import CompressParams
+from ..options import CompressParams, raw_bytes
 from .jobs import EncodeJob, encode_job, serial_map
 from .tile_coder import get_coder
 
@@ -57,9 +57,9 @@ def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Hea
     return lo
 
 
-def _header(ds, src: Path, bands, ranges, masked: bool, grid: TileGrid, coder, exact: bool) -> Header:
+def _header(ds, src: str, bands, ranges, masked: bool, grid: TileGrid, coder, exact: bool) -> Header:
     return Header(
-        software=f"code-rsic {__version__}", source_name=src.name, width=ds.width, height=ds.height,
+        software=f"code-rsic {__version__}", source_name=dataset_name(src), width=ds.width, height=ds.height,
         source_band_count=ds.count, dtype=ds.dtypes[bands[0] - 1], crs=ds.crs.to_wkt() if ds.crs else None,
         transform=tuple(ds.transform)[:6], nodata=ds.nodata, has_mask=masked, bands=tuple(bands),
         band_descriptions=tuple(ds.descriptions[b - 1] for b in bands),
@@ -74,8 +74,9 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
     """Compress a raster to a container; returns a summary (sizes, bpp, ratio, seconds)."""
     params = (params or CompressParams()).validate()
     t0 = time.perf_counter()
-    src = Path(src)
+    src = str(src)  # a file or any GDAL dataset name (/vsizip/..., GPKG:file:table)
     with open_raster(src) as ds:
+        input_bytes, input_label = input_file_bytes(ds)
         bands = select_bands(ds, params.bands)
         masked = has_mask(ds, bands)
         grid = TileGrid(ds.width, ds.height, params.tile, params.overlap)
@@ -86,11 +87,11 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
             problem = header.problem()  # never write a container that a reader would refuse
             if problem:
                 raise UnsupportedRaster(f"{src}: {problem}")
-            level = _quality_level(str(src), grid, params, header, masked, coder.model.spec.levels)
+            level = _quality_level(src, grid, params, header, masked, coder.model.spec.levels)
             header = header.with_rate(level + 1.0, level)
             writer = ContainerWriter(tmp, header, len(grid), name=dst)
             try:
-                jobs = _jobs(str(src), grid, header, params, masked, level)
+                jobs = _jobs(src, grid, header, params, masked, level)
                 for done, (index, payload, crc) in enumerate(mapper(encode_job, jobs), start=1):
                     writer.add_tile(index, payload, crc)
                     if progress:
@@ -99,13 +100,17 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
             except BaseException:
                 writer.abort()
                 raise
-    raw = header.pixels * len(bands) * np.dtype(header.dtype).itemsize
+    raw = raw_bytes(header.width, header.height, len(bands), header.dtype)
     seconds = time.perf_counter() - t0
     return {
         "output": str(dst),
         "bytes": size,
         "bpp": size * 8 / header.pixels,
-        "ratio": raw / size,
+        "ratio": raw / size,  # against the raw data (options.sizes_text)
+        "raw_bytes": raw,
+        "input_bytes": input_bytes,
+        "input_label": input_label,
+        "bands": list(bands),
         "seconds": seconds,
         "megapixels_per_second": header.pixels / 1e6 / seconds,
         "tiles": len(grid),

@@ -22,14 +22,15 @@ from ..errors import BadInput, CorruptContainer, DesyncError, ModelMismatch, Wei
 from ..format.container import ContainerReader
 from ..format.header import Header
 from ..format.normalization import BandRange
+from ..format.payload import split_payload
 from ..format.raster_io import describe_bands, output_profile, raster_output
 from ..format.stitching import raster_values, stitch
 from ..format.tiling import Tile, TileGrid
 from ..models import REGISTRY
-from ..options import DecompressParams, quality_problem, strip_memory_problem
+from ..options import DecompressParams, band_groups, quality_problem, raw_bytes, strip_memory_problem
 from .aoi import RasterArea, place_aoi
 from .jobs import DecodeJob, decode_or_flag, release_reader, serial_map, shared_reader
-from .tile_coder import get_coder
+from .tile_coder import get_coder, group_payload_bytes
 
 Progress = Callable[[int, int], None]
 
@@ -252,7 +253,17 @@ def container_info(path: str | Path) -> dict:
         h = reader.header
         size = Path(path).stat().st_size
         info = h.to_dict()
-        raw = h.pixels * len(h.bands) * np.dtype(h.dtype).itemsize
-        info.update(file_bytes=size, tiles=len(reader.entries), bpp=size * 8 / h.pixels, ratio=raw / size,
+        raw = raw_bytes(h.width, h.height, len(h.bands), h.dtype)
+        groups = [[h.bands[i] for i in sorted(set(g))] for g in band_groups(len(h.bands))]
+        per_group, mask_bytes = np.zeros(len(groups), dtype=np.int64), 0
+        for index in range(len(reader.entries)):
+            mask, stream = split_payload(reader.read_tile(index))
+            mask_bytes += mask
+            per_group += np.asarray(group_payload_bytes(stream), dtype=np.int64)
+        info["band_groups"] = [{"bands": g, "bytes": int(b), "bpp": int(b) * 8 / h.pixels}
+                               for g, b in zip(groups, per_group)]
+        info["mask_bytes"] = mask_bytes
+        info.update(file_bytes=size, raw_bytes=raw, tiles=len(reader.entries), bpp=size * 8 / h.pixels,
+                    ratio=raw / size,
                     format=h.format_version, portable=h.portable)
         return info

@@ -100,6 +100,21 @@ def _unpack_strings(buf: memoryview, pos: int):
     return strings, pos
 
 
+def group_payload_bytes(data: bytes) -> list[int]:
+    """Bytes of each band group's streams in one tile stream (read from its framing, no
+    model needed); the 6-byte shape header is left out."""
+    buf = memoryview(data)
+    if len(buf) < 6:
+        raise CorruptContainer("tile stream is truncated")
+    bands = struct.unpack_from("<H", buf, 0)[0]
+    pos, sizes = 6, []
+    for _ in band_groups(bands):
+        _, end = _unpack_strings(buf, pos)
+        sizes.append(end - pos)
+        pos = end
+    return sizes
+
+
 def _shape_problem(bands: int, h: int, w: int, expected: tuple[int, int, int] | None) -> str | None:
     if expected is not None and (bands, h, w) != tuple(expected):
         return f"a {bands}-band {w} x {h} tile where the container has {expected[0]}-band {expected[2]} x {expected[1]}"

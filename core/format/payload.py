@@ -22,6 +22,16 @@ def pack_payload(invalid: np.ndarray | None, stream: bytes) -> bytes:
     return struct.pack("<I", len(mask)) + mask + stream
 
 
+def split_payload(data: bytes) -> tuple[int, bytes]:
+    """-> (bytes of the compressed mask, the tile coder's stream), without inflating the mask."""
+    if len(data) < 4:
+        raise CorruptContainer("tile payload is truncated")
+    (n,) = struct.unpack_from("<I", data, 0)
+    if 4 + n > len(data):
+        raise CorruptContainer("tile payload is truncated")
+    return n, data[4 + n :]
+
+
 def unpack_payload(data: bytes, height: int, width: int) -> tuple[np.ndarray | None, bytes]:
     """-> (invalid mask (height, width) or None, the tile coder's stream).
 

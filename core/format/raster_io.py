@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 import warnings
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from ..errors import BadInput, CodecError, CorruptContainer, OutputFailed, UnsupportedRaster
-from ..options import MAX_SOURCE_BANDS, bands_problem, raster_size_problem
+from ..options import MAX_SOURCE_BANDS, bands_problem, raster_size_problem, too_many_bands_problem
 from .header import Header
 from .normalization import BandRange, check_dtype, fixed_range
 from .output import atomic_output, held_stderr, reason, write_failed
@@ -30,19 +31,83 @@ logging.getLogger("rasterio").setLevel(logging.ERROR)
 GDAL_ERRORS = (RasterioError, CPLE_BaseError, OSError)  # what rasterio raises when GDAL fails
 
 
+def is_gdal_name(path: str | Path) -> bool:
+    """A GDAL dataset name rather than a plain file path: a virtual file system path
+    (``/vsizip/a.zip/b.tif``, ``/vsigzip/b.tif.gz``) or a subdataset (``GPKG:a.gpkg:table``,
+    ``NETCDF:"a.nc":var``)."""
+    text = str(path)
+    return text.startswith("/vsi") or bool(_SUBDATASET.match(text))
+
+
+_SUBDATASET = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")  # DRIVER: (two letters at least: not a Windows drive)
+
+
+def local_files(path: str | Path) -> list[Path]:
+    """The files on this machine a dataset name reads from: the file itself, the archive of
+    a /vsizip/ or /vsigzip/ path, the file of a subdataset (empty: none found)."""
+    text = str(path)
+    if not is_gdal_name(text):
+        return [Path(text)] if os.path.isfile(text) else []
+    if text.startswith("/vsi"):
+        inner = Path(text[text.index("/", 1) + 1:])  # after /vsizip/
+        for candidate in (inner, *inner.parents):
+            if candidate.is_file():
+                return [candidate]
+        return []
+    parts = text.replace('"', "").split(":")
+    found = [":".join(parts[i:j]) for i in range(len(parts)) for j in range(len(parts), i, -1)
+             if os.path.isfile(":".join(parts[i:j]))]
+    return [Path(max(found, key=len))] if found else []
+
+
+def dataset_name(path: str | Path) -> str:
+    """How a message names a dataset: its file name, or the last part of a GDAL name."""
+    text = str(path)
+    return Path(text.replace('"', "").split(":")[-1] if _SUBDATASET.match(text) else text).name or text
+
+
+def output_beside(src: str | Path, suffix: str) -> str:
+    """INPUT with another suffix; for a GDAL name (/vsizip/..., GPKG:file:table), beside its file."""
+    if not is_gdal_name(src):
+        return str(Path(src).with_suffix(suffix))
+    files = local_files(src)
+    folder = files[0].parent if files else Path.cwd()
+    return str(folder / Path(dataset_name(src)).with_suffix(suffix))
+
+
+def input_file_bytes(ds) -> tuple[int, str]:
+    """(bytes, label) of the files a dataset reads: 'input file', or 'input files' for a VRT
+    and its sources, or 'input archive' for /vsizip/ and /vsigzip/."""
+    files: dict[Path, int] = {}
+    for name in ds.files or [ds.name]:
+        for f in local_files(name):
+            files[f.resolve()] = f.stat().st_size
+    label = "input archive" if str(ds.name).startswith(("/vsizip", "/vsigzip", "/vsitar")) else (
+        "input files" if len(files) > 1 else "input file")
+    return sum(files.values()), label
+
+
 def open_raster(path: str | Path):
-    """Open a raster for reading, with one-line errors for the usual mistakes."""
-    path = Path(path)
-    if not path.exists():
+    """Open a raster for reading, with one-line errors for the usual mistakes. ``path`` is a
+    file or any GDAL dataset name (/vsizip/, /vsigzip/, GPKG:file:table, ...)."""
+    gdal_name = is_gdal_name(path)
+    path = str(path) if gdal_name else Path(path)
+    if not gdal_name and not path.exists():
         raise BadInput(f"no such file: {path}")
-    if path.is_dir():
+    if not gdal_name and path.is_dir():
         raise BadInput(f"{path} is a folder, not a raster")
+    if gdal_name and not local_files(path) and not str(path).startswith(("/vsimem", "/vsicurl", "/vsis3")):
+        raise BadInput(f"no such file: {path}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(path)
     except GDAL_ERRORS:
         raise BadInput(f"{path}: not a raster GDAL can read") from None
+    if ds.count == 0 and ds.subdatasets:
+        names = ds.subdatasets
+        ds.close()
+        raise BadInput(f"{path} holds {len(names)} rasters: name one, e.g. {names[0]}")
     problem = raster_size_problem(ds.width, ds.height) or (
         f"{ds.count} bands (at most {MAX_SOURCE_BANDS})" if not 1 <= ds.count <= MAX_SOURCE_BANDS else None)
     if problem:
@@ -72,8 +137,8 @@ def cached_raster(path: str):
     """A per-process open dataset (tile jobs on a pool or Dask worker reuse it); reopened
     when the file was replaced since, so a long-lived worker never reads an old copy."""
     try:
-        st = os.stat(path)
-    except OSError:
+        st = os.stat(path) if not is_gdal_name(path) else local_files(path)[0].stat()
+    except (OSError, IndexError):
         return open_raster(path)  # the one-line error
     return _cached_raster(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -84,7 +149,8 @@ def _cached_raster(path: str, *identity):
 
 
 def default_bands(ds) -> list[int]:
-    """The RGB bands by colour interpretation, else the first three (or fewer)."""
+    """The bands to show or compare as a picture: the RGB bands by colour interpretation,
+    else the first three (or fewer). Compression codes every band (``coded_bands``)."""
     ci = list(ds.colorinterp)
     rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
     if all(c in ci for c in rgb):
@@ -92,8 +158,19 @@ def default_bands(ds) -> list[int]:
     return list(range(1, min(ds.count, 3) + 1))
 
 
+def coded_bands(ds) -> list[int]:
+    """What is coded when the user chooses nothing: every band in order, except alpha
+    bands (they are the mask, which the container keeps); above MAX_DEFAULT_BANDS, a
+    one-line error asking for a choice."""
+    problem = too_many_bands_problem(dataset_name(ds.name), ds.count)
+    if problem:
+        raise BadInput(problem)
+    chosen = [b for b in range(1, ds.count + 1) if ds.colorinterp[b - 1] != ColorInterp.alpha]
+    return chosen or [1]
+
+
 def select_bands(ds, bands: list[int] | None) -> list[int]:
-    chosen = list(bands) if bands else default_bands(ds)
+    chosen = list(bands) if bands else coded_bands(ds)
     bad = [b for b in chosen if not 1 <= b <= ds.count]
     if bad:
         raise BadInput(f"band {bad[0]} does not exist: the raster has bands 1..{ds.count}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BadInput, CodecError
-from ..options import CONTAINER_SUFFIX, DECODED_SUFFIX, CompressParams, DecompressParams
+from ..options import CONTAINER_SUFFIX, DECODED_SUFFIX, CompressParams, DecompressParams, format_bytes, sizes_text
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 CONTAINER_SUFFIXES = (CONTAINER_SUFFIX,)
@@ -247,7 +247,7 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
                 item.result = decompress_enhanced(item.src, item.dst, dparams, progress=phase_progress,
                                                   mapper=mapper)
                 item.result["bytes"] = item.dst.stat().st_size
-            item.result["input_bytes"] = item.src.stat().st_size
+            item.result.setdefault("input_bytes", item.src.stat().st_size)
             item.status = "done"
         except CodecError as exc:
             item.status, item.error = "failed", str(exc)
@@ -287,6 +287,7 @@ def summarize(mode: str, items: list[BatchItem], seconds: float) -> dict:
         "skipped": sum(i.status == "skipped" for i in items),
         "seconds": seconds,
         "input_bytes": sum(i.result.get("input_bytes", 0) for i in done),
+        "raw_bytes": sum(i.result.get("raw_bytes", 0) for i in done),
         "output_bytes": sum(i.result.get("bytes", 0) for i in done),
         "tiles": sum(i.tiles for i in done),
         "items": [i.as_dict() for i in items],
@@ -295,13 +296,7 @@ def summarize(mode: str, items: list[BatchItem], seconds: float) -> dict:
 
 # ---------------------------------------------------------------- reporting
 
-def fmt_bytes(n: float) -> str:
-    """A byte count for people: 512 B, 1.5 KB, 2.0 MB (powers of 1000)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return str(n)
+fmt_bytes = format_bytes  # the one size formatter (core.options)
 
 
 def summary_lines(summary: dict, max_ok: int = 20) -> list[str]:
@@ -321,10 +316,11 @@ def summary_lines(summary: dict, max_ok: int = 20) -> list[str]:
             lines.append(f"  ok      {item['input']} -> {item['output']}: {fmt_bytes(item.get('bytes', 0))}"
                          f"{extra}, {item['seconds']:.1f} s")
     s = summary
-    ratio = f", {s['input_bytes'] / s['output_bytes']:.1f}:1" if s["output_bytes"] and s["mode"] == "compress" else ""
+    sizes = (sizes_text(s["raw_bytes"], s["output_bytes"], s["input_bytes"], "input files")
+             if s["output_bytes"] and s["mode"] == "compress" else
+             f"{fmt_bytes(s['input_bytes'])} -> {fmt_bytes(s['output_bytes'])}")
     lines.append(f"batch {s['mode']}: {s['done']} of {s['rasters']} rasters done, {s['failed']} failed, "
-                 f"{s['skipped']} skipped; {s['tiles']} tiles, {fmt_bytes(s['input_bytes'])} -> "
-                 f"{fmt_bytes(s['output_bytes'])}{ratio} in {s['seconds']:.1f} s")
+                 f"{s['skipped']} skipped; {s['tiles']} tiles; {sizes} in {s['seconds']:.1f} s")
     return lines
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -129,7 +130,9 @@ def test_settings_dialog_tests_and_saves_worker(iface, worker_ready, tmp_path):
     dlg = SettingsDialog(iface.mainWindow())
     dlg.python.setFilePath(worker_ready)
     dlg.threads.setValue(1)
-    assert dlg.test_worker().startswith("Code-RSIC ")
+    text = dlg.test_worker()  # ping, then a real tile coded and decoded by the shipped model
+    assert text.startswith("Code-RSIC ") and "coded and decoded a test tile on cpu in" in text, text
+    assert re.search(r"in \d+\.\d s \(PSNR \d+\.\d dB\)", text), text
     dlg.python.setFilePath(str(tmp_path / "nope" / "python"))
     assert "Not working" in dlg.test_worker() and "does not exist" in dlg.status.text()
     dlg.python.setFilePath(worker_ready)

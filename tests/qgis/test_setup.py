@@ -113,6 +113,7 @@ def test_setup_builds_a_working_environment_and_swaps_it_in(plugin, qgis_app, tm
     QgsSettings().setValue("CodeRSIC/worker_python", "/old/python")
     target = tmp_path / "env"
     plan = plan_setup(base_python, target, wheel, ["--no-index", "--find-links", str(index)])
+    plan.test_tile = False  # the index holds stand-ins: no torch to code a tile with (see the next test)
     assert [s.name for s in plan.steps] == ["venv", "torch", "project"] and not plan.swap
     assert any(a.startswith("torch") for a in plan.steps[1].argv)
     task = _run(plugin, qgis_app, plan)
@@ -128,6 +129,7 @@ def test_setup_builds_a_working_environment_and_swaps_it_in(plugin, qgis_app, tm
 
     # again into the same folder: built next to it, swapped in at the end
     plan = plan_setup(base_python, target, wheel, ["--no-index", "--find-links", str(index)])
+    plan.test_tile = False
     assert plan.swap and plan.work.name == "env.partial"
     task = _run(plugin, qgis_app, plan)
     assert task.succeeded, task.error
@@ -213,3 +215,44 @@ def test_settings_dialog_opens_the_setup(plugin, iface):
     assert called == [True] and dlg.result() == 0  # closed unsaved: the set-up writes the setting
     assert "Set up worker environment…" in [a.text() for a in plugin.actions]
     dlg.deleteLater()
+
+
+def test_a_broken_install_fails_test_worker(plugin, qgis_app, tmp_path, local_index, base_python, monkeypatch):
+    """Stand-in packages install fine and answer a ping, but cannot code a tile: Test worker
+    codes one, so the set-up fails with the worker's reason and the previous setting stays."""
+    from qgis.core import QgsSettings
+
+    from coderic_qgis.settings import PluginSettings
+    from coderic_qgis.setup_env import plan_setup
+
+    index, wheel = local_index
+    monkeypatch.delenv("CODERSIC_PYTHON", raising=False)
+    QgsSettings().setValue("CodeRSIC/worker_python", "/previous/python")
+    plan = plan_setup(base_python, tmp_path / "env", wheel, ["--no-index", "--find-links", str(index)])
+    assert plan.test_tile
+    task = _run(plugin, qgis_app, plan)
+    assert not task.succeeded, task.log_text()[-2000:]
+    assert "does not run Code-RSIC" in task.error and "\n" not in task.error, task.error
+    assert "code and decode a small tile" in task.log_text()
+    assert PluginSettings.load().worker_python == "/previous/python"
+    assert not (tmp_path / "env").exists()
+
+
+def test_torch_step_falls_back_to_the_default_index(plugin, qgis_app, tmp_path, base_python):
+    """The CPU index unreachable: the torch step's fallback (the default index) runs and the
+    set-up goes on; a step without a fallback still stops it."""
+    from coderic_qgis.setup_env import SetupPlan, Step
+    from coderic_qgis.setup_task import wait_until_done
+
+    py = sys.executable
+    plan = SetupPlan(base_python, tmp_path / "env", tmp_path / "env", tmp_path / "w.whl", test_tile=False)
+    marker = tmp_path / "fallback-ran"
+    plan.steps = [Step("torch", "Installing PyTorch, CPU-only build (about 0.4 GB to download)",
+                       [py, "-c", "print('Could not fetch URL https://download.pytorch.org/whl/cpu'); raise SystemExit(1)"],
+                       0.5, fallback=[py, "-c", f"open({str(marker)!r}, 'w').write('ok')"]),
+                  Step("stop", "Next step", [py, "-c", "raise SystemExit(3)"], 0.5)]
+    task = plugin.start_setup(plan)
+    assert wait_until_done(task, 120)
+    log = task.log_text()
+    assert marker.read_text() == "ok" and "trying the default package index instead" in log, log
+    assert "Next step failed (exit status 3)" in task.error, task.error  # the next step ran, and stops it

@@ -65,7 +65,7 @@ def test_compress_task_adds_before_after_group_then_decode_extent(plugin, iface,
     plugin.compress_action.trigger()  # the menu action, as a user would (dialog accepted as filled)
     task = plugin.last_task
     assert task is not None, plugin.last_message
-    assert task.job["bands"] == [1, 2, 3]  # the bands the layer shows, in file order
+    assert task.job["bands"] == [1, 2, 3]  # every band, in file order
     wait_for(task, qgis_app)
     assert task.succeeded, task.error
 
@@ -91,11 +91,14 @@ def test_compress_task_adds_before_after_group_then_decode_extent(plugin, iface,
     assert dec.opacity() == pytest.approx(0.8)
     assert dec.crs() == layer.crs() and dec.extent() == layer.extent()
 
-    # The message bar reports size, ratio, bpp and PSNR.
+    # The message bar reports the sizes (raw data, input file, container; one unit
+    # convention), the ratio against the raw data, bpp and PSNR.
     level, text = plugin.last_message
     assert level == "success"
-    for word in ("KB", "ratio", "bpp", "PSNR", "neon.crsic"):
+    for word in ("raw data 480.0 kB", "input file ", "container ", "against the raw data", "bpp", "PSNR",
+                 "neon.crsic"):
         assert word in text, text
+    assert "KB" not in text and "KiB" not in text
     assert iface.messageBar().currentItem() is not None
     assert os.path.exists(task.job["output"]) and os.path.exists(task.job["decode_to"])
 
@@ -202,10 +205,11 @@ def test_decompress_action_pairs_with_source_layer(plugin, iface, qgis_app, neon
 def test_summary_says_whether_the_decode_was_enhanced():
     from coderic_qgis.layers import summary_text
 
-    compress = {"input_bytes": 2048, "bytes": 100, "ratio": 20.5, "bpp": 0.4, "psnr": 25.0}
+    compress = {"raw_bytes": 2050, "input_bytes": 2048, "bytes": 100, "ratio": 20.5, "bpp": 0.4, "psnr": 25.0}
     plain = summary_text(dict(compress, decode={"enhanced": False}), "a -> a.crsic")
     enhanced = summary_text(dict(compress, decode={"enhanced": True}), "a -> a.crsic")
     assert "PSNR 25.00 dB" in plain and "enhanced" not in plain
+    assert "raw data 2.0 kB, input file 2.0 kB, container 100 B; ratio 20.5:1 against the raw data" in plain
     assert enhanced.startswith(plain) and enhanced.endswith("decode enhanced (codebook prior)")
     assert "decode enhanced" in summary_text({"container_bytes": 100, "bpp": 0.4, "enhanced": True}, "a.crsic")
 
