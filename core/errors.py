@@ -43,6 +43,10 @@ class ModelMismatch(CodecError):
     """Weights that do not fit: not the container's model, or not the registry's file."""
 
 
+class OutOfMemory(CodecError):
+    """The machine (or GPU) ran out of memory; the message names a smaller tile to try."""
+
+
 class WeightsUnavailable(CodecError):
     """Weights (codec, enhancer or metric) that are not installed."""
 
