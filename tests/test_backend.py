@@ -130,3 +130,27 @@ def test_symbols_are_logged_only_while_recording(tiny_weights):
         assert dec.value == enc.value
         net.compress(x, level)
     assert all(m.symbols is None for m in net.modules() if isinstance(m, backend.EntropyModel))
+
+
+def test_out_of_memory_is_not_a_corrupt_stream(tiny_weights, monkeypatch):
+    """An allocation failure says so and names a smaller tile; a bug stays a bug."""
+    from core.codec.tile_coder import get_coder
+    from core.errors import CorruptContainer, OutOfMemory
+
+    coder = get_coder(tiny_weights)
+    tile = np.random.default_rng(0).random((3, 128, 128), dtype=np.float32)
+    stream, crc = coder.encode_tile(tile, 0.5)
+
+    def fail(message):
+        def decompress(*args, **kwargs):
+            raise RuntimeError(message)
+        return decompress
+
+    monkeypatch.setattr(coder.exact, "decompress", fail("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    with pytest.raises(OutOfMemory, match=r"^out of memory coding a 128 x 128 px tile on cpu: .*--tile 64") as exc:
+        coder.decode_tile(stream, 0.5, crc)
+    assert "\n" not in str(exc.value)
+    monkeypatch.setattr(coder.exact, "decompress", fail("some bug"))
+    with pytest.raises(RuntimeError, match="some bug") as exc:
+        coder.decode_tile(stream, 0.5, crc)
+    assert not isinstance(exc.value, CorruptContainer)
