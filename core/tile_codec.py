@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted: no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     if getattr(args, "json", False):
-        print(json.dumps(res, default=str))
+        print(json.dumps(json_safe(res), allow_nan=False))
     return EXIT_USER_ERROR if args.command == "batch" and res["failed"] else 0
 
 

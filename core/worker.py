@@ -29,7 +29,6 @@ the process also ends by itself when its parent goes away.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BadInput, CodecError, WeightsUnavailable, exit_now, report
+from .format.json_values import json_safe
 from .options import DEFAULT_DEVICE, CompressParams, DecompressParams, EnhanceParams
 
 ACTIONS = ("ping", "info", "compress", "decompress", "enhance", "psnr", "diff", "tiles", "quality_map")
@@ -54,21 +54,8 @@ class Canceled(BaseException):
     """Raised in the main thread when the worker is asked to stop."""
 
 
-def _clean(value):
-    """JSON-safe copy: non-finite floats become null, paths and other objects strings."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
-
-
 def emit(message: dict) -> None:
-    line = json.dumps(_clean(message), allow_nan=False)
+    line = json.dumps(json_safe(message), allow_nan=False)
     with _OUT_LOCK:
         _PROTOCOL_OUT.write(line + "\n")
         _PROTOCOL_OUT.flush()
