@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 EXIT_USER_ERROR = 1  # the exit status of every CLI for a user-facing error
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM (128 + SIGINT), the status of every CLI and the worker
 
 
 class CodecError(Exception):

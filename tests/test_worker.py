@@ -93,7 +93,11 @@ def test_decompress_enhance_auto_follows_the_quality_rule(tmp_path, tiny_weights
 
     reason = not_enhanced_because({"enhance": "auto"})
     assert "quality <= 1" in reason and "quality 2" in reason
-    assert not_enhanced_because({}).startswith("turned off")  # absent: off, as before
+    from core.options import DecompressParams
+
+    assert DecompressParams().enhance == "auto"  # absent: core.options' default, as the CLI's
+    assert not_enhanced_because({}) == not_enhanced_because({"enhance": None}) == reason
+    assert not_enhanced_because({"enhance": False}).startswith("turned off")
     assert not_enhanced_because({"enhance": True}) is None
 
     torch.manual_seed(0)

@@ -29,6 +29,7 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import BadInput
+from .json_values import json_safe
 from .output import atomic_output
 
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg")
