@@ -1,5 +1,7 @@
-"""The command line's arguments: the argparse tree of ``python -m core.tile_codec`` and how
-its arguments become job parameters (``core.options``). The commands are in ``core.tile_codec``."""
+"""The command line's arguments: its argparse tree, and arguments -> job parameters.
+
+The tree of ``python -m core.tile_codec`` and how its arguments become the job parameters
+of ``core.options``; the commands themselves are in ``core.tile_codec``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The use cases, each written once: what the command line, the QGIS worker (and through it
-the plugin's dialogs and Processing) and batch do with a raster or a container.
+"""The use cases, each written once, for every front end.
+
+What the command line, the QGIS worker (and through it the plugin's dialogs and
+Processing) and batch do with a raster or a container:
 
     compress      raster -> container
     decompress    container -> GeoTIFF: plain or enhanced, all of it, a window, a bbox (in

@@ -348,6 +348,16 @@ def test_core_modules_are_short(module):
                             "split it along the concepts it holds")
 
 
+@pytest.mark.parametrize("module", CORE)
+def test_core_modules_say_what_they_hold(module):
+    """A docstring whose first line alone says what the module holds."""
+    doc = ast.get_docstring(ast.parse(FILES[module].read_text(encoding="utf-8")))
+    assert doc, f"{FILES[module].relative_to(ROOT)} has no docstring"
+    summary = doc.split("\n\n")[0]
+    assert "\n" not in summary and len(summary) <= 120, (
+        f"{FILES[module].relative_to(ROOT)}: the docstring's first paragraph is not one line: {summary[:80]!r}...")
+
+
 def test_the_checker_sees_the_project():
     """Guard against a silently empty check (a moved folder, a wrong ROOT)."""
     assert {"core.options", "core.errors", "core.worker", "coderic_qgis.plugin"} <= MODULES
