@@ -355,3 +355,34 @@ def test_the_speed_row_quotes_its_files():
                  f"x{span([r['vs_previous']['decode_mp_s'] for r in rows])} decode"]
     missing = [e for e in expected if e not in row]
     assert not missing, f"the speed row does not say {missing}"
+
+
+MEASURED = re.compile(r"\d+(?:\.\d+)?\s*(?:%|dB|bpp|MP/s|GB|:1|x\b|DN\b|minutes)")
+SOURCE = re.compile(r"results/[\w./-]+|core/weights/[\w.-]+\.md")
+
+
+def readme_units() -> list[str]:
+    """The README's prose outside code blocks, cut into paragraphs and bullets; a table is
+    one unit with the paragraph that introduces it."""
+    text = re.sub(r"```.*?```", "\n\n", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    text = text.split("## Measured", 1)[0]  # the table below is checked row by row
+    units = []
+    for para in re.split(r"\n\s*\n", text):
+        if para.lstrip().startswith("|") and units:
+            units[-1] += "\n" + para
+        else:
+            units.extend(re.split(r"\n(?=- )", para))
+    return units
+
+
+def test_every_readme_number_names_its_file():
+    """A measurement in the README's prose (%, dB, bpp, MP/s, GB, ratios...) names the
+    committed file it comes from: under results/, or a model card in core/weights/."""
+    problems = []
+    for unit in readme_units():
+        if MEASURED.search(unit):
+            sources = SOURCE.findall(unit)
+            if not sources:
+                problems.append(f"no results file named beside: {unit.strip()[:100]!r}")
+            problems += [f"{s} is not committed" for s in sources if not (ROOT / s).exists()]
+    assert not problems, "\n".join(problems)
