@@ -82,22 +82,19 @@ def setup_args() -> argparse.ArgumentParser:
 
 def watch_overreads(net, counter: dict) -> None:
     """Decode every rANS stream with zeros and with a canary beyond the slack; count differences."""
-    from core.models._compressai import EntropyModel, rans_slack
+    from core.models._compressai import BoundedRansCoder, EntropyModel, rans_slack
 
-    for module in net.modules():
-        if not isinstance(module, EntropyModel):
-            continue
-        coder = module.entropy_coder
-        raw = coder.decode_with_indexes.__kwdefaults__["_decode"]  # the unguarded decoder
-
-        def checked(string, indexes, *rest, _raw=raw):
+    class Watched(BoundedRansCoder):
+        def decode_with_indexes(self, string, indexes, *rest):
             padded = bytes(string) + bytes(rans_slack(len(string), len(indexes)))
-            zeros = _raw(padded + bytes(1 << 16), indexes, *rest)
-            if _raw(padded + b"\xa5" * (1 << 16), indexes, *rest) != zeros:
+            zeros = self.raw_decoder.decode_with_indexes(padded + bytes(1 << 16), indexes, *rest)
+            if self.raw_decoder.decode_with_indexes(padded + b"\xa5" * (1 << 16), indexes, *rest) != zeros:
                 counter["overreads"] += 1
             return zeros
 
-        coder.decode_with_indexes = checked
+    for module in net.modules():
+        if isinstance(module, EntropyModel):
+            module.entropy_coder = Watched()
 
 
 def make_originals(folder: Path, weights: str) -> dict[str, tuple[bytes, np.ndarray]]:

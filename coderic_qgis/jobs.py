@@ -199,10 +199,6 @@ def quality_map_job(container: str, source: str, decoded: str, output: str, over
             "overwrite": overwrite}
 
 
-def tiles_job(container: str, output: str, overwrite: bool = False) -> dict:
-    return {"action": "tiles", "input": container, "output": output, "overwrite": overwrite}
-
-
 # ---------------------------------------------------------------- compress
 
 @dataclass

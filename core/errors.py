@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 EXIT_USER_ERROR = 1  # the exit status of every CLI for a user-facing error
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM (128 + SIGINT), the status of every CLI and the worker
 
 
 class CodecError(Exception):
@@ -41,6 +42,10 @@ class DesyncError(CodecError):
 
 class ModelMismatch(CodecError):
     """Weights that do not fit: not the container's model, or not the registry's file."""
+
+
+class OutOfMemory(CodecError):
+    """The machine (or GPU) ran out of memory; the message names a smaller tile to try."""
 
 
 class WeightsUnavailable(CodecError):

@@ -14,240 +14,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
-from pathlib import Path
 
-from .errors import EXIT_USER_ERROR, BadInput, CodecError, exit_now, report
-from .options import (
-    AUTO_ENHANCE_MAX_QUALITY,
-    CONTAINER_SUFFIX,
-    DECODED_SUFFIX,
-    DEFAULT_DEVICE,
-    DEFAULT_ENHANCE_WINDOW,
-    DEFAULT_ENHANCER,
-    DEFAULT_FORMAT,
-    DEFAULT_MODEL,
-    DEFAULT_MODEL_LEVELS,
-    DEFAULT_OVERLAP,
-    DEFAULT_QUALITY,
-    DEFAULT_TILE,
-    DEVICES,
-    ENHANCED_SUFFIX,
-    FIDELITY_RANGE,
-    FORMAT_VERSIONS,
-    MIN_QUALITY,
-    TILE_MULTIPLE,
-    CompressParams,
-    DecompressParams,
-    EnhanceParams,
-    sizes_text,
-)
-
-SUBCOMMANDS = ("compress", "decompress", "info", "roundtrip", "enhance", "diff", "batch")
-EXIT_INTERRUPTED = 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with the CLI's one error rule: usage, one ``error:`` line, exit status 1."""
-
-    def error(self, message: str):
-        self.print_usage(sys.stderr)
-        sys.exit(report(BadInput(message)))
-
-
-# ---------------------------------------------------------------- arguments
-
-def _bands(text: str) -> list[int]:
-    try:
-        return [int(b) for b in text.replace(" ", "").split(",") if b]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bands must be comma-separated numbers like 1,2,3, not '{text}'") from None
-
-
-def _add_runtime(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help=f"model name from the registry or a .safetensors file (default: {DEFAULT_MODEL} for "
-                        "compress, the container's model for decompress)")
-    p.add_argument("--device", default=DEFAULT_DEVICE,
-                   help=f"torch device: {' or '.join(DEVICES)} (default {DEFAULT_DEVICE}); format-2 files decode on "
-                        "any device, format-1 files only on the device type that encoded them")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
-
-
-def _add_compress_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quality", type=float, default=DEFAULT_QUALITY,
-                   help=f"rate level, {MIN_QUALITY:g} (smallest file) to the model's trained levels "
-                        f"({DEFAULT_MODEL_LEVELS} for {DEFAULT_MODEL}); fractions allowed; below 1 is "
-                        f"extrapolated (default {DEFAULT_QUALITY:g})")
-    p.add_argument("--target-bpp", type=float, default=None,
-                   help="aim for this many bits per pixel instead of --quality (searched on sample tiles)")
-    p.add_argument("--bands", type=_bands, default=None,
-                   help="1-based bands to code, e.g. 1,2,3 or 4 (default: every band, in groups of three)")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                   help=f"tile size in pixels, a multiple of {TILE_MULTIPLE} is best (default {DEFAULT_TILE})")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                   help=f"pixels shared by neighbouring tiles, blended on decode to hide seams "
-                        f"(default {DEFAULT_OVERLAP})")
-    p.add_argument("--format", type=int, choices=FORMAT_VERSIONS, default=DEFAULT_FORMAT,
-                   help=f"container format: 2 decodes bit-exactly on any machine, 1 only where the encoder's "
-                        f"float kernels are reproduced (default {DEFAULT_FORMAT})")
-
-
-def _add_enhance_options(p: argparse.ArgumentParser, in_decompress: bool) -> None:
-    if in_decompress:
-        g = p.add_mutually_exclusive_group()
-        g.add_argument("--enhance", action="store_true",
-                       help="always run the Code-RSIC enhancer (default: only for the low qualities it is "
-                            f"trained for, quality <= {AUTO_ENHANCE_MAX_QUALITY:g} with the shipped enhancer)")
-        g.add_argument("--no-enhance", action="store_true",
-                       help="plain ELIC decoding, without the Code-RSIC enhancer (faster, closest PSNR)")
-    lo, hi = FIDELITY_RANGE
-    p.add_argument("--fidelity", type=float, default=None,
-                   help=f"enhancer fidelity w in [{lo:g}, {hi:g}]: {lo:g} = most texture from the codebook prior, "
-                        f"{hi:g} = closest to the decoded pixels (default: the enhancer's, see docs/enhancement.md)")
-    p.add_argument("--enhancer", default=None,
-                   help=f"enhancer weights: registry name or .safetensors file (default {DEFAULT_ENHANCER})")
-    p.add_argument("--enhance-window", type=int, default=DEFAULT_ENHANCE_WINDOW,
-                   help=f"enhancer window size in pixels (default {DEFAULT_ENHANCE_WINDOW})")
-
-
-def _add_cluster(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("scale-out on Dask (see docs/dask.md)")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="code tiles on a local Dask cluster of N worker processes; --threads then sets torch "
-                        "threads per worker (default: the cores shared out). Default: in this process, no Dask")
-    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="code tiles on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (workers need code-rsic, "
-                        "the weights and the same files at the same paths)")
-
-
-def _add_batch_parser(sub) -> None:
-    b = sub.add_parser("batch", help="compress or decode many rasters (folders, globs, list files), one output each")
-    modes = b.add_subparsers(dest="batch_command", metavar="{compress,decompress}", required=True)
-    inputs_help = ("rasters, folders (their {} files), quoted globs ('scenes/**/*.tif') or list files "
-                   "(.txt/.lst or @FILE, one path a line)")
-    bc = modes.add_parser("compress", help=f"rasters -> {CONTAINER_SUFFIX} containers")
-    bc.add_argument("inputs", nargs="+", help=inputs_help.format(".tif/.tiff/.vrt/.jp2/.img"))
-    _add_compress_options(bc)
-    bd = modes.add_parser("decompress", help=f"{CONTAINER_SUFFIX} containers -> GeoTIFFs")
-    bd.add_argument("inputs", nargs="+", help=inputs_help.format(CONTAINER_SUFFIX))
-    bd.add_argument("--cog", action="store_true", help="write Cloud-Optimized GeoTIFFs")
-    _add_enhance_options(bd, in_decompress=True)
-    for p in (bc, bd):
-        p.add_argument("-o", "--output-dir", help="folder for the outputs (default: next to each input)")
-        p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (resume a batch)")
-        p.add_argument("--concurrent", type=int, default=None, metavar="K",
-                       help="rasters in progress at once on Dask (default: the workers' threads, at most 64 "
-                            "for compress, 8 for decompress)")
-        _add_runtime(p)
-        _add_cluster(p)
-
-
-def setup_args() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m core.tile_codec",
-        description="Code-RSIC: learned compression for large GeoTIFFs. Give a raster to compress it, "
-                    f"or a {CONTAINER_SUFFIX} container to decode it, or use a subcommand.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
-
-    c = sub.add_parser("compress", help=f"GeoTIFF -> {CONTAINER_SUFFIX} container")
-    c.add_argument("input", help="raster to compress (GeoTIFF or anything GDAL reads)")
-    c.add_argument("-o", "--output", help=f"container path (default: INPUT with {CONTAINER_SUFFIX} suffix)")
-    _add_compress_options(c)
-    _add_runtime(c)
-    _add_cluster(c)
-
-    d = sub.add_parser("decompress", help=f"{CONTAINER_SUFFIX} container -> GeoTIFF (all of it, or a window)")
-    d.add_argument("input", help=f"{CONTAINER_SUFFIX} container")
-    d.add_argument("-o", "--output", help=f"GeoTIFF path (default: INPUT with {DECODED_SUFFIX} suffix)")
-    d.add_argument("--window", type=int, nargs=4, metavar=("COL", "ROW", "WIDTH", "HEIGHT"),
-                   help="decode only this pixel window (only the tiles it touches are read)")
-    d.add_argument("--bbox", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
-                   help="decode only this bounding box, in the raster's CRS")
-    d.add_argument("--aoi", metavar="AREA", help="decode only the tiles under these polygons (GeoJSON or WKT "
-                   "file, any CRS); pixels outside them are nodata, or masked")
-    d.add_argument("--aoi-crs", metavar="CRS", help="CRS of --aoi when its file names none (default: EPSG:4326 "
-                   "for GeoJSON, the raster's for WKT)")
-    d.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
-    _add_enhance_options(d, in_decompress=True)
-    _add_runtime(d)
-    _add_cluster(d)
-
-    i = sub.add_parser("info", help=f"describe a {CONTAINER_SUFFIX} container")
-    i.add_argument("input", help=f"{CONTAINER_SUFFIX} container")
-    i.add_argument("--json", action="store_true", help="print the header as JSON")
-    i.add_argument("--tiles", metavar="MAP", help="write the tiles' footprints with bytes and bpp (.geojson/.gpkg)")
-    i.add_argument("--overwrite", action="store_true", help="replace the --tiles file if it exists")
-
-    r = sub.add_parser("roundtrip", help="compress, decode and report bpp and PSNR against the input")
-    r.add_argument("input", help="raster to test")
-    r.add_argument("-o", "--output", help="keep the decoded GeoTIFF here (default: a temporary file)")
-    r.add_argument("--quality-map", metavar="MAP", help="write each tile's footprint with bytes, bpp, PSNR (and "
-                   "LPIPS once the metric weights are set up) as .gpkg or .geojson")
-    _add_compress_options(r)
-    _add_runtime(r)
-
-    f = sub.add_parser("diff", help="per-pixel absolute difference of two rasters (mean over the bands), as a "
-                                    "georeferenced float32 GeoTIFF")
-    f.add_argument("input", help="the first raster, e.g. the original")
-    f.add_argument("other", help="the second raster on the same pixel grid (may be a window of the first)")
-    f.add_argument("-o", "--output", help="GeoTIFF path (default: OTHER with .diff.tif suffix)")
-    f.add_argument("--bands", type=_bands, default=None,
-                   help="bands of INPUT compared with OTHER's (default: all, or the RGB / first three)")
-    f.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-    f.add_argument("--quiet", action="store_true", help="no progress bar")
-    f.add_argument("--json", action="store_true", help="print the result as one JSON line")
-
-    e = sub.add_parser("enhance", help="enhance any decoded raster (e.g. a JPEG-compressed GeoTIFF), keeping "
-                                       "its georeferencing")
-    e.add_argument("input", help="raster to enhance (uint8 or uint16)")
-    e.add_argument("-o", "--output", help=f"GeoTIFF path (default: INPUT with {ENHANCED_SUFFIX} suffix)")
-    e.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
-    _add_enhance_options(e, in_decompress=False)
-    _add_runtime(e)
-    _add_batch_parser(sub)
-    return parser
-
-
-def _normalise_argv(argv: list[str]) -> list[str]:
-    """`tile_codec FILE ...` without a subcommand: pick compress or decompress by suffix."""
-    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
-        return (["decompress"] if argv[0].lower().endswith(CONTAINER_SUFFIX) else ["compress"]) + argv
-    return argv
-
-
-# ---------------------------------------------------------------- arguments -> job parameters
-
-def compress_params(args) -> CompressParams:
-    return CompressParams(model=args.model or DEFAULT_MODEL, quality=args.quality, target_bpp=args.target_bpp,
-                          bands=args.bands, tile=args.tile, overlap=args.overlap, device=args.device,
-                          overwrite=args.overwrite, format=args.format).validate()
-
-
-def enhance_params(args) -> EnhanceParams:
-    return EnhanceParams(fidelity=args.fidelity, enhancer=args.enhancer, window=args.enhance_window,
-                         device=args.device).validate()
-
-
-def decompress_params(args) -> DecompressParams:
-    """--enhance: True, --no-enhance: False, neither: "auto" (the enhancer's rule for the file's quality)."""
-    window, bbox = getattr(args, "window", None), getattr(args, "bbox", None)
-    enhance = True if args.enhance else (False if args.no_enhance else "auto")
-    return DecompressParams(model=args.model, device=args.device, window=tuple(window) if window else None,
-                            bbox=tuple(bbox) if bbox else None, aoi=getattr(args, "aoi", None),
-                            aoi_crs=getattr(args, "aoi_crs", None), overwrite=args.overwrite, cog=args.cog,
-                            enhance=enhance,
-                            enhancement=EnhanceParams(fidelity=args.fidelity, enhancer=args.enhancer,
-                                                      window=args.enhance_window)).validate()
+from . import usecases
+from .cli_args import compress_params, decompress_params, enhance_params, normalise_argv, setup_args
+from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, BadInput, CodecError, exit_now, report
+from .format.json_values import json_safe
+from .options import CONTAINER_SUFFIX, DECODED_SUFFIX, ENHANCED_SUFFIX, sizes_text
 
 
 def _default_output(src: str, suffix: str) -> str:
@@ -287,13 +61,16 @@ def _progress(args, desc: str, unit: str = "tile"):
     return update
 
 
+_UNITS = {"enhance": "window", "diff": "block", "psnr": "raster"}
+
+
 def _phase_progress(args):
-    """``progress(phase, done, total)`` for ``decompress_enhanced``: one bar per phase."""
+    """``progress(stage, done, total)``, the use cases' form: one bar per stage."""
     bars = {}
 
     def update(phase: str, done: int, total: int) -> None:
         if phase not in bars:
-            bars[phase] = _progress(args, phase, "window" if phase == "enhance" else "tile")
+            bars[phase] = _progress(args, phase, _UNITS.get(phase, "tile"))
         bars[phase](done, total)
 
     return update
@@ -317,15 +94,12 @@ def _set_threads(args) -> None:
         torch.set_num_threads(threads)
 
 
-# ---------------------------------------------------------------- commands
+# ---------------------------------------------------------------- commands: arguments -> use case -> printout
 
 def cmd_compress(args) -> dict:
-    from .codec.compress import compress_raster
-
-    params = compress_params(args)
     out = args.output or _default_output(args.input, CONTAINER_SUFFIX)
     with _mapper(args) as mapper:
-        res = compress_raster(args.input, out, params, progress=_progress(args, "compress"), mapper=mapper)
+        res = usecases.compress(args.input, out, compress_params(args), progress=_phase_progress(args), mapper=mapper)
     if not args.json:
         print(f"{args.input} -> {out}: {res['bpp']:.4f} bpp, quality {res['quality']:.2f}, bands {res['bands']}, "
               f"{res['seconds']:.1f} s ({res['megapixels_per_second']:.2f} MP/s)")
@@ -334,12 +108,10 @@ def cmd_compress(args) -> dict:
 
 
 def cmd_decompress(args) -> dict:
-    from .enhance import decompress_enhanced
-
     params = decompress_params(args)
     out = args.output or _default_output(args.input, DECODED_SUFFIX)
     with _mapper(args) as mapper:
-        res = decompress_enhanced(args.input, out, params, progress=_phase_progress(args), mapper=mapper)
+        res = usecases.decompress(args.input, out, params, progress=_phase_progress(args), mapper=mapper)
     if args.json:
         return res
     if not res["enhanced"] and params.enhance is not False:
@@ -351,12 +123,9 @@ def cmd_decompress(args) -> dict:
 
 
 def cmd_enhance(args) -> dict:
-    from .enhance import enhance_raster
-
-    params = enhance_params(args)
     out = args.output or _default_output(args.input, ENHANCED_SUFFIX)
-    res = enhance_raster(args.input, out, params, overwrite=args.overwrite, cog=args.cog,
-                         progress=_progress(args, "enhance", "window"))
+    res = usecases.enhance(args.input, out, enhance_params(args), overwrite=args.overwrite, cog=args.cog,
+                           progress=_phase_progress(args))
     if not args.json:
         print(f"{args.input} -> {out}: fidelity {res['fidelity']:.2f}, {res['windows']} windows, "
               f"{res['seconds']:.1f} s ({res['megapixels_per_second']:.2f} MP/s)")
@@ -364,13 +133,7 @@ def cmd_enhance(args) -> dict:
 
 
 def cmd_info(args) -> dict:
-    from .codec.decompress import container_info
-
-    info = container_info(args.input)
-    if args.tiles:
-        from .codec.tile_map import write_tile_map
-
-        info["tile_map"] = write_tile_map(args.input, args.tiles, args.overwrite)
+    info = usecases.info(args.input, tiles=args.tiles, overwrite=args.overwrite)
     if not args.json:
         print(f"{args.input}: {info['width']} x {info['height']} px, {len(info['bands'])} band(s) {info['bands']} "
               f"of {info['source_band_count']}, {info['dtype']}")
@@ -392,50 +155,29 @@ def cmd_info(args) -> dict:
 
 def cmd_roundtrip(args) -> dict:
     """Plain codec round trip (no enhancement): bpp and PSNR against the input."""
-    from .codec.compress import compress_raster
-    from .codec.decompress import decompress_raster
-    from .format.output import check_output
-    from .format.quality import raster_psnr
-
-    params = compress_params(args)
-    for out in filter(None, (args.output, args.quality_map)):
-        check_output(out, args.overwrite)  # before the long part
+    metrics, missing = {}, {}
     if args.quality_map:
         from .evaluation.tile_metrics import tile_metrics
-        from .format.vector import vector_format
 
-        vector_format(args.quality_map)
         metrics, missing = tile_metrics()
-    with tempfile.TemporaryDirectory() as tmp:
-        container = Path(tmp) / (Path(args.input).stem + CONTAINER_SUFFIX)
-        c = compress_raster(args.input, container, params, progress=_progress(args, "compress"))
-        decoded = args.output or str(Path(tmp) / "decoded.tif")
-        d = decompress_raster(container, decoded, model=args.model, device=args.device, overwrite=args.overwrite,
-                              progress=_progress(args, "decode"))
-        psnr = raster_psnr(args.input, decoded, bands=args.bands)
-        if args.quality_map:
-            from .codec.tile_map import write_quality_map
-
-            q = write_quality_map(container, args.input, decoded, args.quality_map, metrics, args.overwrite,
-                                  _progress(args, "quality map"))
-    res = {"bytes": c["bytes"], "bpp": c["bpp"], "ratio": c["ratio"], "quality": c["quality"], "psnr": psnr,
-           "encode_seconds": c["seconds"], "decode_seconds": d["seconds"]}
+    res = usecases.roundtrip(args.input, compress_params(args), decoded=args.output, quality_map=args.quality_map,
+                             metrics=metrics, progress=_phase_progress(args))
     if args.quality_map:
-        res["quality_map"] = dict(q, missing=missing)
+        res["quality_map"]["missing"] = missing
     if not args.json:
-        print(f"{args.input}: {c['bpp']:.4f} bpp, PSNR {psnr:.2f} dB, {sizes_text(c['raw_bytes'], c['bytes'])}, "
-              f"encode {c['seconds']:.1f} s, decode {d['seconds']:.1f} s")
+        print(f"{args.input}: {res['bpp']:.4f} bpp, PSNR {res['psnr']:.2f} dB, {sizes_text(res['raw_bytes'], res['bytes'])}, "
+              f"encode {res['encode_seconds']:.1f} s, decode {res['decode_seconds']:.1f} s")
         if args.quality_map:
+            q = res["quality_map"]
             print(f"quality map: {args.quality_map} ({', '.join(q['metrics'])} per tile; PSNR {q['psnr_min']:.2f} "
                   f"to {q['psnr_max']:.2f} dB)" + "".join(f"; {why}" for why in missing.values()))
     return res
 
 
 def cmd_diff(args) -> dict:
-    from .format.difference import difference_raster
-
     out = args.output or _default_output(args.other, ".diff.tif")
-    res = difference_raster(args.input, args.other, out, args.bands, args.overwrite, _progress(args, "diff", "block"))
+    res = usecases.diff(args.input, args.other, out, bands=args.bands, overwrite=args.overwrite,
+                        progress=_phase_progress(args))
     if not args.json:
         mean = "no valid pixels" if res["mean_abs_diff"] is None else f"mean |diff| {res['mean_abs_diff']:.3f}"
         print(f"{args.other} vs {args.input} -> {out}: {mean}, max {res['max_abs_diff']}")
@@ -471,8 +213,8 @@ COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
-    parser = setup_args()
+    argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    parser = setup_args(__doc__)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -492,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted: no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     if getattr(args, "json", False):
-        print(json.dumps(res, default=str))
+        print(json.dumps(json_safe(res), allow_nan=False))
     return EXIT_USER_ERROR if args.command == "batch" and res["failed"] else 0
 
 

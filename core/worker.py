@@ -19,9 +19,10 @@ its own CRS or ``aoi_crs``), ``enhance``, ``psnr``, and the before/after compari
 footprints with bytes and bpp) and ``quality_map`` (the same with each tile's PSNR, and
 LPIPS where the metric weights are set up, of ``decoded`` against ``source``). Decoding
 enhances the pixels when the job's ``enhance`` is true, or, with ``"auto"``, at the
-qualities the enhancer serves (the CLI's default); false or absent decodes plainly. Decoding goes through
-``core.enhance.decompress_enhanced``, like the CLI and batch, with every output option
-(``overwrite``, ``cog``); defaults and checks come from ``core.options``. Outputs are
+qualities the enhancer serves; false decodes plainly; absent takes ``core.options``'
+default (``DecompressParams.enhance``, "auto", as the CLI). Every action is one call of
+``core.usecases``, like the CLI and batch, with every output option (``overwrite``,
+``cog``); defaults and checks come from ``core.options``. Outputs are
 written atomically, so a worker that is terminated leaves no half-written file behind;
 the process also ends by itself when its parent goes away.
 """
@@ -29,7 +30,6 @@ the process also ends by itself when its parent goes away.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -40,11 +40,11 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .errors import BadInput, CodecError, WeightsUnavailable, exit_now, report
+from .errors import EXIT_INTERRUPTED, BadInput, CodecError, WeightsUnavailable, exit_now, report
+from .format.json_values import json_safe
 from .options import DEFAULT_DEVICE, DEFAULT_MODEL, CompressParams, DecompressParams, EnhanceParams
 
 ACTIONS = ("ping", "selftest", "info", "compress", "decompress", "enhance", "psnr", "diff", "tiles", "quality_map")
-EXIT_CANCELED = 130
 
 _OUT_LOCK = threading.Lock()
 _PROTOCOL_OUT = sys.stdout  # JSON lines only; anything else printed goes to stderr (see main)
@@ -54,21 +54,8 @@ class Canceled(BaseException):
     """Raised in the main thread when the worker is asked to stop."""
 
 
-def _clean(value):
-    """JSON-safe copy: non-finite floats become null, paths and other objects strings."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
-
-
 def emit(message: dict) -> None:
-    line = json.dumps(_clean(message), allow_nan=False)
+    line = json.dumps(json_safe(message), allow_nan=False)
     with _OUT_LOCK:
         _PROTOCOL_OUT.write(line + "\n")
         _PROTOCOL_OUT.flush()
@@ -153,9 +140,14 @@ def _params(cls, job: dict, **given):
     return cls(**kwargs)
 
 
+_DEFAULT_ENHANCE = next(f.default for f in fields(DecompressParams) if f.name == "enhance")
+
+
 def _enhance_choice(job: dict) -> bool | str:
-    """The job's ``enhance``: true, false or "auto"; absent means false (the protocol's default)."""
+    """The job's ``enhance``: true, false or "auto"; absent (or null) means core.options' default."""
     enhance = job.get("enhance")
+    if enhance is None:
+        return _DEFAULT_ENHANCE
     return enhance if enhance == "auto" else bool(enhance)
 
 
@@ -202,41 +194,6 @@ def _enhancer_installed() -> bool:
     return find_spec("core.enhance") is not None
 
 
-def _require_enhancer(enhancer: str | None) -> None:
-    """Fail (one line) when enhancement was asked for and cannot run."""
-    if not _enhancer_installed():
-        raise WeightsUnavailable("enhancement is not available in this Code-RSIC installation (no core.enhance): "
-                                 "update the worker environment or turn enhancement off")
-    from .enhance import enhancement_status
-
-    reason = enhancement_status(enhancer)
-    if reason is not None:
-        raise WeightsUnavailable(f"enhancement is unavailable: {reason}; turn enhancement off or install the weights")
-
-
-def _bbox_in_raster_crs(container: str, bbox, bbox_crs):
-    """A bbox given in another CRS (e.g. a QGIS map canvas) -> the raster's CRS."""
-    if not bbox_crs:
-        return bbox
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
-    from rasterio.warp import transform_bounds
-
-    from .format.container import ContainerReader
-
-    with ContainerReader(container) as reader:
-        raster_crs = reader.header.crs
-    if not raster_crs:
-        raise BadInput(f"{container} has no CRS, so a map extent cannot be placed on it: give a pixel window")
-    try:
-        src, dst = CRS.from_user_input(bbox_crs), CRS.from_user_input(raster_crs)
-    except CRSError as exc:
-        raise BadInput(f"unknown CRS for the extent: {exc}") from None
-    if src == dst:
-        return bbox
-    return tuple(transform_bounds(src, dst, *bbox, densify_pts=21))
-
-
 # ---------------------------------------------------------------- actions
 
 REQUIRED = ("numpy", "torch", "compressai", "rasterio", "safetensors")
@@ -260,116 +217,90 @@ def do_selftest(job: dict) -> dict:
     return dict(self_test(job.get("model") or DEFAULT_MODEL, job.get("device") or DEFAULT_DEVICE), version=__version__)
 
 
-def do_info(job: dict) -> dict:
-    from .codec.decompress import container_info
-
-    return container_info(_need(job, "input"))
-
-
-def do_psnr(job: dict) -> dict:
-    from .format.quality import raster_psnr
-
-    return {"psnr": raster_psnr(_need(job, "source"), _need(job, "decoded"), bands=_value(job, "bands"))}
+def _require_enhance_module() -> None:
+    if not _enhancer_installed():
+        raise WeightsUnavailable("enhancement is not available in this Code-RSIC installation (no core.enhance): "
+                                 "update the worker environment or turn enhancement off")
 
 
 def _decode_steps(job: dict) -> list[str]:
-    return ["decode", "enhance"] if _enhance_choice(job) else ["decode"]
+    if _enhance_choice(job) is False:
+        return ["decode"]
+    _require_enhance_module()
+    return ["decode", "enhance"]
 
 
-def _decode(container: str, output: str, params: DecompressParams, steps: Steps) -> dict:
-    """Decode (a window of) a container with ``decompress_enhanced``, the CLI's and batch's path."""
-    from .enhance import decompress_enhanced
+def do_info(job: dict) -> dict:
+    from .usecases import info
 
-    if params.enhance is True:
-        _require_enhancer(params.enhancement.enhancer)  # forced: a missing enhancer is an error, found now
-    result = decompress_enhanced(container, output, params, progress=steps.phases)
-    if not result["enhanced"] and "enhance" in steps.names:
-        steps.callback("enhance")(1, 1)
-    return result
+    return info(_need(job, "input"))
+
+
+def do_psnr(job: dict) -> dict:
+    from .usecases import psnr
+
+    return psnr(_need(job, "source"), _need(job, "decoded"), bands=_value(job, "bands"))
 
 
 def do_compress(job: dict) -> dict:
-    from .codec.compress import compress_raster
-    from .codec.decompress import container_info
-    from .format.output import check_output
-    from .format.quality import raster_psnr
+    """Compress; with ``decode_to``, decode the result again (as ``decompress`` would) and
+    measure its PSNR: ``core.usecases.roundtrip`` keeping the container."""
+    from .usecases import compress, roundtrip
 
     src, dst = _need(job, "input"), _need(job, "output")
     decoded = job.get("decode_to")
     steps = Steps(["compress"] + (_decode_steps(job) + ["psnr"] if decoded else []))
     params = compress_params(job)
-    decode_params = (decompress_params(job, model=params.model, window=None, bbox=None, aoi=None)
-                     if decoded else None)
+    decode_params = decompress_params(job, window=None, bbox=None, aoi=None) if decoded else None
     _set_threads(job)
-    if decoded:
-        check_output(decoded, params.overwrite)  # before the long part
-    result = compress_raster(src, dst, params, progress=steps.callback("compress"))
-    result["input"] = src
-    if decoded:
-        result["decode"] = _decode(dst, decoded, decode_params, steps)
-        result["decoded"] = decoded
-        psnr_progress = steps.callback("psnr")
-        psnr_progress(0, 1)
-        bands = container_info(dst)["bands"]
-        result["bands"] = bands
-        result["psnr"] = raster_psnr(src, decoded, bands=bands)
-        psnr_progress(1, 1)
-    return result
+    if not decoded:
+        return compress(src, dst, params, progress=steps.phases)  # its result names the bands coded
+    return roundtrip(src, params, container=dst, decoded=decoded, decode=decode_params, progress=steps.phases)
 
 
 def do_decompress(job: dict) -> dict:
-    from .codec.decompress import container_info
+    from .usecases import decompress
 
-    src, dst = _need(job, "input"), _need(job, "output")
     params = decompress_params(job)  # checks window and bbox together, before the CRS work
-    if params.bbox:
-        params.bbox = _bbox_in_raster_crs(src, params.bbox, job.get("bbox_crs"))
+    steps = Steps(_decode_steps(job))
     _set_threads(job)
-    result = _decode(src, dst, params, Steps(_decode_steps(job)))
-    info = container_info(src)
-    result.update({"input": src, "container_bytes": info["file_bytes"], "raw_bytes": info["raw_bytes"],
-                   "bpp": info["bpp"],
-                   "ratio": info["ratio"], "bands": info["bands"], "source_name": info.get("source_name")})
-    return result
+    return decompress(_need(job, "input"), _need(job, "output"), params, bbox_crs=job.get("bbox_crs"),
+                      progress=steps.phases)
 
 
 def do_enhance(job: dict) -> dict:
+    from .usecases import enhance
+
     src, dst = _need(job, "input"), _need(job, "output")
     params = enhance_params(job)
     _set_threads(job)
-    _require_enhancer(params.enhancer)
-    from .enhance import enhance_raster
-
-    result = enhance_raster(src, dst, params, overwrite=bool(job.get("overwrite")), cog=bool(job.get("cog")),
-                            progress=Steps(["enhance"]).callback("enhance"))
-    result.setdefault("output", dst)
-    return result
+    _require_enhance_module()
+    return enhance(src, dst, params, overwrite=bool(job.get("overwrite")), cog=bool(job.get("cog")),
+                   progress=Steps(["enhance"]).phases)
 
 
 def do_diff(job: dict) -> dict:
-    from .format.difference import difference_raster
+    from .usecases import diff
 
-    return difference_raster(_need(job, "input"), _need(job, "other"), _need(job, "output"),
-                             bands=_value(job, "bands"), overwrite=bool(job.get("overwrite")),
-                             progress=Steps(["diff"]).callback("diff"))
+    return diff(_need(job, "input"), _need(job, "other"), _need(job, "output"), bands=_value(job, "bands"),
+                overwrite=bool(job.get("overwrite")), progress=Steps(["diff"]).phases)
 
 
 def do_tiles(job: dict) -> dict:
-    from .codec.tile_map import write_tile_map
+    from .usecases import tile_map
 
-    return write_tile_map(_need(job, "input"), _need(job, "output"), overwrite=bool(job.get("overwrite")))
+    return tile_map(_need(job, "input"), _need(job, "output"), overwrite=bool(job.get("overwrite")))
 
 
 def do_quality_map(job: dict) -> dict:
     """Per-tile PSNR (and LPIPS, unless the job says ``"lpips": false`` or its weights are not set up)."""
-    from .codec.tile_map import write_quality_map
     from .evaluation.tile_metrics import tile_metrics
+    from .usecases import quality_map
 
     metrics, missing = tile_metrics() if job.get("lpips", True) else ({}, {})
     _set_threads(job)
-    result = write_quality_map(_need(job, "input"), _need(job, "source"), _need(job, "decoded"),
-                               _need(job, "output"), metrics, overwrite=bool(job.get("overwrite")),
-                               progress=Steps(["quality"]).callback("quality"))
+    result = quality_map(_need(job, "input"), _need(job, "source"), _need(job, "decoded"), _need(job, "output"),
+                         metrics=metrics, overwrite=bool(job.get("overwrite")), progress=Steps(["quality"]).phases)
     return dict(result, missing=missing)
 
 
@@ -426,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         result = HANDLERS[job["action"]](job)
     except Canceled:
         emit({"type": "canceled"})
-        return EXIT_CANCELED
+        return EXIT_INTERRUPTED
     except ImportError as exc:
         return _fail(CodecError(f"the worker Python {sys.executable} lacks a package Code-RSIC needs ({exc}): "
                                 "install the project into it (pip install code-rsic)"))

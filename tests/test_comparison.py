@@ -317,7 +317,7 @@ def test_worker_comparison_actions(coded, tiny_weights, tmp_path, neon_rgb_modul
         tri, crs = _triangle(ds), ds.crs
     geo = {"type": "Feature", "properties": {}, "geometry": transform_geom(crs, "EPSG:4326", mapping(tri))}
     code, lines = run_worker({"action": "decompress", "input": str(c), "output": str(tmp_path / "a.tif"),
-                              "model": tiny_weights, "aoi": geo, "threads": 1})  # a GeoJSON object
+                              "model": tiny_weights, "aoi": geo, "threads": 1, "enhance": False})  # a GeoJSON object
     assert code == 0 and lines[-1]["tiles_skipped"] > 0, lines
     part, ref, valid, _ = _same_window(full, tmp_path / "a.tif")
     np.testing.assert_array_equal(part[:, valid], ref[:, valid])

@@ -7,12 +7,14 @@ Layers inside ``core`` (a module may import its own layer and the layers listed 
     models      core.models.*                           base
     codec       core.codec.*                            base, format, models
     enhance     core.enhance.*                          base, format, codec, models
-    scale       core.scale.*                            base, format, codec, models, enhance
+    usecases    core.usecases                           base, format, codec, models, enhance
+    scale       core.scale.*                            base, format, codec, models, enhance, usecases
     evaluation  core.evaluation.*                       every layer above except cli
-    cli         core.tile_codec, core.worker,           base, format, codec, enhance, scale
-                core.evaluate                           (core.evaluate also evaluation, the others
+    cli         core.tile_codec (+ core.cli_args, its   base, format, codec, enhance, usecases, scale
+                arguments), core.worker, core.evaluate  (core.evaluate also evaluation, the others
                                                         core.evaluation.tile_metrics only);
-                                                        a CLI never imports another CLI
+                                                        a CLI never imports another CLI (its own
+                                                        argument module is part of it)
 
 Nothing in ``core`` imports ``training`` or ``coderic_qgis``; the plugin (QGIS's Python,
 no torch) imports only the standard library, QGIS and itself (it reaches ``core/options.py``
@@ -37,17 +39,19 @@ PACKAGES = ("core", "training", "coderic_qgis")
 MAX_LINES = 500
 
 BASE = {"core", "core.options", "core.errors"}
-CLIS = {"core.tile_codec", "core.worker", "core.evaluate"}
-LAYER_PACKAGES = ("format", "models", "codec", "enhance", "scale", "evaluation")
+CLIS = {"core.tile_codec", "core.worker", "core.evaluate", "core.cli_args"}
+CLI_PARTS = {"core.tile_codec": {"core.cli_args"}}  # a front end's own modules
+LAYER_PACKAGES = ("format", "models", "codec", "enhance", "usecases", "scale", "evaluation")
 MAY_IMPORT = {
     "base": set(),
     "format": {"base"},
     "models": {"base"},
     "codec": {"base", "format", "models"},
     "enhance": {"base", "format", "codec", "models"},
-    "scale": {"base", "format", "codec", "models", "enhance"},  # batch runs enhanced decoding too
-    "evaluation": {"base", "format", "codec", "models", "enhance", "scale"},
-    "cli": {"base", "format", "codec", "enhance", "scale"},
+    "usecases": {"base", "format", "codec", "models", "enhance"},
+    "scale": {"base", "format", "codec", "models", "enhance", "usecases"},  # batch runs the use cases
+    "evaluation": {"base", "format", "codec", "models", "enhance", "usecases", "scale"},
+    "cli": {"base", "format", "codec", "enhance", "usecases", "scale"},
 }
 EVALUATION_FRONT_END = "core.evaluate"  # the only module of core that may import core.evaluation at large
 # ... and the one evaluation module the codec's front ends may import: the per-tile quality
@@ -233,7 +237,7 @@ def layer_problems(module: str, imports: list[Import]) -> list[str]:
             problems.append(f"{_where(module, imp)}: core never imports {top}")
             continue
         target_layer = layer_of(imp.target)
-        if imp.target == module or target_layer is None:
+        if imp.target == module or target_layer is None or imp.target in CLI_PARTS.get(module, ()):
             continue  # the target's own test says it is in no layer
         if target_layer == "evaluation" and layer != "evaluation":
             if module != EVALUATION_FRONT_END and not (layer == "cli" and imp.target == QUALITY_MAP_METRICS):
@@ -344,6 +348,16 @@ def test_core_modules_are_short(module):
                             "split it along the concepts it holds")
 
 
+@pytest.mark.parametrize("module", CORE)
+def test_core_modules_say_what_they_hold(module):
+    """A docstring whose first line alone says what the module holds."""
+    doc = ast.get_docstring(ast.parse(FILES[module].read_text(encoding="utf-8")))
+    assert doc, f"{FILES[module].relative_to(ROOT)} has no docstring"
+    summary = doc.split("\n\n")[0]
+    assert "\n" not in summary and len(summary) <= 120, (
+        f"{FILES[module].relative_to(ROOT)}: the docstring's first paragraph is not one line: {summary[:80]!r}...")
+
+
 def test_the_checker_sees_the_project():
     """Guard against a silently empty check (a moved folder, a wrong ROOT)."""
     assert {"core.options", "core.errors", "core.worker", "coderic_qgis.plugin"} <= MODULES
@@ -366,6 +380,9 @@ def test_the_layer_rules_catch_violations():
     assert "only core.evaluate imports" in layer_problems("core.codec.tile_map",
                                                           [imp("core.evaluation.tile_metrics")])[0]
     assert "another front end" in layer_problems("core.worker", [imp("core.tile_codec")])[0]
+    assert "another front end" in layer_problems("core.worker", [imp("core.cli_args")])[0]
+    assert layer_problems("core.tile_codec", [imp("core.cli_args"), imp("core.usecases")]) == []
+    assert "usecases imports only" in layer_problems("core.usecases", [imp("core.scale.batch")])[0]
     assert "models imports only base" in layer_problems("core.models.elic", [imp("core.format.tiling")])[0]
     assert "in no layer" in layer_problems("core.helpers", [])[0]
 

@@ -28,6 +28,7 @@ import pytest
 import torch
 
 from core.errors import EXIT_USER_ERROR
+from core.format.psnr import PSNR_IDENTICAL
 from core.evaluation import metric_setup as S
 from core.evaluation import metrics as M
 from core.evaluation import weight_cache as W
@@ -118,9 +119,29 @@ INCEPTION_REF = {"mean": 0.3423647, "std": 0.4433780, "first": [0.2487134, 0.318
 # ------------------------------------------------------------------ PSNR / MS-SSIM
 
 
+def test_identical_images_have_one_psnr_everywhere(tmp_path, neon_rgb):
+    """The raster round trip, the tile map, the evaluation and training all say the same
+    for identical images, and a finite number (JSON and GeoPackage have no infinity)."""
+    from core.codec.tile_map import measure_tile
+    from core.format.header import Header
+    from core.format.quality import raster_psnr
+    from training.enhance_common import psnr as training_psnr
+
+    a = np.full((8, 8, 3), 100, np.uint8)
+    x = torch.rand(1, 3, 8, 8)
+    header = Header.__new__(Header)
+    object.__setattr__(header, "dtype", "uint8")
+    object.__setattr__(header, "ranges", [(0, 255)] * 3)
+    tile = measure_tile(a.transpose(2, 0, 1), a.transpose(2, 0, 1), np.ones((8, 8), bool), header, {})
+    answers = {"raster": raster_psnr(str(neon_rgb), str(neon_rgb)), "tile map": tile["psnr"],
+               "evaluation": M.psnr(a, a), "training": training_psnr(x, x)}
+    assert answers == dict.fromkeys(answers, PSNR_IDENTICAL)
+    assert math.isfinite(PSNR_IDENTICAL) and M.psnr(a, a + 1) < PSNR_IDENTICAL
+
+
 def test_psnr_known_values():
     a = np.full((8, 8, 3), 100, np.uint8)
-    assert M.psnr(a, a) == math.inf
+    assert M.psnr(a, a) == PSNR_IDENTICAL
     assert M.psnr(a, a + 1) == pytest.approx(20 * math.log10(255), abs=1e-9)  # MSE 1 -> 48.13 dB
     b = a.copy()
     b[0, 0, 0] += 16  # MSE = 256 / 192

@@ -41,7 +41,7 @@ def test_ping_is_cheap_and_complete():
 def test_compress_decode_psnr(tmp_path, tiny_weights, neon_rgb):
     job = {"action": "compress", "input": str(neon_rgb), "output": str(tmp_path / "a.crsic"),
            "decode_to": str(tmp_path / "a.tif"), "model": tiny_weights, "quality": 1.5, "tile": 128, "overlap": 16,
-           "threads": 1}
+           "threads": 1, "enhance": False}
     code, lines = run_worker(job)
     assert code == 0, lines
     progress, ok = lines[:-1], lines[-1]
@@ -93,7 +93,11 @@ def test_decompress_enhance_auto_follows_the_quality_rule(tmp_path, tiny_weights
 
     reason = not_enhanced_because({"enhance": "auto"})
     assert "quality <= 1" in reason and "quality 2" in reason
-    assert not_enhanced_because({}).startswith("turned off")  # absent: off, as before
+    from core.options import DecompressParams
+
+    assert DecompressParams().enhance == "auto"  # absent: core.options' default, as the CLI's
+    assert not_enhanced_because({}) == not_enhanced_because({"enhance": None}) == reason
+    assert not_enhanced_because({"enhance": False}).startswith("turned off")
     assert not_enhanced_because({"enhance": True}) is None
 
     torch.manual_seed(0)

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from core.format.psnr import psnr_from_mse
+
 
 def add_common_args(p: argparse.ArgumentParser, steps: int, batch: int, crop: int, lr: float) -> None:
     p.add_argument("--data", nargs="+", help="training folders/files (images, GeoTIFFs)")
@@ -91,8 +93,8 @@ def load_lpips(device, required: bool):
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(F.mse_loss(a.clamp(0, 1), b))
-    return 10 * math.log10(1 / max(mse, 1e-10))
+    """PSNR of images in [0, 1] (``a`` clamped first), as everywhere: ``core.format.psnr``."""
+    return psnr_from_mse(float(F.mse_loss(a.clamp(0, 1), b)), peak=1.0)
 
 
 class Run:

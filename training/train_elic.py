@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.format.psnr import psnr_from_mse
 from core.models import REGISTRY, build_model, save_weights
 
 from .data import CropSampler, center_crops, list_images
@@ -109,8 +109,7 @@ def validate(net, crops, levels, device) -> dict:
             x = c[None].to(device)
             out = net(x, torch.tensor([float(lv)], device=device))
             bpps.append(float(likelihood_bits(out["likelihoods"]).sum()) / (x.shape[2] * x.shape[3]))
-            mse = float((out["x_hat"].clamp(0, 1) - x).pow(2).mean())
-            psnrs.append(10 * math.log10(1 / max(mse, 1e-10)))
+            psnrs.append(psnr_from_mse(float((out["x_hat"].clamp(0, 1) - x).pow(2).mean()), peak=1.0))
         res[f"q{lv + 1}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
     net.train()
     return res

@@ -1,4 +1,4 @@
-"""Pure tile functions: ``encode_tile(array) -> bytes`` and ``decode_tile(bytes) -> array``.
+"""One tile in, bytes out, and back: ``TileCoder.encode_tile`` and ``TileCoder.decode_tile``.
 
 A tile is a float32 array (bands, H, W) in [0, 1]. Bands are coded by ELIC in groups of
 three (a last group of one or two bands repeats its last band). Each ELIC stream also
@@ -11,65 +11,26 @@ Two entropy paths: format 2 (the default) computes every probability-table choic
 thread count, device or torch version; format 1 (the float path of CompressAI) is kept to
 read and write version-1 containers.
 
-The model is loaded once per process (``get_coder``), so these functions can be sent
+The model is loaded once per process (``get_coder``), so the tile jobs that call it can be sent
 to a process pool or a Dask cluster as they are.
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import torch
 
-from ..errors import CorruptContainer, DesyncError
+from ..errors import CorruptContainer, DesyncError, OutOfMemory
 from ..format.tiling import PAD_MULTIPLE, padded
 from ..models import LoadedModel, get_model
-from ..models._compressai import EntropyModel, guard_rans_decoding
+from ..models._compressai import record_symbols
 from ..models.exact_entropy import SCHEME, ExactElicEntropy
-from ..options import DEFAULT_MODEL, MAX_BANDS, MAX_TILE, band_groups
-
-
-class SymbolLog:
-    """Running CRC32 of the integer symbols an entropy model codes.
-
-    Wraps ``quantize`` (encoder: mode "symbols") and ``dequantize`` (decoder: the
-    decoded integers) of every entropy model of a network, on the instances only.
-    """
-
-    def __init__(self, net: torch.nn.Module):
-        self.mode: str | None = None
-        self.crc = 0
-        for module in net.modules():
-            if isinstance(module, EntropyModel):
-                self._wrap(module)
-
-    def _update(self, symbols: torch.Tensor) -> None:
-        data = symbols.detach().to("cpu", torch.int32).contiguous().numpy().tobytes()
-        self.crc = zlib.crc32(data, self.crc)
-
-    def _wrap(self, module: EntropyModel) -> None:
-        quantize, dequantize = module.quantize, module.dequantize
-
-        def logged_quantize(inputs, mode, means=None):
-            out = quantize(inputs, mode, means)
-            if mode == "symbols" and self.mode == "encode":
-                self._update(out)
-            return out
-
-        def logged_dequantize(inputs, means=None, dtype=torch.float):
-            if self.mode == "decode":
-                self._update(inputs)
-            return dequantize(inputs, means, dtype)
-
-        module.quantize = logged_quantize
-        module.dequantize = logged_dequantize
-
-    def start(self, mode: str) -> None:
-        self.mode, self.crc = mode, 0
+from ..options import DEFAULT_MODEL, MAX_BANDS, MAX_TILE, MIN_TILE, TILE_MULTIPLE, band_groups
 
 
 def _pack_strings(strings) -> bytes:
@@ -132,10 +93,6 @@ class TileCoder:
 
     model: LoadedModel
 
-    def __post_init__(self):
-        self.log = SymbolLog(self.model.net)
-        guard_rans_decoding(self.model.net)  # a damaged stream never makes the decoder read past it
-
     @cached_property
     def exact(self) -> ExactElicEntropy:
         """The integer entropy path (built from the float weights on first use)."""
@@ -161,8 +118,7 @@ class TileCoder:
         level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
         parts = [struct.pack("<HHH", bands, h, w)]
         net, crc = self.model.net, seed  # format 2 seeds the symbols CRC with the tile's index
-        self.log.start("encode")
-        try:
+        with record_symbols(net, "encode") as log, _out_of_memory(h, w, self.model.device):
             for group in band_groups(bands):
                 x = torch.from_numpy(np.ascontiguousarray(tile[group], dtype=np.float32))[None].to(self.model.device)
                 if exact:
@@ -171,9 +127,7 @@ class TileCoder:
                     parts.append(_pack_strings([[s] for s in out["strings"]]))
                 else:
                     parts.append(_pack_strings(net.compress(x, level)["strings"]))
-        finally:
-            self.log.mode = None
-        return b"".join(parts), crc if exact else self.log.crc
+        return b"".join(parts), crc if exact else log.value
 
     def _framing(self, data: bytes, shape: tuple[int, int, int] | None):
         """Check a tile stream's framing before any decoding -> (bands, h, w, streams per band group)."""
@@ -208,27 +162,48 @@ class TileCoder:
         latent = self._latent_shape(h, w)
         out = np.empty((bands, h, w), dtype=np.float32)
         net, crc = self.model.net, seed
-        self.log.start("decode")
         try:
-            for group, strings in zip(band_groups(bands), groups):
-                if exact:
-                    dec = self.exact.decompress([s for (s,) in strings], latent["hyper"], crc)
-                    crc = dec["crc"]
-                    x_hat = net.synthesis(dec["y_hat"], level)[0].cpu().numpy()
-                else:
-                    x_hat = net.decompress(strings, latent, level)["x_hat"][0].cpu().numpy()
-                real = sorted(set(group))
-                for i, b in enumerate(real):
-                    # a padded group repeats its last band: average the copies
-                    copies = [j for j, g in enumerate(group) if g == b]
-                    out[b] = x_hat[copies].mean(axis=0) if len(copies) > 1 else x_hat[i]
-        except (struct.error, ValueError, RuntimeError, IndexError, OverflowError) as exc:
+            with record_symbols(net, "decode") as log, _out_of_memory(h, w, self.model.device):
+                for group, strings in zip(band_groups(bands), groups):
+                    if exact:
+                        dec = self.exact.decompress([s for (s,) in strings], latent["hyper"], crc)
+                        crc = dec["crc"]
+                        x_hat = net.synthesis(dec["y_hat"], level)[0].cpu().numpy()
+                    else:
+                        x_hat = net.decompress(strings, latent, level)["x_hat"][0].cpu().numpy()
+                    real = sorted(set(group))
+                    for i, b in enumerate(real):
+                        # a padded group repeats its last band: average the copies
+                        copies = [j for j, g in enumerate(group) if g == b]
+                        out[b] = x_hat[copies].mean(axis=0) if len(copies) > 1 else x_hat[i]
+        except (struct.error, ValueError, IndexError, OverflowError) as exc:
             raise CorruptContainer(f"tile stream is corrupt ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
-        finally:
-            self.log.mode = None
-        if expected_crc is not None and (crc if exact else self.log.crc) != expected_crc:
+        if expected_crc is not None and (crc if exact else log.value) != expected_crc:
             raise DesyncError("decoded latent symbols differ from the encoder's")
         return out
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+@contextmanager
+def _out_of_memory(h: int, w: int, device):
+    """An allocation that failed while coding an ``h`` x ``w`` tile -> ``OutOfMemory`` naming
+    a tile size to try; any other error goes on as it is (a bug is not a corrupt stream)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        raise OutOfMemory(out_of_memory_message(h, w, str(device))) from None
+
+
+def out_of_memory_message(h: int, w: int, device: str) -> str:
+    smaller = max(MIN_TILE, (max(h, w) // 2) // TILE_MULTIPLE * TILE_MULTIPLE)
+    return (f"out of memory coding a {w} x {h} px tile on {device}: compress with a smaller tile, "
+            f"e.g. --tile {smaller}, or run fewer tiles at once (fewer --workers, --threads)")
 
 
 _CODERS: dict[tuple[str, str], TileCoder] = {}
@@ -240,14 +215,3 @@ def get_coder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TileCoder:
     if key not in _CODERS:
         _CODERS[key] = TileCoder(get_model(model, device))
     return _CODERS[key]
-
-
-def encode_tile(tile: np.ndarray, quality_level: float, model: str = DEFAULT_MODEL, device: str = "cpu",
-                exact: bool = True):
-    return get_coder(model, device).encode_tile(tile, quality_level, exact)
-
-
-def decode_tile(data: bytes, quality_level: float, expected_crc: int | None = None,
-                model: str = DEFAULT_MODEL, device: str = "cpu", exact: bool = True,
-                shape: tuple[int, int, int] | None = None) -> np.ndarray:
-    return get_coder(model, device).decode_tile(data, quality_level, expected_crc, exact, shape)

@@ -16,7 +16,6 @@ whole window (overlap included) is in ``x0``, ``y0``, ``width``, ``height``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -33,12 +32,12 @@ from ..format.normalization import BandRange
 from ..format.raster_io import OffGrid, grid_offset, has_mask, open_raster, read_valid
 from ..format.tiling import Tile, TileGrid
 from ..format.output import check_output
+from ..format.psnr import psnr_from_mse, raster_peak
 from ..format.vector import vector_format, write_polygons
 from ..options import band_groups
 
 # name -> fn(source, decoded) on uint8 (h, w, 3) images of one band group -> value or None
 TileMetric = Callable[[np.ndarray, np.ndarray], "float | None"]
-PSNR_IDENTICAL = 100.0  # the PSNR written for a tile decoded without any error (instead of infinity)
 Progress = Callable[[int, int], None]
 
 
@@ -133,9 +132,7 @@ def _to_uint8(values: np.ndarray, ranges: list[BandRange], dtype: str) -> np.nda
 
 
 def _peak(header: Header) -> float:
-    if header.dtype == "uint8":
-        return 255.0
-    return max(max(hi for _, hi in header.ranges) - min(lo for lo, _ in header.ranges), 1.0)
+    return raster_peak(header.dtype, min(lo for lo, _ in header.ranges), max(hi for _, hi in header.ranges))
 
 
 def measure_tile(src: np.ndarray, dec: np.ndarray, valid: np.ndarray, header: Header,
@@ -147,7 +144,7 @@ def measure_tile(src: np.ndarray, dec: np.ndarray, valid: np.ndarray, header: He
         return dict(res, psnr=None, mse=None, **{name: None for name in metrics})
     mse = float(((a - dec[:, valid].astype(np.float64)) ** 2).mean())
     res["mse"] = mse
-    res["psnr"] = PSNR_IDENTICAL if mse == 0 else min(PSNR_IDENTICAL, 10 * math.log10(_peak(header) ** 2 / mse))
+    res["psnr"] = psnr_from_mse(mse, _peak(header))
     if metrics:
         ranges = [BandRange(*r) for r in header.ranges]
         a8, b8 = _to_uint8(src, ranges, header.dtype), _to_uint8(dec, ranges, header.dtype)

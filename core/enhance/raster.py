@@ -19,6 +19,7 @@ from ..format.normalization import BandRange, check_dtype
 from ..format.raster_io import (
     band_ranges,
     check_not_palette,
+    geotiff_profile,
     has_mask,
     open_raster,
     raster_output,
@@ -32,15 +33,9 @@ STRIP_ROWS = 256  # rows read from the source at a time
 
 
 def _output_profile(ds) -> dict:
-    profile = ds.profile.copy()
-    for key in ("photometric", "jpeg_quality", "jpegtablesmode", "blockxsize", "blockysize", "interleave",
-                "compress", "predictor", "zlevel", "tiled"):
-        profile.pop(key, None)
-    profile.update(driver="GTiff", tiled=True, blockxsize=256, blockysize=256, compress="deflate", predictor=2,
-                   zlevel=1, BIGTIFF="IF_SAFER")
-    if ds.count == 3 and profile["dtype"] == "uint8":
-        profile["photometric"] = "RGB"
-    return profile
+    """The source's georeferencing in the project's GeoTIFF layout (its own compression,
+    photometric and block layout are not carried over)."""
+    return geotiff_profile(ds.width, ds.height, ds.count, ds.dtypes[0], ds.crs, ds.transform, ds.nodata, rgb=True)
 
 
 def _source_strips(ds, masked: bool) -> Iterator[Strip]:

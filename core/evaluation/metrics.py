@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..format.psnr import psnr_from_mse
 from .weight_cache import load_weights
 
 
@@ -52,11 +53,12 @@ def to_tensor(img) -> torch.Tensor:
 # ------------------------------------------------------------------ PSNR, MS-SSIM
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    """PSNR in dB of two same-shaped arrays (inf when identical)."""
+    """PSNR in dB of two same-shaped arrays (``core.format.psnr``: identical ones give
+    ``PSNR_IDENTICAL``)."""
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+    return psnr_from_mse(mse, peak)
 
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)

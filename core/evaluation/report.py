@@ -6,26 +6,13 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 
+from ..format.json_values import json_safe
 from .bd_rate import BD_METRICS, SMALL_OVERLAP
 
 METRIC_LABELS = {"psnr": "PSNR (dB) higher is better", "ms_ssim": "MS-SSIM higher is better",
                  "lpips": "LPIPS (AlexNet) lower is better", "dists": "DISTS lower is better",
                  "fid": "FID (256 px patches) lower is better", "kid": "KID lower is better"}
-
-
-def _clean(obj):
-    """JSON-safe copy: NaN / inf -> None, numpy scalars -> Python, keys -> str."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    return obj
 
 
 def _fmt(v, digits=2):
@@ -111,7 +98,7 @@ def write_outputs(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(result), indent=1))
+    tmp.write_text(json.dumps(json_safe(result), indent=1))
     tmp.replace(path)
     md = out / "bd_rate.md"
     md.write_text(markdown_tables(result))

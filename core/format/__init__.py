@@ -1,1 +1,1 @@
-"""Raster and container formats: tiling, the container and its header, payload framing, normalisation, raster I/O, stitching."""
+"""Raster and container formats: tiling, container, header, payload, normalisation, raster I/O, stitching."""

@@ -25,7 +25,8 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from ..errors import BadInput
-from .raster_io import OffGrid, default_bands, grid_offset, has_mask, open_raster, raster_output, read_valid
+from .raster_io import (OffGrid, default_bands, geotiff_profile, grid_offset, has_mask, open_raster, raster_output,
+                        read_valid)
 
 DIFF_NODATA = -1.0
 BLOCK = 1024  # pixels per side of the windows computed at a time (a multiple of the 256-px output blocks)
@@ -62,9 +63,7 @@ def _offset_in(a, b) -> tuple[int, int]:
 
 
 def _profile(b, width: int, height: int, transform) -> dict:
-    return {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "float32",
-            "crs": b.crs, "transform": transform, "nodata": DIFF_NODATA, "tiled": True, "blockxsize": 256,
-            "blockysize": 256, "compress": "deflate", "predictor": 3, "zlevel": 1, "BIGTIFF": "IF_SAFER"}
+    return geotiff_profile(width, height, 1, "float32", b.crs, transform, DIFF_NODATA)
 
 
 def difference_raster(a: str | Path, b: str | Path, dst: str | Path, bands: list[int] | None = None,

@@ -1,5 +1,7 @@
-"""Output files: the one check that an output may be written, atomic replacement, and
-the one error (``OutputFailed``) for a write the file system refuses (disk full...)."""
+"""Output files: may it be written, atomic replacement, and the one write error.
+
+The one check that an output may be written, atomic replacement, and the one error
+(``OutputFailed``) for a write the file system refuses (disk full...)."""
 
 from __future__ import annotations
 

@@ -6,15 +6,14 @@ import math
 
 import numpy as np
 
+from .psnr import psnr_from_mse, raster_peak
 from .raster_io import has_mask, open_raster, read_valid, select_bands
 
 
 def raster_psnr(source: str, decoded: str, bands: list[int] | None = None) -> float:
-    """PSNR over valid pixels of the coded bands.
-
-    The peak is 255 for uint8; for uint16 it is the source's value range (max - min) over
-    those bands, so a 0..2047 sensor is judged on its own scale, not on 0..65535.
-    """
+    """PSNR over valid pixels of the coded bands (``core.format.psnr``: the peak is
+    ``raster_peak`` of the source's values over those bands; identical rasters give
+    ``PSNR_IDENTICAL``). NaN when no pixel is valid."""
     with open_raster(source) as src, open_raster(decoded) as dec:
         chosen = select_bands(src, bands)
         masked = has_mask(src, chosen)
@@ -34,6 +33,4 @@ def raster_psnr(source: str, decoded: str, bands: list[int] | None = None) -> fl
         dtype = src.dtypes[chosen[0] - 1]
     if count == 0:
         return float("nan")
-    peak = 255.0 if dtype == "uint8" else max(hi - lo, 1.0)
-    mse = sq_err / count
-    return float("inf") if mse == 0 else 10 * math.log10(peak**2 / mse)
+    return psnr_from_mse(sq_err / count, raster_peak(dtype, lo, hi))

@@ -243,29 +243,30 @@ def band_ranges(ds, bands: list[int], masked: bool) -> list[BandRange]:
     return [BandRange(float(a), float(b)) if np.isfinite(a) else BandRange(0.0, 1.0) for a, b in zip(lo, hi)]
 
 
-def output_profile(header: Header, width: int, height: int, transform) -> dict:
-    """GeoTIFF profile of a decoded raster (tiled, lossless deflate)."""
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": len(header.bands),
-        "dtype": header.dtype,
-        "crs": header_crs(header),
-        "transform": transform,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-        "predictor": 2,
-        "zlevel": 1,
-        "BIGTIFF": "IF_SAFER",
-    }
-    if header.nodata is not None:
-        profile["nodata"] = header.nodata
-    if header.dtype == "uint8" and header.colorinterp == ("red", "green", "blue"):
+# How every GeoTIFF the project writes is laid out: 256 px tiles, fast lossless deflate,
+# files over 4 GB as BigTIFF; the predictor follows the data type (2 integers, 3 floats).
+GEOTIFF_CREATION = {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+                    "zlevel": 1, "BIGTIFF": "IF_SAFER"}
+
+
+def geotiff_profile(width: int, height: int, count: int, dtype: str, crs, transform, nodata=None,
+                    rgb: bool = False, **extra) -> dict:
+    """The one GeoTIFF creation profile (``GEOTIFF_CREATION``) for a raster of this shape;
+    ``rgb``: a three-band uint8 raster that viewers should show as RGB; ``extra``: other
+    creation keys (e.g. a source profile's) that the layout does not set."""
+    profile = dict(extra, width=width, height=height, count=count, dtype=dtype, crs=crs, transform=transform,
+                   predictor=3 if str(dtype).startswith("float") else 2, **GEOTIFF_CREATION)
+    if nodata is not None:
+        profile["nodata"] = nodata
+    if rgb and count == 3 and str(dtype) == "uint8":
         profile["photometric"] = "RGB"
     return profile
+
+
+def output_profile(header: Header, width: int, height: int, transform) -> dict:
+    """GeoTIFF profile of a decoded raster."""
+    return geotiff_profile(width, height, len(header.bands), header.dtype, header_crs(header), transform,
+                           header.nodata, rgb=header.colorinterp == ("red", "green", "blue"))
 
 
 def header_crs(header: Header) -> CRS | None:
@@ -352,7 +353,8 @@ def raster_output(dst: str | Path, profile: dict, overwrite: bool = False, cog: 
             with held_stderr():
                 out.__exit__(None, None, None)
                 if cog:
-                    rasterio.shutil.copy(gtiff, tmp, driver="COG", compress="deflate", predictor=2)
+                    rasterio.shutil.copy(gtiff, tmp, driver="COG", compress=GEOTIFF_CREATION["compress"],
+                                          predictor=profile.get("predictor", 2))
                 check_written(tmp, dst)
         except CodecError:
             raise

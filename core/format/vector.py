@@ -16,7 +16,6 @@ Outputs are written atomically, like every output of the codec.
 from __future__ import annotations
 
 import json
-import math
 import re
 import sqlite3
 import struct
@@ -30,6 +29,7 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import BadInput
+from .json_values import json_safe
 from .output import atomic_output
 
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg")
@@ -43,15 +43,6 @@ def vector_format(path: str | Path) -> str:
     if suffix not in VECTOR_SUFFIXES:
         raise BadInput(f"{path}: a tile map is written as .geojson or .gpkg, not '{suffix or 'no suffix'}'")
     return "gpkg" if suffix == ".gpkg" else "geojson"
-
-
-def _clean(value):
-    """A property value GeoJSON and SQLite both take: non-finite floats become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):  # numpy scalars
-        return _clean(value.item())
-    return value
 
 
 def _epsg(crs: CRS | None) -> int | None:
@@ -78,7 +69,7 @@ def write_geojson(path: Path, features: list[tuple[BaseGeometry, dict]], crs: CR
     if crs is not None:
         doc["crs"] = {"type": "name",
                       "properties": {"name": f"urn:ogc:def:crs:EPSG::{code}" if code else crs.to_wkt()}}
-    doc["features"] = [{"type": "Feature", "properties": {k: _clean(v) for k, v in props.items()},
+    doc["features"] = [{"type": "Feature", "properties": {k: json_safe(v) for k, v in props.items()},
                         "geometry": mapping(geom)} for geom, props in features]
     path.write_text(json.dumps(doc, allow_nan=False), encoding="utf-8")
 
@@ -119,7 +110,7 @@ def write_gpkg(path: Path, features: list[tuple[BaseGeometry, dict]], crs: CRS |
     srs_id = -1 if crs is None else (code or CUSTOM_SRS_ID)
     columns: dict[str, str] = {}
     for key in dict.fromkeys(k for _, props in features for k in props):
-        columns[key] = _sql_type(_clean(props.get(key)) for _, props in features)
+        columns[key] = _sql_type(json_safe(props.get(key)) for _, props in features)
     geom_types = {g.geom_type.upper() for g, _ in features if not g.is_empty}
     geom_type = geom_types.pop() if len(geom_types) == 1 else "GEOMETRY"
     bounds = shapely.union_all([g for g, _ in features]).bounds if features else (None,) * 4
@@ -158,7 +149,7 @@ def write_gpkg(path: Path, features: list[tuple[BaseGeometry, dict]], crs: CRS |
         marks = ", ".join("?" * (len(columns) + 1))
         names = ", ".join(["geom"] + [_quote(k) for k in columns])
         con.executemany(f"INSERT INTO {_quote(table)} ({names}) VALUES ({marks})",
-                        [(_gpkg_geometry(g, srs_id), *(_clean(p.get(k)) for k in columns)) for g, p in features])
+                        [(_gpkg_geometry(g, srs_id), *(json_safe(p.get(k)) for k in columns)) for g, p in features])
         con.commit()
     finally:
         con.close()

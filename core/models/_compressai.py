@@ -1,37 +1,83 @@
-"""CompressAI, imported once, quickly and without its start-up noise.
+"""The CompressAI backend: everything Code-RSIC takes from CompressAI, and nothing else does.
 
-``import compressai`` imports every subpackage, including its datasets and transforms,
-which import ``torchvision`` and ``torch_geometric``: about 3 s of a CLI run's start-up
-on two cores, and a FutureWarning (``torch.jit.script`` is deprecated) printed on every
-run. We use only the image models and entropy models, which need neither. While
-compressai is imported (and only if neither is imported yet), any module of those two
-packages it asks for is a placeholder whose names are stand-in classes; the placeholders
-are removed from ``sys.modules`` right after, so a real ``torchvision`` imported later
-(the evaluation's metrics) is unaffected. ``CODERSIC_REAL_IMPORTS=1`` imports the real
-packages instead.
+What we use, and where it comes from:
+
+- the model class ``Elic2022Official`` (``VariableRateElic`` subclasses it);
+- the entropy models, as ``BoundedEntropyBottleneck`` / ``BoundedGaussianConditional``:
+  CompressAI's own classes whose rANS coder is a ``BoundedRansCoder`` from construction
+  (and again after unpickling or a deepcopy), and which log the symbols they code for the
+  symbol CRC (``record_symbols``);
+- the stored integer CDF tables and medians the exact integer path reads (``cdf_tables``,
+  ``bottleneck_medians``), and ELIC's latent-codec layout (``elic_entropy_parts``);
+- rANS coding with those tables (``rans_encode``, ``rans_decode``) and the symbol CRC
+  (``SymbolCRC``).
+
+The installed version is checked when this module loads: the private parts above change
+between releases, so any version but ``SUPPORTED_VERSION`` fails with one line.
+
+Importing CompressAI: ``import compressai`` imports all its subpackages; three of them
+(``compressai.datasets``, ``compressai.transforms``, ``compressai.registry.transforms``)
+import ``torchvision`` and ``torch_geometric`` (about 6 s of a CLI run's start-up on two
+cores, and a FutureWarning on every run), and we use none of them. ``import_compressai``
+is the one step that leaves them out: while it runs (under a lock, once per process),
+those three compressai modules -- only these, never a third-party package -- are
+placeholders for the importing thread, and they are taken out of ``sys.modules`` and the
+package right after, so nothing of them lingers. ``CODERSIC_REAL_IMPORTS=1`` imports
+everything instead.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.abc
 import importlib.machinery
 import os
 import sys
+import threading
 import types
 import warnings
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
 
-# needed only by compressai's datasets (point clouds, video: pandas, scipy.spatial) and transforms
-_STUBS = ("torch_geometric", "torchvision", "compressai.datasets")
+from ..errors import CodecError
+
+SUPPORTED_VERSION = "1.2.8"
 
 
-def _stubbed(name: str) -> bool:
-    return any(name == s or name.startswith(s + ".") for s in _STUBS)
+class BackendVersionError(CodecError):
+    """The installed CompressAI is not the release this code reads the private parts of."""
+
+
+def version_problem(installed: str | None) -> str | None:
+    """One line when ``installed`` (None: not installed) is not the supported CompressAI."""
+    if installed == SUPPORTED_VERSION:
+        return None
+    found = f"compressai {installed} is installed" if installed else "compressai is not installed"
+    return (f"{found}, but Code-RSIC supports compressai {SUPPORTED_VERSION} only: "
+            f"pip install compressai=={SUPPORTED_VERSION}")
+
+
+def check_version() -> None:
+    try:
+        installed = metadata.version("compressai")
+    except metadata.PackageNotFoundError:
+        installed = None
+    problem = version_problem(installed)
+    if problem:
+        raise BackendVersionError(problem)
+
+
+# ---------------------------------------------------------------- importing CompressAI
+
+# compressai modules that import torchvision / torch_geometric, for features we do not use
+OPTIONAL_MODULES = ("compressai.datasets", "compressai.transforms", "compressai.registry.transforms")
+_IMPORT_LOCK = threading.Lock()
 
 
 class _StandIn:
     """Subclassable, constructible with anything; calling an instance returns its argument
-    (so ``@decorator_factory("name")`` leaves the decorated class as it is)."""
+    (so ``@register_transform("name")`` leaves the decorated class as it is)."""
 
     def __init__(self, *args, **kwargs):
         pass
@@ -40,7 +86,7 @@ class _StandIn:
         return obj
 
 
-class _Placeholder(types.ModuleType):
+class Placeholder(types.ModuleType):
     """A module whose every public attribute is a stand-in class."""
 
     def __getattr__(self, name: str):
@@ -51,14 +97,23 @@ class _Placeholder(types.ModuleType):
         return value
 
 
-class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+def _optional(name: str) -> bool:
+    return any(name == s or name.startswith(s + ".") for s in OPTIONAL_MODULES)
+
+
+class OptionalModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Placeholders for ``OPTIONAL_MODULES``, for the thread that created the finder only."""
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+
     def find_spec(self, fullname, path=None, target=None):
-        if _stubbed(fullname):
+        if threading.get_ident() == self.thread and _optional(fullname):
             return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
         return None
 
     def create_module(self, spec):
-        module = _Placeholder(spec.name)
+        module = Placeholder(spec.name)
         module.__path__ = []
         return module
 
@@ -66,55 +121,45 @@ class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
-class _Deferred(types.ModuleType):
-    """Stands in ``sys.modules`` for a module until one of its attributes is used, then
-    imports the real one and hands the attribute over. (The stdlib ``LazyLoader`` does not
-    help here: Python 3.11's import statement reads ``__spec__``, which loads it at once.)"""
+def import_compressai() -> types.ModuleType:
+    """``compressai``, imported once without its optional modules (see the module's docstring)."""
+    with _IMPORT_LOCK:
+        if "compressai" in sys.modules or os.environ.get("CODERSIC_REAL_IMPORTS"):
+            import compressai
+            import compressai.entropy_models
+            import compressai.models
 
-    def __getattr__(self, attr: str):
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        real = importlib.import_module(self.__name__)
-        parent, _, child = self.__name__.rpartition(".")
-        if parent in sys.modules:
-            setattr(sys.modules[parent], child, real)
-        return getattr(real, attr)
-
-
-def _defer(name: str) -> None:
-    """compressai's entropy models use ``scipy.stats`` (about 1 s to import) only in
-    ``update()``, which coding never calls: the tables come with the weights."""
-    if name not in sys.modules:
-        sys.modules[name] = _Deferred(name)
-
-
-def _import():
-    if any(s in sys.modules for s in _STUBS) or os.environ.get("CODERSIC_REAL_IMPORTS"):
-        from compressai.entropy_models import EntropyModel
-        from compressai.models import Elic2022Official
-
-        return Elic2022Official, EntropyModel
-    _defer("scipy.stats")
-    finder = _PlaceholderFinder()
-    sys.meta_path.insert(0, finder)
-    try:
-        from compressai.entropy_models import EntropyModel
-        from compressai.models import Elic2022Official
-    finally:
-        sys.meta_path.remove(finder)
-        for name in [n for n in sys.modules if _stubbed(n)]:
-            if isinstance(sys.modules[name], _Placeholder):
-                del sys.modules[name]
-    return Elic2022Official, EntropyModel
+            return compressai
+        finder = OptionalModuleFinder()
+        sys.meta_path.insert(0, finder)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated",
+                                        category=FutureWarning)
+                import compressai
+                import compressai.entropy_models
+                import compressai.models
+        finally:
+            sys.meta_path.remove(finder)
+            for name in sorted((n for n in sys.modules if _optional(n)), reverse=True):
+                if isinstance(sys.modules[name], Placeholder):
+                    del sys.modules[name]
+                    parent, _, child = name.rpartition(".")
+                    if isinstance(getattr(sys.modules.get(parent), child, None), Placeholder):
+                        delattr(sys.modules[parent], child)
+        return compressai
 
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
-    Elic2022Official, EntropyModel = _import()
+check_version()
+import_compressai()
+
+import torch  # noqa: E402  (after the version check: a wrong compressai fails before the slow part)
+from compressai import ans  # noqa: E402
+from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional  # noqa: E402
+from compressai.models import Elic2022Official  # noqa: E402
 
 
+# ---------------------------------------------------------------- rANS coding, bounded
 
 def rans_slack(length: int, symbols: int) -> int:
     """Zero bytes to append to a ``length``-byte stream of ``symbols`` symbols so that
@@ -131,21 +176,197 @@ def rans_slack(length: int, symbols: int) -> int:
     return 16 * length + 8 * symbols + 4096
 
 
-def guard_rans_decoding(net) -> None:
-    """Make every entropy model of ``net`` hand its rANS decoder a zero-padded copy of the
-    stream (``rans_slack``), so a damaged stream never makes it read outside our buffer.
-    A valid stream decodes the same: the decoder reads forward and stops after its symbols."""
-    for module in net.modules():
-        coder = getattr(module, "entropy_coder", None)
-        if not isinstance(module, EntropyModel) or coder is None or getattr(coder, "crsic_guarded", False):
-            continue
+class BoundedRansCoder:
+    """CompressAI's rANS encoder and decoder, the decoder always handed a zero-padded copy
+    of the stream (``rans_slack``), so a damaged stream never makes it read outside our
+    buffer. A valid stream decodes the same: the decoder reads forward and stops after its
+    symbols. Pickles as a fresh coder (the native coders do not pickle)."""
 
-        def guarded(string, indexes, *args, _decode=coder.decode_with_indexes, **kwargs):
-            padded = bytes(string) + bytes(rans_slack(len(string), len(indexes)))
-            return _decode(padded, indexes, *args, **kwargs)
+    name = "ans"  # what CompressAI's EntropyModel.__getstate__ records
 
-        coder.decode_with_indexes = guarded
-        coder.crsic_guarded = True
+    def __init__(self):
+        self._encoder = ans.RansEncoder()
+        self.raw_decoder = ans.RansDecoder()  # unguarded: for measurements only (benchmarks/fuzz_containers.py)
+
+    def encode_with_indexes(self, symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
+        return self._encoder.encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets)
+
+    def decode_with_indexes(self, string, indexes, cdfs, cdf_lengths, offsets) -> list[int]:
+        padded = bytes(string) + bytes(rans_slack(len(string), len(indexes)))
+        return self.raw_decoder.decode_with_indexes(padded, indexes, cdfs, cdf_lengths, offsets)
+
+    def __reduce__(self):
+        return (BoundedRansCoder, ())
 
 
-__all__ = ["Elic2022Official", "EntropyModel", "guard_rans_decoding", "rans_slack"]
+class SymbolCRC:
+    """CRC32 of coded symbols, in coding order (format 2 seeds it with the tile's index)."""
+
+    def __init__(self, value: int = 0):
+        self.value = value
+
+    def add(self, symbols: torch.Tensor) -> None:
+        data = symbols.detach().to("cpu", torch.int32).contiguous().numpy().tobytes()
+        self.value = zlib.crc32(data, self.value)
+
+
+class _Bounded:
+    """What our entropy models add to CompressAI's: the bounded coder, made in ``__init__``
+    and in ``__setstate__`` (which CompressAI's own uses to rebuild an unguarded coder), and
+    the symbol log of the float path (format 1): the encoder's ``quantize(..., "symbols")``
+    and the decoder's ``dequantize`` feed ``self.symbols`` while ``record_symbols`` runs."""
+
+    def _bind(self) -> None:
+        self.entropy_coder = BoundedRansCoder()
+        self.symbols: tuple[str, SymbolCRC] | None = None
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._bind()
+
+    def quantize(self, inputs, mode, means=None):
+        out = super().quantize(inputs, mode, means)
+        if mode == "symbols" and self.symbols is not None and self.symbols[0] == "encode":
+            self.symbols[1].add(out)
+        return out
+
+    def dequantize(self, inputs, means=None, dtype=torch.float):
+        if self.symbols is not None and self.symbols[0] == "decode":
+            self.symbols[1].add(inputs)
+        return EntropyModel.dequantize(inputs, means, dtype)
+
+
+class BoundedEntropyBottleneck(_Bounded, EntropyBottleneck):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._bind()
+
+
+class BoundedGaussianConditional(_Bounded, GaussianConditional):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._bind()
+
+
+def _bounded_copy(module: EntropyModel) -> EntropyModel:
+    if isinstance(module, EntropyBottleneck):
+        new = BoundedEntropyBottleneck(module.channels, tail_mass=module.tail_mass, init_scale=module.init_scale,
+                                       filters=module.filters)
+    elif isinstance(module, GaussianConditional):
+        new = BoundedGaussianConditional(None, scale_bound=float(module.lower_bound_scale.bound),
+                                         tail_mass=module.tail_mass)
+        new.scale_table = module.scale_table.clone()
+    else:
+        raise TypeError(f"no bounded version of {type(module).__name__}")
+    new.load_state_dict(module.state_dict())
+    return new
+
+
+def use_bounded_entropy_models(net: torch.nn.Module) -> None:
+    """Put a ``Bounded*`` entropy model in place of each of CompressAI's in a freshly built
+    network (call it in the network's constructor, before any weights are loaded)."""
+    with torch.random.fork_rng(devices=[]):  # the copies' initial values are the originals'
+        for parent in list(net.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, EntropyModel) and not isinstance(child, _Bounded):
+                    setattr(parent, name, _bounded_copy(child))
+    left = [type(m).__name__ for m in net.modules() if isinstance(m, EntropyModel) and not isinstance(m, _Bounded)]
+    if left:
+        raise TypeError(f"entropy models left unbounded: {left}")
+
+
+@contextmanager
+def record_symbols(net: torch.nn.Module, mode: str, seed: int = 0):
+    """While the block runs, the symbols the float path codes (``mode`` "encode" or
+    "decode") go into the yielded ``SymbolCRC``."""
+    crc = SymbolCRC(seed)
+    models = [m for m in net.modules() if isinstance(m, _Bounded)]
+    for m in models:
+        m.symbols = (mode, crc)
+    try:
+        yield crc
+    finally:
+        for m in models:
+            m.symbols = None
+
+
+# ---------------------------------------------------------------- what the integer path reads
+
+@dataclass(frozen=True)
+class GroupParts:
+    """One channel group of ELIC's latent codec (checkerboard + Gaussian conditional)."""
+
+    context_prediction: torch.nn.Module
+    entropy_parameters: torch.nn.Module
+    gaussian_conditional: GaussianConditional
+    anchor_parity: str
+
+
+@dataclass(frozen=True)
+class ElicEntropyParts:
+    """ELIC's latent codec, by role: hyper-analysis / synthesis, the bottleneck of ``z``,
+    the channel groups with their channel contexts (``channel_context[k - 1]`` for group k)."""
+
+    h_a: torch.nn.Module
+    h_s: torch.nn.Module
+    bottleneck: EntropyBottleneck
+    groups: tuple[int, ...]
+    channel_context: tuple[torch.nn.Module, ...]
+    group_parts: tuple[GroupParts, ...]
+
+
+def elic_entropy_parts(net: torch.nn.Module) -> ElicEntropyParts:
+    lc = net.latent_codec
+    hyper, groups_codec = lc.latent_codec["hyper"], lc.latent_codec["y"]
+    groups = tuple(groups_codec.groups)
+    parts = []
+    for k in range(len(groups)):
+        cb = groups_codec.latent_codec[f"y{k}"]
+        parts.append(GroupParts(cb.context_prediction, cb.entropy_parameters, cb.latent_codec["y"].gaussian_conditional,
+                                cb.anchor_parity))
+    return ElicEntropyParts(hyper.h_a, hyper.h_s, hyper.entropy_bottleneck, groups,
+                            tuple(groups_codec.channel_context[f"y{k}"] for k in range(1, len(groups))), tuple(parts))
+
+
+def bottleneck_medians(bottleneck: EntropyBottleneck) -> torch.Tensor:
+    """The hyper-latent's per-channel medians, (1, C, 1, 1)."""
+    return bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+
+
+_TABLES: dict[int, tuple] = {}
+
+
+def cdf_tables(model: EntropyModel) -> tuple[list, list, list]:
+    """An entropy model's stored integer CDF tables as the rANS coder takes them (cached)."""
+    key = id(model)
+    cached = _TABLES.get(key)
+    if cached is None or cached[0] is not model:
+        cached = _TABLES[key] = (
+            model,
+            model._quantized_cdf.tolist(),
+            model._cdf_length.reshape(-1).int().tolist(),
+            model._offset.reshape(-1).int().tolist(),
+        )
+    return cached[1:]
+
+
+def rans_encode(model: EntropyModel, symbols: torch.Tensor, indexes: torch.Tensor) -> bytes:
+    """rANS-encode integer symbols with an entropy model's stored CDF tables."""
+    return model.entropy_coder.encode_with_indexes(
+        symbols.reshape(-1).tolist(), indexes.reshape(-1).to(torch.int32).tolist(), *cdf_tables(model))
+
+
+def rans_decode(model: EntropyModel, string: bytes, indexes: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``rans_encode`` (through the model's bounded coder), shaped as ``indexes``."""
+    if not isinstance(model.entropy_coder, BoundedRansCoder):
+        raise TypeError(f"{type(model).__name__} has an unbounded rANS decoder")
+    values = model.entropy_coder.decode_with_indexes(string, indexes.reshape(-1).to(torch.int32).tolist(),
+                                                     *cdf_tables(model))
+    return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
+
+
+__all__ = ["SUPPORTED_VERSION", "BackendVersionError", "BoundedEntropyBottleneck", "BoundedGaussianConditional",
+           "BoundedRansCoder", "Elic2022Official", "ElicEntropyParts", "EntropyModel", "GroupParts", "SymbolCRC",
+           "bottleneck_medians", "cdf_tables", "check_version", "elic_entropy_parts", "import_compressai",
+           "rans_decode", "rans_encode", "rans_slack", "record_symbols", "use_bounded_entropy_models",
+           "version_problem"]

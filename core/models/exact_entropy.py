@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import math
 import warnings
-import zlib
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._compressai import SymbolCRC, bottleneck_medians, elic_entropy_parts, rans_decode, rans_encode
 
 FRAC_BITS = 8  # activations and outputs are multiples of 2**-FRAC_BITS
 ACT_BITS = 24  # |activation integer| <= 2**ACT_BITS
@@ -164,17 +165,6 @@ def from_fixed(a: torch.Tensor) -> torch.Tensor:
     return (a * (1.0 / _ONE)).to(torch.float32)
 
 
-class SymbolCRC:
-    """CRC32 of the coded symbols, in coding order."""
-
-    def __init__(self, value: int = 0):
-        self.value = value
-
-    def add(self, symbols: torch.Tensor) -> None:
-        data = symbols.detach().to("cpu", torch.int32).contiguous().numpy().tobytes()
-        self.value = zlib.crc32(data, self.value)
-
-
 class ExactElicEntropy:
     """ELIC's latent coding (hyperprior, channel groups, checkerboard) with integer parameters.
 
@@ -186,24 +176,18 @@ class ExactElicEntropy:
     def __init__(self, net: nn.Module):
         device = next(net.parameters()).device
         self.device = device
-        lc = net.latent_codec
-        hyper = lc.latent_codec["hyper"]
-        self.h_a = hyper.h_a
-        self.bottleneck = hyper.entropy_bottleneck
-        self.h_s = IntSequential(hyper.h_s, device)
-        groups_codec = lc.latent_codec["y"]
-        self.groups = list(groups_codec.groups)
-        self.channel_context = {
-            k: IntSequential(groups_codec.channel_context[f"y{k}"], device) for k in range(1, len(self.groups))
-        }
-        self.spatial, self.aggregation, self.conditionals, self.parity = [], [], [], []
-        for k in range(len(self.groups)):
-            cb = groups_codec.latent_codec[f"y{k}"]
-            self.spatial.append(IntSequential(cb.context_prediction, device))
-            self.aggregation.append(IntSequential(cb.entropy_parameters, device))
-            self.conditionals.append(cb.latent_codec["y"].gaussian_conditional)
-            self.parity.append(cb.anchor_parity)
-        medians = self.bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+        parts = elic_entropy_parts(net)
+        self.h_a = parts.h_a
+        self.bottleneck = parts.bottleneck
+        self.h_s = IntSequential(parts.h_s, device)
+        self.groups = list(parts.groups)
+        self.channel_context = {k: IntSequential(parts.channel_context[k - 1], device)
+                                for k in range(1, len(self.groups))}
+        self.spatial = [IntSequential(g.context_prediction, device) for g in parts.group_parts]
+        self.aggregation = [IntSequential(g.entropy_parameters, device) for g in parts.group_parts]
+        self.conditionals = [g.gaussian_conditional for g in parts.group_parts]
+        self.parity = [g.anchor_parity for g in parts.group_parts]
+        medians = bottleneck_medians(self.bottleneck)
         self.z_medians = medians.to(torch.float32)
         self.z_medians_fixed = to_fixed(medians).to(device)
         # scale tables (float32 values, compared exactly in float64)
@@ -281,9 +265,9 @@ class ExactElicEntropy:
                 if y_halves is not None:
                     symbols = torch.round(y_halves[half] - means * (1.0 / _ONE))
                     symbols = symbols.to(torch.int32)
-                    strings.append(_encode(gc, symbols, indexes))
+                    strings.append(rans_encode(gc, symbols, indexes))
                 else:
-                    symbols = _decode(gc, strings[cursor], indexes)
+                    symbols = rans_decode(gc, strings[cursor], indexes)
                     cursor += 1
                 crc.add(symbols)
                 halves[half] = (symbols.to(torch.float64) * _ONE + means).clamp_(-_ACT_MAX, _ACT_MAX)
@@ -299,7 +283,7 @@ class ExactElicEntropy:
             z_symbols = torch.round(z - self.z_medians.to(z.device)).to(torch.int32)
             crc = SymbolCRC(crc_start)
             crc.add(z_symbols)
-            z_string = _encode(self.bottleneck, z_symbols, _channel_indexes(z_symbols))
+            z_string = rans_encode(self.bottleneck, z_symbols, _channel_indexes(z_symbols))
             strings: list[bytes] = []
             y_hat = self._code(y, z_symbols, strings, crc)
         return {"strings": strings + [z_string], "y_hat": y_hat, "crc": crc.value}
@@ -313,7 +297,7 @@ class ExactElicEntropy:
         with _plain_kernels():
             *y_strings, z_string = strings
             size = (1, self.z_medians.shape[1], *z_shape)
-            z_symbols = _decode(self.bottleneck, z_string, _channel_indexes(torch.empty(size)))
+            z_symbols = rans_decode(self.bottleneck, z_string, _channel_indexes(torch.empty(size)))
             crc = SymbolCRC(crc_start)
             crc.add(z_symbols)
             y_hat = self._code(None, z_symbols.to(self.device), y_strings, crc)
@@ -323,32 +307,3 @@ class ExactElicEntropy:
 def _channel_indexes(like: torch.Tensor) -> torch.Tensor:
     n, c, h, w = like.shape
     return torch.arange(c, dtype=torch.int32).view(1, c, 1, 1).expand(n, c, h, w)
-
-
-_TABLES: dict[int, tuple] = {}
-
-
-def _tables(model) -> tuple:
-    """An entropy model's stored integer CDF tables as the rANS coder takes them (cached)."""
-    key = id(model)
-    cached = _TABLES.get(key)
-    if cached is None or cached[0] is not model:
-        cached = _TABLES[key] = (
-            model,
-            model._quantized_cdf.tolist(),
-            model._cdf_length.reshape(-1).int().tolist(),
-            model._offset.reshape(-1).int().tolist(),
-        )
-    return cached[1:]
-
-
-def _encode(model, symbols: torch.Tensor, indexes: torch.Tensor) -> bytes:
-    """rANS-encode integer symbols with an entropy model's stored (integer) CDF tables."""
-    return model.entropy_coder.encode_with_indexes(
-        symbols.reshape(-1).tolist(), indexes.reshape(-1).to(torch.int32).tolist(), *_tables(model)
-    )
-
-
-def _decode(model, string: bytes, indexes: torch.Tensor) -> torch.Tensor:
-    values = model.entropy_coder.decode_with_indexes(string, indexes.reshape(-1).to(torch.int32).tolist(), *_tables(model))
-    return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)

@@ -115,7 +115,3 @@ class Enhancer(nn.Module):
         xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
         out = self(xp, w)[0]
         return out[..., :h, :wd].clamp(0, 1)
-
-
-def vqgan_to_enhancer_state(vqgan: VQGAN) -> dict:
-    return vqgan.state_dict()

@@ -6,8 +6,8 @@
 
 Several rasters are in progress at once (their tiles share the mapper's bounded window,
 see ``core.scale.parallel``), each written atomically to its own output. A raster that
-fails is reported in the summary and does not stop the others. Decoding goes through
-``core.enhance.decompress_enhanced``, like the CLI and the QGIS worker.
+fails is reported in the summary and does not stop the others. Each raster is one call of
+``core.usecases`` (``compress`` or ``decompress``), like the CLI and the QGIS worker.
 """
 
 from __future__ import annotations
@@ -191,12 +191,11 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
     ``overwrite``). ``concurrency``: rasters in progress at once (default:
     ``default_concurrency``). ``progress(tiles_done, tiles_total, rasters_finished, rasters_failed)``.
     """
-    from ..codec.compress import compress_raster
     from ..codec.jobs import serial_map
+    from ..usecases import compress as compress_one
+    from ..usecases import decompress as decompress_one
 
     _check_mode(mode, overwrite, skip_existing)
-    if mode == "decompress":
-        from ..enhance import decompress_enhanced
     cparams = replace(compress or CompressParams(), overwrite=overwrite).validate()
     dparams = replace(decompress or DecompressParams(), overwrite=overwrite).validate()
     mapper = mapper or serial_map
@@ -223,7 +222,7 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
     def run_one(item: BatchItem) -> None:
         last = 0
 
-        def tile_progress(done: int, total: int) -> None:
+        def tile_progress(done: int, total: int) -> None:  # compress and decode count tiles
             nonlocal last
             if stop.is_set():
                 raise KeyboardInterrupt
@@ -234,7 +233,7 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
                 report()
 
         def phase_progress(phase: str, done: int, total: int) -> None:
-            if phase == "decode":  # tiles; the enhancer's windows are not counted
+            if phase in ("compress", "decode"):  # tiles; the enhancer's windows are not counted
                 tile_progress(done, total)
             elif stop.is_set():
                 raise KeyboardInterrupt
@@ -242,10 +241,9 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
         t = time.perf_counter()
         try:
             if mode == "compress":
-                item.result = compress_raster(item.src, item.dst, cparams, progress=tile_progress, mapper=mapper)
+                item.result = compress_one(item.src, item.dst, cparams, progress=phase_progress, mapper=mapper)
             else:
-                item.result = decompress_enhanced(item.src, item.dst, dparams, progress=phase_progress,
-                                                  mapper=mapper)
+                item.result = decompress_one(item.src, item.dst, dparams, progress=phase_progress, mapper=mapper)
                 item.result["bytes"] = item.dst.stat().st_size
             item.result.setdefault("input_bytes", item.src.stat().st_size)
             item.status = "done"
