@@ -2,7 +2,7 @@
 
     python -m core.tile_codec big.tif            # -> big.crsic (prints size, bpp, ratio, time)
     python -m core.tile_codec big.crsic          # -> big.decoded.tif
-    python -m core.tile_codec compress big.tif --quality 2 --tile 512 --overlap 32
+    python -m core.tile_codec compress big.tif --quality 2 --tile 512   # add --resume after a killed run
     python -m core.tile_codec decompress big.crsic --bbox 500000 4100000 501000 4101000
     python -m core.tile_codec decompress big.crsic --aoi fields.geojson   # only the tiles under the polygons
     python -m core.tile_codec info big.crsic --tiles tiles.gpkg            # tile footprints with bytes, bpp
@@ -22,27 +22,10 @@ from pathlib import Path
 
 from .errors import EXIT_USER_ERROR, BadInput, CodecError, exit_now, report
 from .options import (
-    AUTO_ENHANCE_MAX_QUALITY,
-    CONTAINER_SUFFIX,
-    DECODED_SUFFIX,
-    DEFAULT_DEVICE,
-    DEFAULT_ENHANCE_WINDOW,
-    DEFAULT_ENHANCER,
-    DEFAULT_FORMAT,
-    DEFAULT_MODEL,
-    DEFAULT_MODEL_LEVELS,
-    DEFAULT_OVERLAP,
-    DEFAULT_QUALITY,
-    DEFAULT_TILE,
-    DEVICES,
-    ENHANCED_SUFFIX,
-    FIDELITY_RANGE,
-    FORMAT_VERSIONS,
-    MIN_QUALITY,
-    TILE_MULTIPLE,
-    CompressParams,
-    DecompressParams,
-    EnhanceParams,
+    AUTO_ENHANCE_MAX_QUALITY, CONTAINER_SUFFIX, DECODED_SUFFIX, DEFAULT_DEVICE, DEFAULT_ENHANCE_WINDOW,
+    DEFAULT_ENHANCER, DEFAULT_FORMAT, DEFAULT_MODEL, DEFAULT_MODEL_LEVELS, DEFAULT_OVERLAP, DEFAULT_QUALITY,
+    DEFAULT_TILE, DEVICES, ENHANCED_SUFFIX, FIDELITY_RANGE, FORMAT_VERSIONS, LEGACY_OVERLAP, MIN_QUALITY,
+    TILE_MULTIPLE, CompressParams, DecompressParams, EnhanceParams,
 )
 from .scale.batch import fmt_bytes
 
@@ -91,12 +74,14 @@ def _add_compress_options(p: argparse.ArgumentParser) -> None:
                    help="1-based bands to code, e.g. 1,2,3 or 4 (default: the RGB bands, else the first three)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                    help=f"tile size in pixels, a multiple of {TILE_MULTIPLE} is best (default {DEFAULT_TILE})")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                   help=f"pixels shared by neighbouring tiles, blended on decode to hide seams "
-                        f"(default {DEFAULT_OVERLAP})")
+    p.add_argument("--overlap", type=int, default=None,
+                   help=f"formats 1 and 2: pixels shared by neighbouring tiles, blended on decode to hide seams "
+                        f"(default {LEGACY_OVERLAP}); format 3 tiles do not overlap (default {DEFAULT_OVERLAP})")
     p.add_argument("--format", type=int, choices=FORMAT_VERSIONS, default=DEFAULT_FORMAT,
-                   help=f"container format: 2 decodes bit-exactly on any machine, 1 only where the encoder's "
-                        f"float kernels are reproduced (default {DEFAULT_FORMAT})")
+                   help=f"container format: 3 codes tiles without overlap and synthesises them across their "
+                        f"borders; 2 codes overlapping tiles, each decoded alone; both decode bit-exactly on "
+                        f"any machine; 1 only where the encoder's float kernels are reproduced "
+                        f"(default {DEFAULT_FORMAT})")
 
 
 def _add_enhance_options(p: argparse.ArgumentParser, in_decompress: bool) -> None:
@@ -163,6 +148,8 @@ def setup_args() -> argparse.ArgumentParser:
     c.add_argument("input", help="raster to compress (GeoTIFF or anything GDAL reads)")
     c.add_argument("-o", "--output", help=f"container path (default: INPUT with {CONTAINER_SUFFIX} suffix)")
     _add_compress_options(c)
+    c.add_argument("--resume", action="store_true", help="continue the partial file a killed run of this same "
+                   "command left (format 3): the result is the same bytes as an uninterrupted run")
     _add_runtime(c)
     _add_cluster(c)
 
@@ -228,9 +215,11 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 # ---------------------------------------------------------------- arguments -> job parameters
 
 def compress_params(args) -> CompressParams:
+    overlap = args.overlap if args.overlap is not None else (DEFAULT_OVERLAP if args.format == 3 else LEGACY_OVERLAP)
     return CompressParams(model=args.model or DEFAULT_MODEL, quality=args.quality, target_bpp=args.target_bpp,
-                          bands=args.bands, tile=args.tile, overlap=args.overlap, device=args.device,
-                          overwrite=args.overwrite, format=args.format).validate()
+                          bands=args.bands, tile=args.tile, overlap=overlap, device=args.device,
+                          overwrite=args.overwrite, format=args.format,
+                          resume=getattr(args, "resume", False)).validate()
 
 
 def enhance_params(args) -> EnhanceParams:
@@ -377,7 +366,8 @@ def cmd_info(args) -> dict:
                        if info["portable"] else "not portable: float entropy model, decode with the software, "
                        "device and thread count that encoded it")
         print(f"  format {info['format']}, {portability}")
-        print(f"  tiles {info['tile_rows']} x {info['tile_cols']} of {info['tile']} px, overlap {info['overlap']}")
+        print(f"  tiles {info['tile_rows']} x {info['tile_cols']} of {info['tile']} px, " + (
+            f"latent margin {info['latent_margin']}" if info.get("latent_margin") is not None else f"overlap {info['overlap']}"))
         crs = (info["crs"] or "none").split("\n")[0][:80]
         print(f"  crs {crs}; transform {info['transform']}; nodata {info['nodata']}")
         if args.tiles:

@@ -29,6 +29,7 @@ from ..models import REGISTRY
 from ..options import DecompressParams, quality_problem, strip_memory_problem
 from .aoi import RasterArea, place_aoi
 from .jobs import DecodeJob, decode_or_flag, release_reader, serial_map, shared_reader
+from .latent_tiles import decode_stream
 from .tile_coder import get_coder
 
 Progress = Callable[[int, int], None]
@@ -165,15 +166,21 @@ def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | Non
     Tiles whose entropy decoding desyncs are all reported at the end, as one error.
     """
     h = plan.header
+    if h.latent_tiles:  # format 3: synthesised across tile borders (an error names its tile)
+        stream = iter(decode_stream(plan.path, h, plan.grid, [t for t in plan.tiles if t.index not in plan.skip],
+                                    plan.model, plan.device, mapper))
     jobs = (DecodeJob(plan.path, t.index, t.height, t.width, h.level, plan.model, plan.device, h.portable,
                       len(h.bands)) for t in plan.tiles if t.index not in plan.skip)
     desynced: list[int] = []
 
     def decoded():
-        results = iter(mapper(decode_or_flag, jobs))
+        results = None if h.latent_tiles else iter(mapper(decode_or_flag, jobs))
         for t in plan.tiles:  # the mapper keeps the jobs' order; skipped tiles are filled in
             if t.index in plan.skip:
                 yield _blank(t, len(h.bands))
+                continue
+            if h.latent_tiles:
+                yield next(stream)
                 continue
             result = next(results)
             if isinstance(result, int):
