@@ -20,6 +20,7 @@ MAGIC = b"CRSIC\x00\r\n"
 END_MAGIC = b"CRSICEND"
 INDEX_ENTRY = struct.Struct("<QIII")
 FOOTER = struct.Struct("<QII8s")
+RECORD = struct.Struct("<4sIIII")  # format 3: in front of each payload
 
 
 @dataclass
@@ -46,7 +47,9 @@ class Parts:
         out = bytearray(MAGIC + struct.pack("<HI", self.version, len(self.header)) + self.header)
         out += struct.pack("<I", zlib.crc32(self.header))
         index = b""
-        for payload, symbols_crc in zip(self.payloads, self.symbols_crcs):
+        for i, (payload, symbols_crc) in enumerate(zip(self.payloads, self.symbols_crcs)):
+            if self.version >= 3:
+                out += RECORD.pack(b"TILE", i, len(payload), zlib.crc32(payload), symbols_crc & 0xFFFFFFFF)
             index += INDEX_ENTRY.pack(len(out), len(payload), zlib.crc32(payload), symbols_crc & 0xFFFFFFFF)
             out += payload
         out += self.trailing

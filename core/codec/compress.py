@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import UnsupportedRaster
 from ..format.container import ContainerWriter, framing_bytes
 from ..format.header import Header, ModelRef
-from ..format.output import atomic_output, resumable_output
+from ..format.output import Partial, atomic_output, resumable_output
 from ..format.raster_io import band_ranges, has_mask, open_raster, select_bands
 from ..format.tiling import TileGrid
 from ..models import MIN_LEVEL, quality_to_level
@@ -79,8 +79,10 @@ def _header(ds, src: Path, bands, ranges, masked: bool, grid: TileGrid, coder, v
 
 def _writer(tmp, header: Header, n_tiles: int, dst) -> ContainerWriter:
     """A new container, or (``resumable_output`` found one) the partial file continued."""
-    if not getattr(tmp, "exists", False):
-        return ContainerWriter(getattr(tmp, "path", tmp), header, n_tiles, name=dst)
+    if not isinstance(tmp, Partial):
+        return ContainerWriter(tmp, header, n_tiles, name=dst)
+    if not tmp.exists:
+        return ContainerWriter(tmp.path, header, n_tiles, name=dst)
     tmp.keep = True  # until it is known to be this job's
     writer = ContainerWriter.resume(tmp.path, header, n_tiles, name=dst)
     tmp.keep = False

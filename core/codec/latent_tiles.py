@@ -100,28 +100,54 @@ def _latent_box(t: Tile) -> tuple[int, int, int, int]:
     return t.y0 // 16, t.x0 // 16, (t.y0 + padded(t.height)) // 16, (t.x0 + padded(t.width)) // 16
 
 
+def latent_window(grid: TileGrid, decoded: dict, tiles: Iterable[Tile], box: tuple[int, int, int, int]
+                  ) -> list[np.ndarray]:
+    """The raster's latent (per band group) within ``box`` (y0, x0, y1, x1 in latent samples),
+    copied from the decoded ``tiles`` that cover it (index -> (bands, latents, invalid))."""
+    wy0, wx0, wy1, wx1 = box
+    windows, shape = None, None
+    for n in tiles:
+        ny0, nx0, ny1, nx1 = _latent_box(n)
+        y0, x0, y1, x1 = max(ny0, wy0), max(nx0, wx0), min(ny1, wy1), min(nx1, wx1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        n_bands, latents, _ = decoded[n.index]
+        if windows is None:
+            shape = (n_bands, [y.shape[0] for y in latents])
+            windows = [np.zeros((y.shape[0], wy1 - wy0, wx1 - wx0), np.float32) for y in latents]
+        elif (n_bands, [y.shape[0] for y in latents]) != shape:
+            raise CorruptContainer(f"tile {n.index} codes {n_bands} bands, its neighbours {shape[0]}")
+        for win, y in zip(windows, latents):
+            win[:, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] = y[:, y0 - ny0 : y1 - ny0, x0 - nx0 : x1 - nx0]
+    return windows
+
+
 def window_job(grid: TileGrid, t: Tile, margin: int, decoded: dict, header: Header, model: str,
                device: str) -> SynthesisJob:
-    """Assemble tile ``t``'s latent window from the decoded tiles (index -> (bands, latents, invalid))."""
-    bands, own, invalid = decoded[t.index]
+    """Assemble tile ``t``'s latent window (its latents and ``margin`` samples of its neighbours')."""
+    bands, _, invalid = decoded[t.index]
     ly0, lx0, ly1, lx1 = _latent_box(t)
-    wy0, wx0 = max(0, ly0 - margin), max(0, lx0 - margin)
-    wy1, wx1 = min(padded(grid.height) // 16, ly1 + margin), min(padded(grid.width) // 16, lx1 + margin)
-    windows = [np.zeros((y.shape[0], wy1 - wy0, wx1 - wx0), np.float32) for y in own]
-    for r in range(max(0, t.row - 1), min(grid.n_rows, t.row + 2)):
-        for c in range(max(0, t.col - 1), min(grid.n_cols, t.col + 2)):
-            n = grid.tile_at(r, c)
-            ny0, nx0, ny1, nx1 = _latent_box(n)
-            y0, x0, y1, x1 = max(ny0, wy0), max(nx0, wx0), min(ny1, wy1), min(nx1, wx1)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            n_bands, latents, _ = decoded[n.index]
-            if n_bands != bands or any(a.shape[0] != b.shape[0] for a, b in zip(latents, own)):
-                raise CorruptContainer(f"tile {n.index} codes {n_bands} bands, its neighbour {t.index} {bands}")
-            for win, y in zip(windows, latents):
-                win[:, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] = y[:, y0 - ny0 : y1 - ny0, x0 - nx0 : x1 - nx0]
-    crop = ((ly0 - wy0) * 16, (lx0 - wx0) * 16, t.height, t.width)
+    box = (max(0, ly0 - margin), max(0, lx0 - margin),
+           min(padded(grid.height) // 16, ly1 + margin), min(padded(grid.width) // 16, lx1 + margin))
+    windows = latent_window(grid, decoded, ring(grid, [t], margin), box)
+    crop = ((ly0 - box[0]) * 16, (lx0 - box[1]) * 16, t.height, t.width)
     return SynthesisJob(t.index, bands, header.level, model, device, tuple(windows), crop, invalid)
+
+
+def whole_synthesis(path: str, model: str, device: str = "cpu") -> np.ndarray:
+    """The reference format 3 is measured against: one synthesis of the whole raster's latent
+    (every tile's latents put together) -> float (bands, height, width). Memory: the raster."""
+    reader = shared_reader(path)
+    h = reader.header
+    grid = TileGrid(h.width, h.height, h.tile, h.overlap)
+    decoded = {}
+    for t in grid:
+        index, bands, latents, invalid = latent_job(LatentJob(path, t.index, t.height, t.width, model, device,
+                                                              len(h.bands)))
+        decoded[index] = (bands, latents, invalid)
+    box = (0, 0, padded(grid.height) // 16, padded(grid.width) // 16)
+    pixels = get_coder(model, device).synthesise(latent_window(grid, decoded, grid, box), len(h.bands), h.level)
+    return pixels[:, : h.height, : h.width]
 
 
 def decode_stream(path: str, header: Header, grid: TileGrid, tiles: list[Tile], model: str, device: str,

@@ -100,7 +100,12 @@ class ContainerWriter:
         except OSError as exc:
             raise BadInput(f"cannot resume {self.path}: {reason(exc)}") from None
         try:
-            if self.f.read(len(block)) != block:
+            start = self.f.read(len(block))
+            if len(start) < len(block) and block.startswith(start):  # killed while writing the header
+                self.f.seek(0)
+                self.f.truncate()
+                self.f.write(block)
+            elif start != block:
                 raise BadInput(f"cannot resume {self.path}: its partial file was made by another command (other "
                                "input, model, quality or tiling); run without --resume to start again")
             offset = len(block)
