@@ -11,6 +11,18 @@ seam penalty: the content near the seams is the same for both, so only the seams
 
     python benchmarks/tiling_cost.py --size 2048 --configs 768/32 768/16 768/0 1024/32 \
         --qualities 1 3 5 --out results/tiling_cost.json
+
+``--formats`` compares container formats instead (``FORMAT:TILE/OVERLAP`` each, the first the
+anchor, e.g. format 2's default tiling against format 3's), on two large rasters: a mosaic of
+the UC Merced val scenes (>= 8 MP) and the continuous raster of the two Dubai val images.
+Per raster and configuration: bpp and PSNR at each quality, the BD-rate (PSNR) against the
+anchor, and the seam figure: the squared error within 4 px of every border where two of the
+configuration's tiles meet (format 2: the middle of the overlap), divided by the raster's
+mean squared error (1.0: the borders are like any other pixels). It also writes the crop
+across a tile corner (original, anchor, the second configuration) as a PNG.
+
+    python benchmarks/tiling_cost.py --formats 2:768/32 3:768 3:512 --qualities 1 2 4 6 \
+        --out results/tiling_cost_format3.json --crop docs/img/format3_tile_corner.png
 """
 
 from __future__ import annotations
@@ -48,6 +60,127 @@ def seam_mask(size: int, tile: int, overlap: int) -> np.ndarray:
     return band[None, :] | band[:, None]
 
 
+def border_lines(size: int, tile: int, overlap: int) -> list[int]:
+    """Where neighbouring tiles meet along one axis (format 2: the middle of each overlap)."""
+    grid = TileGrid(size, size, tile, overlap)
+    return [start + overlap // 2 for start in grid.col_starts[1:]]
+
+
+def seam_figure(ref: np.ndarray, out: np.ndarray, tile: int, overlap: int) -> float:
+    """Mean squared error within SEAM px of every tile border / the raster's mean squared error."""
+    _, h, w = ref.shape
+    band = np.zeros((h, w), bool)
+    for x in border_lines(w, tile, overlap):
+        band[:, max(0, x - SEAM): x + SEAM] = True
+    for y in border_lines(h, tile, overlap):
+        band[max(0, y - SEAM): y + SEAM, :] = True
+    err = (ref.astype(np.float64) - out.astype(np.float64)) ** 2
+    return float(err[:, band].mean() / err.mean())
+
+
+def ucmerced_mosaic(path: Path, side: int) -> None:
+    """A side x side mosaic of distinct UC Merced val scenes (256 px), class after class."""
+    from PIL import Image
+    from rasterio.transform import from_origin
+
+    scenes = sorted((ROOT.parent / "shared/data/val/ucmerced").glob("*/*"))
+    n = side // 256
+    if len(scenes) < n * n:
+        sys.exit(f"{len(scenes)} scenes make no {side} px mosaic")
+    pick = [scenes[i] for i in np.linspace(0, len(scenes) - 1, n * n).round().astype(int)]
+    img = np.zeros((3, n * 256, n * 256), np.uint8)
+    for k, scene in enumerate(pick):
+        r, c = divmod(k, n)
+        img[:, r * 256:(r + 1) * 256, c * 256:(c + 1) * 256] = np.asarray(
+            Image.open(scene).convert("RGB").resize((256, 256))).transpose(2, 0, 1)
+    _write(path, img, from_origin(500000, 3300000, 0.3, 0.3))
+
+
+def dubai_raster(path: Path) -> None:
+    """The two Dubai val images side by side (one continuous scene, 3633 x 2061)."""
+    from PIL import Image
+    from rasterio.transform import from_origin
+
+    parts = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((ROOT.parent / "shared/data/val/dubai").glob("*.jpg"))]
+    h = min(p.shape[0] for p in parts)
+    _write(path, np.concatenate([p[:h] for p in parts], axis=1).transpose(2, 0, 1),
+           from_origin(500000, 3300000, 0.3, 0.3))
+
+
+def _write(path: Path, img: np.ndarray, transform) -> None:
+    profile = dict(driver="GTiff", width=img.shape[2], height=img.shape[1], count=3, dtype="uint8",
+                   crs="EPSG:32617", transform=transform, tiled=True, blockxsize=256, blockysize=256,
+                   compress="deflate", photometric="RGB")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(img)
+
+
+def corner_crop(path: Path, ref: np.ndarray, decodes: list[tuple[str, np.ndarray]], at: int, half: int = 48,
+                zoom: int = 3) -> None:
+    """Side by side: the original and each decode, ``2 half`` px around (at, at), enlarged."""
+    from PIL import Image, ImageDraw
+
+    panels = [("original", ref)] + decodes
+    crops = [np.asarray(Image.fromarray(a[:, at - half: at + half, at - half: at + half].transpose(1, 2, 0))
+                        .resize((2 * half * zoom,) * 2, Image.NEAREST)) for _, a in panels]
+    gap, label = 8, 18
+    canvas = Image.new("RGB", (len(crops) * (2 * half * zoom + gap) - gap, 2 * half * zoom + label), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, ((name, _), crop) in enumerate(zip(panels, crops)):
+        x = k * (2 * half * zoom + gap)
+        canvas.paste(Image.fromarray(crop), (x, label))
+        draw.text((x + 4, 3), name, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def compare_formats(args, model: list[str]) -> int:
+    configs = []
+    for text in args.formats:
+        version, tiling = text.split(":")
+        tile, _, overlap = tiling.partition("/")
+        configs.append((int(version), int(tile), int(overlap or 0), text))
+    result = {"command": " ".join(["python"] + sys.argv), "qualities": args.qualities, "rasters": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, build in (("ucmerced_mosaic", lambda p: ucmerced_mosaic(p, args.mosaic)), ("dubai", dubai_raster)):
+            src = Path(tmp) / f"{name}.tif"
+            build(src)
+            with rasterio.open(src) as ds:
+                ref = ds.read()
+            rows, crops = [], []
+            for version, tile, overlap, text in configs:
+                for q in args.qualities:
+                    bpp, out = cli_roundtrip(src, Path(tmp), ["--quality", q, "--tile", str(tile), "--overlap",
+                                                              str(overlap), "--format", str(version), *model])
+                    row = dict(config=text, format=version, tile=tile, overlap=overlap, quality=float(q), bpp=bpp,
+                               psnr=psnr(ref, out), seam_figure=seam_figure(ref, out, tile, overlap))
+                    rows.append(row)
+                    print(f"{name:>16} {text:>9} q={q:>3} {bpp:.4f} bpp {row['psnr']:.2f} dB "
+                          f"seam {row['seam_figure']:.3f}", flush=True)
+                    if q == args.qualities[0] and len(crops) < 2:
+                        crops.append((f"format {version}, {tile} px" + (f"/{overlap}" if overlap else "")
+                                      + f", {bpp:.3f} bpp", out))
+            summary = {}
+            anchor = [r for r in rows if r["config"] == configs[0][3]]
+            for version, tile, overlap, text in configs:
+                test = [r for r in rows if r["config"] == text]
+                summary[text] = dict(
+                    bd_rate_psnr_vs_anchor=bd_rate([r["bpp"] for r in anchor], [r["psnr"] for r in anchor],
+                                                   [r["bpp"] for r in test], [r["psnr"] for r in test]),
+                    seam_figure_mean=float(np.mean([r["seam_figure"] for r in test])),
+                    seam_figure_max=float(np.max([r["seam_figure"] for r in test])))
+                print(f"{name:>16} {text:>9} vs {configs[0][3]}: BD-rate {summary[text]['bd_rate_psnr_vs_anchor']:+.2f} %,"
+                      f" seam figure mean {summary[text]['seam_figure_mean']:.3f} max {summary[text]['seam_figure_max']:.3f}")
+            result["rasters"][name] = {"width": int(ref.shape[2]), "height": int(ref.shape[1]),
+                                       "megapixels": ref.shape[1] * ref.shape[2] / 1e6, "rows": rows,
+                                       "summary": summary}
+            if args.crop and name == "dubai":
+                corner_crop(Path(args.crop), ref, crops, configs[1][1] if len(configs) > 1 else configs[0][1])
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=2048, help="mosaic side in pixels")
@@ -58,8 +191,13 @@ def main(argv=None) -> int:
     p.add_argument("--qualities", nargs="+", default=["1", "3", "5"])
     p.add_argument("--model", default=None)
     p.add_argument("--out", help="also write the rows as JSON here")
+    p.add_argument("--formats", nargs="+", help="compare FORMAT:TILE[/OVERLAP] configurations on two large rasters")
+    p.add_argument("--mosaic", type=int, default=3072, help="side of the UC Merced mosaic (--formats)")
+    p.add_argument("--crop", help="(--formats) write the crop across a tile corner here (PNG)")
     args = p.parse_args(argv)
     model = ["--model", args.model] if args.model else []
+    if args.formats:
+        return compare_formats(args, model)
     rows = []
     print(f"{'tile/overlap':>12} {'q':>4} {'bpp':>7} {'PSNR':>7} {'seam PSNR':>10} {'vs anchor':>10} {'coded px':>9}")
     anchor_decodes = {}
