@@ -142,7 +142,7 @@ def compare_formats(args, model: list[str]) -> int:
         configs.append((int(version), int(tile), int(overlap or 0), text))
     result = {"command": " ".join(["python"] + sys.argv), "qualities": args.qualities, "rasters": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, build in (("ucmerced_mosaic", lambda p: ucmerced_mosaic(p, args.mosaic)), ("dubai", dubai_raster)):
+        for name, build in (("dubai", dubai_raster), ("ucmerced_mosaic", lambda p: ucmerced_mosaic(p, args.mosaic))):
             src = Path(tmp) / f"{name}.tif"
             build(src)
             with rasterio.open(src) as ds:
@@ -155,6 +155,9 @@ def compare_formats(args, model: list[str]) -> int:
                     row = dict(config=text, format=version, tile=tile, overlap=overlap, quality=float(q), bpp=bpp,
                                psnr=psnr(ref, out), seam_figure=seam_figure(ref, out, tile, overlap))
                     rows.append(row)
+                    result["rasters"][name] = {"rows": rows, "partial": True}  # kept if the run is cut short
+                    if args.out:
+                        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
                     print(f"{name:>16} {text:>9} q={q:>3} {bpp:.4f} bpp {row['psnr']:.2f} dB "
                           f"seam {row['seam_figure']:.3f}", flush=True)
                     if q == args.qualities[0] and len(crops) < 2:

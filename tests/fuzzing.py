@@ -261,6 +261,13 @@ HOSTILE_HEADERS = {
     "entropy-number": _set(entropy=7),
     "source-band-count-negative": _set(source_band_count=-3),
     "software-list": _set(software=["a"]),
+    # format 3's context fields
+    "latent-margin-string": _set(latent_margin="2"),
+    "latent-margin-huge": _set(latent_margin=1 << 20),
+    "latent-margin-wider-than-a-tile": _set(latent_margin=5),  # the test containers' tiles are 64 px
+    "analysis-margin-alone": lambda d: dict({k: v for k, v in d.items() if k != "latent_margin"},
+                                            analysis_margin=32),
+    "latent-margin-with-overlap": _set(latent_margin=2, overlap=16),
 }
 
 # hostile but harmless: these must decode, to the same pixels

@@ -28,7 +28,7 @@ def coded(tmp_path_factory, tiny_weights, neon_rgb_module):
     """NEON RGB (nodata 255) coded in 16 tiles of 128 px, and its full decode."""
     d = tmp_path_factory.mktemp("coded")
     c, full = d / "a.crsic", d / "full.tif"
-    compress_raster(neon_rgb_module, c, CompressParams(model=tiny_weights, quality=1.5, tile=128, overlap=16))
+    compress_raster(neon_rgb_module, c, CompressParams(model=tiny_weights, quality=1.5, tile=128, overlap=0))
     decompress_raster(c, full, model=tiny_weights)
     return c, full
 
@@ -88,7 +88,7 @@ def test_aoi_wkt_any_crs_and_a_raster_without_nodata_gets_a_mask(tmp_path, tiny_
     with rasterio.open(src, "w", **prof) as out:
         out.write(data)
     c = tmp_path / "b.crsic"
-    compress_raster(src, c, CompressParams(model=tiny_weights, quality=1.5, tile=128, overlap=16))
+    compress_raster(src, c, CompressParams(model=tiny_weights, quality=1.5, tile=128, overlap=0))
     decompress_raster(c, tmp_path / "full.tif", model=tiny_weights)
     web = shape(transform_geom(crs, "EPSG:3857", mapping(tri)))
     (tmp_path / "a.wkt").write_text(f"SRID=3857;{web.wkt}")  # EWKT names its CRS

@@ -29,7 +29,7 @@ from ..models import REGISTRY
 from ..options import DecompressParams, quality_problem, strip_memory_problem
 from .aoi import RasterArea, place_aoi
 from .jobs import DecodeJob, decode_or_flag, release_reader, serial_map, shared_reader
-from .latent_tiles import decode_stream
+from .latent_tiles import decode_stream, ring
 from .tile_coder import get_coder
 
 Progress = Callable[[int, int], None]
@@ -115,6 +115,9 @@ class DecodePlan:
                "megapixels_per_second": self.width * self.height / 1e6 / seconds}
         if self.area is not None:
             res["tiles_skipped"] = len(self.skip)  # in the area's window, but outside the area
+        if self.header.latent_tiles:  # format 3: the tiles and the ring of neighbours the margin reaches
+            decoded = [t for t in self.tiles if t.index not in self.skip]
+            res["tiles_read"] = len(ring(self.grid, decoded, self.header.latent_margin)) if decoded else 0
         return res
 
 
