@@ -148,8 +148,8 @@ def compare_formats(args, model: list[str]) -> int:
             with rasterio.open(src) as ds:
                 ref = ds.read()
             rows, crops = [], []
-            for version, tile, overlap, text in configs:
-                for q in args.qualities:
+            for q in args.qualities:  # quality by quality, so a run cut short still has matched pairs
+                for version, tile, overlap, text in configs:
                     bpp, out = cli_roundtrip(src, Path(tmp), ["--quality", q, "--tile", str(tile), "--overlap",
                                                               str(overlap), "--format", str(version), *model])
                     row = dict(config=text, format=version, tile=tile, overlap=overlap, quality=float(q), bpp=bpp,

@@ -122,8 +122,7 @@ def tiling_problem(tile: int, overlap: int) -> str | None:
 def latent_tiling_problem(tile: int, overlap: int) -> str | None:
     """Format 3's grid: latents of neighbouring tiles must line up."""
     if overlap:
-        return (f"format 3 tiles do not overlap (the decoder reads its neighbours' latents instead), got overlap "
-                f"{overlap}: give --overlap 0, or --format 2 for overlapping tiles")
+        return f"format 3 tiles do not overlap (the decoder reads its neighbours' latents instead), got overlap {overlap}"
     if tile % TILE_MULTIPLE:
         return f"format 3 tiles must be a multiple of {TILE_MULTIPLE} pixels, got {tile}"
     return None
@@ -221,7 +220,9 @@ class CompressParams:
         _raise_first(tiling_problem(self.tile, self.overlap), target_bpp_problem(self.target_bpp),
                      bands_problem(self.bands), device_problem(self.device), format_problem(self.format))
         if self.format == 3:
-            _raise_first(latent_tiling_problem(self.tile, self.overlap))
+            problem = latent_tiling_problem(self.tile, self.overlap)
+            _raise_first(problem and problem + (": give --overlap 0, or --format 2 for overlapping tiles"
+                                                if self.overlap else ""))
         elif self.resume:
             raise BadInput("--resume continues format-3 files only")
         return self

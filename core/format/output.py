@@ -111,8 +111,9 @@ def resumable_output(path: str | Path, overwrite: bool = False, resume: bool = F
     """Like ``atomic_output``, but the temporary file has a fixed name (``partial_path``), so a
     job killed part-way (kill -9, power loss) leaves it for ``resume``; yields a ``Partial``
     (``exists``: a partial file is there to continue). Without ``resume`` any old partial file
-    is replaced. An error (or a signal that Python sees) removes the partial file unless it
-    is kept (``Partial.keep``), or the job was interrupted (Ctrl-C), so it can be resumed."""
+    is replaced. An error, or an interruption Python sees (Ctrl-C), removes the partial file
+    (nothing half-written), unless it is another job's (``Partial.keep``); only a job killed
+    outright (kill -9, power loss) leaves it."""
     path = check_output(path, overwrite)
     tmp = partial_path(path)
     partial = Partial(tmp, resume and tmp.is_file())
@@ -125,8 +126,6 @@ def resumable_output(path: str | Path, overwrite: bool = False, resume: bool = F
             os.replace(tmp, path)
         except OSError as exc:
             raise write_failed(path, exc) from None
-    except KeyboardInterrupt:
-        raise
     except BaseException:
         if not partial.keep:
             tmp.unlink(missing_ok=True)
