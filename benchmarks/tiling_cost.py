@@ -79,7 +79,8 @@ def seam_figure(ref: np.ndarray, out: np.ndarray, tile: int, overlap: int) -> fl
 
 
 def ucmerced_mosaic(path: Path, side: int) -> None:
-    """A side x side mosaic of distinct UC Merced val scenes (256 px), class after class."""
+    """A side x side mosaic of distinct UC Merced val scenes (256 px), class after class, rolled
+    by half a scene."""
     from PIL import Image
     from rasterio.transform import from_origin
 
@@ -93,7 +94,9 @@ def ucmerced_mosaic(path: Path, side: int) -> None:
         r, c = divmod(k, n)
         img[:, r * 256:(r + 1) * 256, c * 256:(c + 1) * 256] = np.asarray(
             Image.open(scene).convert("RGB").resize((256, 256))).transpose(2, 0, 1)
-    _write(path, img, from_origin(500000, 3300000, 0.3, 0.3))
+    # scene edges 128 px off the tile grid: no tile border may fall on a scene edge (an edge
+    # between two unrelated images is worse to code for any tiling, and would count as a seam)
+    _write(path, np.roll(img, (128, 128), axis=(1, 2)), from_origin(500000, 3300000, 0.3, 0.3))
 
 
 def dubai_raster(path: Path) -> None:
@@ -134,6 +137,41 @@ def corner_crop(path: Path, ref: np.ndarray, decodes: list[tuple[str, np.ndarray
     canvas.save(path)
 
 
+def _summary(rows: list[dict], configs, name: str, quiet: bool = False) -> dict:
+    """Per configuration: BD-rate (PSNR) against the first, and its seam figures."""
+    summary = {}
+    anchor = [r for r in rows if r["config"] == configs[0][3]]
+    for _, _, _, text in configs:
+        test = [r for r in rows if r["config"] == text]
+        if len(test) < 2 or len(anchor) < 2:
+            continue
+        summary[text] = dict(
+            bd_rate_psnr_vs_anchor=bd_rate([r["bpp"] for r in anchor], [r["psnr"] for r in anchor],
+                                           [r["bpp"] for r in test], [r["psnr"] for r in test]),
+            points=len(test),
+            seam_figure_mean=float(np.mean([r["seam_figure"] for r in test])),
+            seam_figure_max=float(np.max([r["seam_figure"] for r in test])))
+        if not quiet:
+            print(f"{name:>16} {text:>9} vs {configs[0][3]}: BD-rate {summary[text]['bd_rate_psnr_vs_anchor']:+.2f} %, "
+                  f"seam figure mean {summary[text]['seam_figure_mean']:.3f} max {summary[text]['seam_figure_max']:.3f}")
+    return summary
+
+
+def library_roundtrip(src: Path, folder: Path, version: int, tile: int, overlap: int, quality: float,
+                      model: str | None) -> tuple[float, np.ndarray]:
+    """What ``cli_roundtrip`` does (compress, plain decode), in this process."""
+    from core.codec.compress import compress_raster
+    from core.codec.decompress import decompress_raster
+    from core.options import DEFAULT_MODEL, CompressParams
+
+    crsic, dec = folder / "roundtrip.crsic", folder / "roundtrip.tif"
+    compress_raster(src, crsic, CompressParams(model=model or DEFAULT_MODEL, quality=quality, tile=tile,
+                                               overlap=overlap, format=version, overwrite=True))
+    decompress_raster(crsic, dec, model=model, overwrite=True)
+    with rasterio.open(dec) as ds:
+        return crsic.stat().st_size * 8 / (ds.width * ds.height), ds.read()
+
+
 def compare_formats(args, model: list[str]) -> int:
     configs = []
     for text in args.formats:
@@ -141,21 +179,36 @@ def compare_formats(args, model: list[str]) -> int:
         tile, _, overlap = tiling.partition("/")
         configs.append((int(version), int(tile), int(overlap or 0), text))
     result = {"command": " ".join(["python"] + sys.argv), "qualities": args.qualities, "rasters": {}}
+    done = {}
+    if args.reuse and args.out and Path(args.out).exists():  # rows an earlier run of the same command measured
+        for name, r in json.loads(Path(args.out).read_text())["rasters"].items():
+            for row in r["rows"]:
+                done[(name, row["config"], row["quality"])] = row
     with tempfile.TemporaryDirectory() as tmp:
-        for name, build in (("dubai", dubai_raster), ("ucmerced_mosaic", lambda p: ucmerced_mosaic(p, args.mosaic))):
+        rasters = {"dubai": dubai_raster, "ucmerced_mosaic": lambda p: ucmerced_mosaic(p, args.mosaic)}
+        for name in args.rasters:
+            build = rasters[name]
             src = Path(tmp) / f"{name}.tif"
             build(src)
+            if args.side:  # only the top-left corner (the crop across a tile corner needs no more)
+                with rasterio.open(src) as ds:
+                    corner = ds.read(window=rasterio.windows.Window(0, 0, args.side, args.side))
+                    transform = ds.transform
+                _write(src, corner, transform)
             with rasterio.open(src) as ds:
                 ref = ds.read()
             rows, crops = [], []
             for q in args.qualities:  # quality by quality, so a run cut short still has matched pairs
                 for version, tile, overlap, text in configs:
-                    bpp, out = cli_roundtrip(src, Path(tmp), ["--quality", q, "--tile", str(tile), "--overlap",
-                                                              str(overlap), "--format", str(version), *model])
+                    if (name, text, float(q)) in done:
+                        rows.append(done[(name, text, float(q))])
+                        continue
+                    bpp, out = library_roundtrip(src, Path(tmp), version, tile, overlap, float(q), args.model)
                     row = dict(config=text, format=version, tile=tile, overlap=overlap, quality=float(q), bpp=bpp,
                                psnr=psnr(ref, out), seam_figure=seam_figure(ref, out, tile, overlap))
                     rows.append(row)
-                    result["rasters"][name] = {"rows": rows, "partial": True}  # kept if the run is cut short
+                    result["rasters"][name] = {"rows": rows, "partial": True,  # kept if the run is cut short
+                                               "summary": _summary(rows, configs, name, quiet=True)}
                     if args.out:
                         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
                     print(f"{name:>16} {text:>9} q={q:>3} {bpp:.4f} bpp {row['psnr']:.2f} dB "
@@ -163,21 +216,10 @@ def compare_formats(args, model: list[str]) -> int:
                     if q == args.qualities[0] and len(crops) < 2:
                         crops.append((f"format {version}, {tile} px" + (f"/{overlap}" if overlap else "")
                                       + f", {bpp:.3f} bpp", out))
-            summary = {}
-            anchor = [r for r in rows if r["config"] == configs[0][3]]
-            for version, tile, overlap, text in configs:
-                test = [r for r in rows if r["config"] == text]
-                summary[text] = dict(
-                    bd_rate_psnr_vs_anchor=bd_rate([r["bpp"] for r in anchor], [r["psnr"] for r in anchor],
-                                                   [r["bpp"] for r in test], [r["psnr"] for r in test]),
-                    seam_figure_mean=float(np.mean([r["seam_figure"] for r in test])),
-                    seam_figure_max=float(np.max([r["seam_figure"] for r in test])))
-                print(f"{name:>16} {text:>9} vs {configs[0][3]}: BD-rate {summary[text]['bd_rate_psnr_vs_anchor']:+.2f} %,"
-                      f" seam figure mean {summary[text]['seam_figure_mean']:.3f} max {summary[text]['seam_figure_max']:.3f}")
             result["rasters"][name] = {"width": int(ref.shape[2]), "height": int(ref.shape[1]),
                                        "megapixels": ref.shape[1] * ref.shape[2] / 1e6, "rows": rows,
-                                       "summary": summary}
-            if args.crop and name == "dubai":
+                                       "summary": _summary(rows, configs, name)}
+            if args.crop and name == "dubai" and len(crops) == 2:
                 corner_crop(Path(args.crop), ref, crops, configs[1][1] if len(configs) > 1 else configs[0][1])
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
@@ -197,6 +239,10 @@ def main(argv=None) -> int:
     p.add_argument("--formats", nargs="+", help="compare FORMAT:TILE[/OVERLAP] configurations on two large rasters")
     p.add_argument("--mosaic", type=int, default=3072, help="side of the UC Merced mosaic (--formats)")
     p.add_argument("--crop", help="(--formats) write the crop across a tile corner here (PNG)")
+    p.add_argument("--reuse", action="store_true", help="(--formats) keep the rows --out has, measure the rest")
+    p.add_argument("--side", type=int, help="(--formats) code only the top-left SIDE x SIDE px of each raster")
+    p.add_argument("--rasters", nargs="+", default=["dubai", "ucmerced_mosaic"], choices=["dubai", "ucmerced_mosaic"],
+                   help="(--formats) which of the two large rasters")
     args = p.parse_args(argv)
     model = ["--model", args.model] if args.model else []
     if args.formats:

@@ -153,25 +153,28 @@ def whole_synthesis(path: str, model: str, device: str = "cpu") -> np.ndarray:
 def decode_stream(path: str, header: Header, grid: TileGrid, tiles: list[Tile], model: str, device: str,
                   mapper) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     """Decoded ``(index, values, invalid)`` of ``tiles`` (row-major), each synthesised from its
-    latent window; reads the tiles' ring once each, and keeps about three rows of latents."""
+    latent window; reads the tiles' ring once each, and keeps about three rows of latents.
+
+    Row by row: the latents a row of tiles needs are decoded (one map), then the row is
+    synthesised (another map). The two maps never run nested: a mapper with a bound on the
+    jobs in flight (``DaskMapper``) could otherwise wait for a slot the other one holds."""
     margin = header.latent_margin or 0
     needed = ring(grid, tiles, margin)
-    order = [t.index for t in needed]
-    latent_jobs = (LatentJob(path, t.index, t.height, t.width, model, device, len(header.bands)) for t in needed)
-    results = iter(mapper(latent_job, latent_jobs))
     decoded: dict = {}
     taken = 0
-
-    def jobs():
-        nonlocal taken
-        for t in tiles:
-            last = max(n.index for n in ring(grid, [t], margin))
-            while taken < len(order) and order[taken] <= last:
-                index, bands, latents, invalid = next(results)
-                decoded[index] = (bands, latents, invalid)
-                taken += 1
-            for index in [i for i in decoded if i // grid.n_cols < t.row - 1]:
-                del decoded[index]  # rows above the previous one are no longer needed
-            yield window_job(grid, t, margin, decoded, header, model, device)
-
-    yield from mapper(synthesis_job, jobs())
+    rows: dict[int, list[Tile]] = {}
+    for t in tiles:
+        rows.setdefault(t.row, []).append(t)
+    for row, row_tiles in rows.items():
+        last = max(n.index for n in ring(grid, row_tiles, margin))
+        batch = []
+        while taken < len(needed) and needed[taken].index <= last:
+            batch.append(needed[taken])
+            taken += 1
+        jobs = [LatentJob(path, t.index, t.height, t.width, model, device, len(header.bands)) for t in batch]
+        for index, bands, latents, invalid in mapper(latent_job, jobs):
+            decoded[index] = (bands, latents, invalid)
+        for index in [i for i in decoded if i // grid.n_cols < row - 1]:
+            del decoded[index]  # rows above the previous one are no longer needed
+        yield from mapper(synthesis_job, [window_job(grid, t, margin, decoded, header, model, device)
+                                          for t in row_tiles])
