@@ -214,7 +214,7 @@ def test_processing_difference_quality_and_area(processing, plugin, qgis_app, ne
 
     from test_tasks import _add_layer
 
-    res = processing.run("coderic:compress", {"INPUT": str(neon_copy), "QUALITY": 1.5, "TILE": 128, "OVERLAP": 16,
+    res = processing.run("coderic:compress", {"INPUT": str(neon_copy), "QUALITY": 1.5, "TILE": 128, "OVERLAP": 0,
                                               "MODEL": tiny_weights, "OUTPUT": str(tmp_path / "n.crsic")})
     container = res["OUTPUT"]
     res = processing.run("coderic:decompress", {"INPUT": container, "MODEL": tiny_weights,
