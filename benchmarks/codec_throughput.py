@@ -11,6 +11,7 @@ beside the previous version's numbers (``--baseline``, a JSON this script wrote)
     python benchmarks/codec_throughput.py --sizes 2048 4096 8192 \
         --images ../shared/data/val/dubai/*.jpg
     python benchmarks/codec_throughput.py --sizes 8192 16384 --device cuda --threads 16   # on a GPU
+    python benchmarks/codec_throughput.py --sizes 2048 --formats 2 3 --repeat 2 --threads 1   # format 3 vs 2
 """
 
 from __future__ import annotations
@@ -72,13 +73,55 @@ def cli_roundtrip(src: Path, folder: Path, compress_args: list[str]) -> tuple[fl
 
 def run(cmd: list[str]) -> tuple[float, float]:
     """Run a command; return (seconds, peak RSS in MB of exactly that process)."""
+    seconds, peak, _ = run_usage(cmd)
+    return seconds, peak
+
+
+def run_usage(cmd: list[str]) -> tuple[float, float, float]:
+    """Run a command -> (wall seconds, peak RSS in MB, CPU seconds (user + system) of that process)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status):
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read()}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
+    """Each format on the same rasters, compress and plain decode in turns: wall and CPU seconds
+    (CPU time is what a busy machine distorts least), peak RSS, bpp."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sorted(args.sizes):
+            src = Path(tmp) / f"mosaic_{size}.tif"
+            build_raster(src, size, [Path(i) for i in args.images])
+            mp = size * size / 1e6
+            for rep in range(args.repeat):
+                for fmt in args.formats:
+                    crsic, dec = Path(tmp) / f"f{fmt}.crsic", Path(tmp) / f"f{fmt}.tif"
+                    py = [sys.executable, "-m", "core.tile_codec"]
+                    te, me, ce = run_usage(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality,
+                                                 "--threads", args.threads, "--quiet", "--overwrite", "--format", fmt,
+                                                 *runtime, *tile])
+                    td, md, cd = run_usage(py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads,
+                                                 "--quiet", "--overwrite", "--no-enhance", *runtime])
+                    row = dict(size=size, format=int(fmt), repeat=rep, megapixels=mp, encode_s=te, decode_s=td,
+                               encode_cpu_s=ce, decode_cpu_s=cd, encode_peak_mb=me, decode_peak_mb=md,
+                               bpp=crsic.stat().st_size * 8 / (size * size))
+                    rows.append(row)
+                    print(f"{size:>6} format {fmt} encode {te:6.1f} s ({ce:6.1f} CPU s, {me:5.0f} MB)  decode {td:6.1f} s "
+                          f"({cd:6.1f} CPU s, {md:5.0f} MB)  {row['bpp']:.4f} bpp", flush=True)
+    summary = {}
+    for fmt in args.formats:
+        mine = [r for r in rows if r["format"] == int(fmt)]
+        summary[fmt] = {k: float(np.median([r[k] for r in mine])) for k in
+                        ("encode_s", "decode_s", "encode_cpu_s", "decode_cpu_s", "encode_peak_mb", "decode_peak_mb")}
+        print(f"format {fmt} medians: " + ", ".join(f"{k} {v:.1f}" for k, v in summary[fmt].items()))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"command": " ".join(["python"] + sys.argv), "rows": rows,
+                                              "medians": summary}, indent=1) + "\n")
+    return 0
 
 
 def avif_encode_seconds(path: Path) -> float:
@@ -108,11 +151,15 @@ def main(argv=None) -> int:
                                                      str(ROOT / "results/enhance_throughput_v1.json")],
                    help="previous version's results (JSONs of this script, merged per size) for the ratios")
     p.add_argument("--out", help="also write the rows as JSON here")
+    p.add_argument("--formats", nargs="+", help="compare container formats (e.g. 2 3) instead, in turns")
+    p.add_argument("--repeat", type=int, default=1, help="(--formats) rounds of the comparison")
     args = p.parse_args(argv)
     if not args.images:
         sys.exit("no source images: pass --images")
     runtime = (["--model", args.model] if args.model else []) + (["--device", args.device] if args.device else [])
     tile = ["--tile", args.tile] if args.tile else []
+    if args.formats:
+        return compare_formats(args, runtime, tile)
     head = f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}"
     print(head + (f" {'enh MP/s':>9} {'enh peak MB':>12}" if args.enhance else ""))
     rows = []

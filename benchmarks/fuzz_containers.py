@@ -1,6 +1,6 @@
 """Fuzz the container decoder: N damaged or hostile containers through the library decode.
 
-Each case is one of the small seeded containers (format 1 and 2, with and without a
+Each case is one of the small seeded containers (format 1, 2 and 3, with and without a
 nodata mask, uint8 and uint16) damaged at random: plain byte damage (the checksums should
 catch it), or damage behind recomputed checksums (header JSON bytes, one header field,
 tile masks, tile stream framing, entropy-coded bytes, tile order and symbols CRCs),
@@ -105,12 +105,14 @@ def make_originals(folder: Path, weights: str) -> dict[str, tuple[bytes, np.ndar
     from core.options import CompressParams
 
     made = {}
-    for name, fmt, masked, dtype, bands in (("f2-masked", 2, True, "uint8", 3), ("f1", 1, False, "uint8", 3),
+    for name, fmt, masked, dtype, bands in (("f3-masked", 3, True, "uint8", 3), ("f3-u16-4band", 3, False, "uint16", 4),
+                                            ("f2-masked", 2, True, "uint8", 3), ("f1", 1, False, "uint8", 3),
                                             ("f2-u16-4band", 2, False, "uint16", 4), ("f1-masked", 1, True, "uint8", 3)):
         src = folder / f"{name}.tif"
         make_source(src, masked=masked, dtype=dtype, bands=bands)
         path = folder / f"{name}.crsic"
-        compress_raster(src, path, CompressParams(model=weights, quality=1.5, tile=64, overlap=16, format=fmt,
+        compress_raster(src, path, CompressParams(model=weights, quality=1.5, tile=64, overlap=0 if fmt == 3 else 16,
+                                                  format=fmt,
                                                   bands=list(range(1, bands + 1))))
         decompress_raster(path, folder / f"{name}.dec.tif", model=weights)
         with rasterio.open(folder / f"{name}.dec.tif") as ds:

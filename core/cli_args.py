@@ -20,6 +20,7 @@ from .options import (
     DEFAULT_MODEL,
     DEFAULT_MODEL_LEVELS,
     DEFAULT_OVERLAP,
+    LEGACY_OVERLAP,
     DEFAULT_QUALITY,
     DEFAULT_TILE,
     DEVICES,
@@ -77,12 +78,14 @@ def _add_compress_options(p: argparse.ArgumentParser) -> None:
                    help="1-based bands to code, e.g. 1,2,3 or 4 (default: every band, in groups of three)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                    help=f"tile size in pixels, a multiple of {TILE_MULTIPLE} is best (default {DEFAULT_TILE})")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                   help=f"pixels shared by neighbouring tiles, blended on decode to hide seams "
-                        f"(default {DEFAULT_OVERLAP})")
+    p.add_argument("--overlap", type=int, default=None,
+                   help=f"formats 1 and 2: pixels shared by neighbouring tiles, blended on decode to hide seams "
+                        f"(default {LEGACY_OVERLAP}); format 3 tiles do not overlap (default {DEFAULT_OVERLAP})")
     p.add_argument("--format", type=int, choices=FORMAT_VERSIONS, default=DEFAULT_FORMAT,
-                   help=f"container format: 2 decodes bit-exactly on any machine, 1 only where the encoder's "
-                        f"float kernels are reproduced (default {DEFAULT_FORMAT})")
+                   help=f"container format: 3 codes tiles without overlap and synthesises them across their "
+                        f"borders; 2 codes overlapping tiles, each decoded alone; both decode bit-exactly on "
+                        f"any machine; 1 only where the encoder's float kernels are reproduced "
+                        f"(default {DEFAULT_FORMAT})")
 
 
 def _add_enhance_options(p: argparse.ArgumentParser, in_decompress: bool) -> None:
@@ -149,6 +152,8 @@ def setup_args(epilog: str = "") -> argparse.ArgumentParser:
     c.add_argument("input", help="raster to compress (GeoTIFF or anything GDAL reads)")
     c.add_argument("-o", "--output", help=f"container path (default: INPUT with {CONTAINER_SUFFIX} suffix)")
     _add_compress_options(c)
+    c.add_argument("--resume", action="store_true", help="continue the partial file a killed run of this same "
+                   "command left (format 3): the result is the same bytes as an uninterrupted run")
     _add_runtime(c)
     _add_cluster(c)
 
@@ -214,9 +219,11 @@ def normalise_argv(argv: list[str]) -> list[str]:
 # ---------------------------------------------------------------- arguments -> job parameters
 
 def compress_params(args) -> CompressParams:
+    overlap = args.overlap if args.overlap is not None else (DEFAULT_OVERLAP if args.format == 3 else LEGACY_OVERLAP)
     return CompressParams(model=args.model or DEFAULT_MODEL, quality=args.quality, target_bpp=args.target_bpp,
-                          bands=args.bands, tile=args.tile, overlap=args.overlap, device=args.device,
-                          overwrite=args.overwrite, format=args.format).validate()
+                          bands=args.bands, tile=args.tile, overlap=overlap, device=args.device,
+                          overwrite=args.overwrite, format=args.format,
+                          resume=getattr(args, "resume", False)).validate()
 
 
 def enhance_params(args) -> EnhanceParams:

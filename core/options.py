@@ -26,14 +26,23 @@ DEFAULT_DEVICE = "cpu"
 
 # ---------------------------------------------------------------- tiling
 
-# 768 px codes about 15 % faster than 512 px on CPU (less overlap, fewer calls) at a row of
+# 768 px codes about 15 % faster than 512 px on CPU (fewer calls, smaller margins) at a row of
 # tiles that still fits in ~1.3 GB (benchmarks/codec_throughput.py).
 DEFAULT_TILE = 768
 MIN_TILE = 64
 MAX_TILE = 8192  # the largest a front end offers
 TILE_MULTIPLE = 64  # ELIC codes tiles padded to a multiple of this
-DEFAULT_OVERLAP = 32
+# Format 3 tiles do not overlap (the decoder's latent margin replaces the overlap); formats 1
+# and 2 synthesise each tile alone and blend LEGACY_OVERLAP px (the CLI's default for them).
+DEFAULT_OVERLAP = 0
+LEGACY_OVERLAP = 32
 MAX_OVERLAP = MAX_TILE // 2
+# Format 3 context, measured with benchmarks/receptive_field.py (results/receptive_field.json):
+# the decoder synthesises a tile from its latents plus LATENT_MARGIN latent samples (16 px
+# each) of its neighbours; the encoder's analysis sees ANALYSIS_MARGIN px of its neighbours.
+LATENT_MARGIN = 2  # 81-84 dB against one whole-raster synthesis (1: 51 dB, 3: 114 dB)
+MAX_LATENT_MARGIN = MAX_TILE // TILE_MULTIPLE  # what a container may ask for (a tile's latent side / 4)
+ANALYSIS_MARGIN = 32  # < 0.01 % of symbols differ from a whole-raster analysis (16 px: 0.05-0.4 %)
 
 # ---------------------------------------------------------------- rate
 
@@ -94,9 +103,11 @@ DEFAULT_ENHANCE_OVERLAP = 16
 
 # Container format versions: 1 = float entropy parameters (decodes only where the
 # encoder's float kernels are reproduced), 2 = integer entropy parameters (bit-exact on
-# any IEEE-754 machine). New files are version 2.
-FORMAT_VERSIONS = (1, 2)
-DEFAULT_FORMAT = 2
+# any IEEE-754 machine), overlapping tiles each synthesised alone and blended, 3 = integer
+# entropy parameters per tile, tiles without overlap, each synthesised with a margin of its
+# neighbours' latents (no pixel coded twice, no seam). New files are version 3.
+FORMAT_VERSIONS = (1, 2, 3)
+DEFAULT_FORMAT = 3
 CONTAINER_SUFFIX = ".crsic"
 CONTAINER_MAGIC = b"CRSIC\x00\r\n"  # the first bytes of every container
 DECODED_SUFFIX = ".decoded.tif"
@@ -159,6 +170,15 @@ def tiling_problem(tile: int, overlap: int) -> str | None:
         return f"tile size must be at most {MAX_TILE} pixels, got {tile}"
     if not 0 <= overlap <= tile // 2:
         return f"overlap must be between 0 and half the tile size ({tile // 2} px), got {overlap}"
+    return None
+
+
+def latent_tiling_problem(tile: int, overlap: int) -> str | None:
+    """Format 3's grid: latents of neighbouring tiles must line up."""
+    if overlap:
+        return f"format 3 tiles do not overlap (the decoder reads its neighbours' latents instead), got overlap {overlap}"
+    if tile % TILE_MULTIPLE:
+        return f"format 3 tiles must be a multiple of {TILE_MULTIPLE} pixels, got {tile}"
     return None
 
 
@@ -246,11 +266,19 @@ class CompressParams:
     device: str = DEFAULT_DEVICE
     overwrite: bool = False
     format: int = DEFAULT_FORMAT  # container format version (see FORMAT_VERSIONS)
+    # continue the partial file a killed run of the same command left (format 3)
+    resume: bool = False
 
     def validate(self) -> "CompressParams":
         """Model-independent checks; the quality's upper end is checked with the model."""
         _raise_first(tiling_problem(self.tile, self.overlap), target_bpp_problem(self.target_bpp),
                      bands_problem(self.bands), device_problem(self.device), format_problem(self.format))
+        if self.format == 3:
+            problem = latent_tiling_problem(self.tile, self.overlap)
+            _raise_first(problem and problem + (": give --overlap 0, or --format 2 for overlapping tiles"
+                                                if self.overlap else ""))
+        elif self.resume:
+            raise BadInput("--resume continues format-3 files only")
         return self
 
 

@@ -2,7 +2,7 @@
 
     python -m core.tile_codec big.tif            # -> big.crsic (prints size, bpp, ratio, time)
     python -m core.tile_codec big.crsic          # -> big.decoded.tif
-    python -m core.tile_codec compress big.tif --quality 2 --tile 512 --overlap 32
+    python -m core.tile_codec compress big.tif --quality 2 --tile 512   # add --resume after a killed run
     python -m core.tile_codec decompress big.crsic --bbox 500000 4100000 501000 4101000
     python -m core.tile_codec decompress big.crsic --aoi fields.geojson   # only the tiles under the polygons
     python -m core.tile_codec info big.crsic --tiles tiles.gpkg            # tile footprints with bytes, bpp
@@ -145,7 +145,8 @@ def cmd_info(args) -> dict:
                        if info["portable"] else "not portable: float entropy model, decode with the software, "
                        "device and thread count that encoded it")
         print(f"  format {info['format']}, {portability}")
-        print(f"  tiles {info['tile_rows']} x {info['tile_cols']} of {info['tile']} px, overlap {info['overlap']}")
+        print(f"  tiles {info['tile_rows']} x {info['tile_cols']} of {info['tile']} px, " + (
+            f"latent margin {info['latent_margin']}" if info.get("latent_margin") is not None else f"overlap {info['overlap']}"))
         crs = (info["crs"] or "none").split("\n")[0][:80]
         print(f"  crs {crs}; transform {info['transform']}; nodata {info['nodata']}")
         if args.tiles:

@@ -20,6 +20,7 @@ MAGIC = b"CRSIC\x00\r\n"
 END_MAGIC = b"CRSICEND"
 INDEX_ENTRY = struct.Struct("<QIII")
 FOOTER = struct.Struct("<QII8s")
+RECORD = struct.Struct("<4sIIII")  # format 3: in front of each payload
 
 
 @dataclass
@@ -46,7 +47,9 @@ class Parts:
         out = bytearray(MAGIC + struct.pack("<HI", self.version, len(self.header)) + self.header)
         out += struct.pack("<I", zlib.crc32(self.header))
         index = b""
-        for payload, symbols_crc in zip(self.payloads, self.symbols_crcs):
+        for i, (payload, symbols_crc) in enumerate(zip(self.payloads, self.symbols_crcs)):
+            if self.version >= 3:
+                out += RECORD.pack(b"TILE", i, len(payload), zlib.crc32(payload), symbols_crc & 0xFFFFFFFF)
             index += INDEX_ENTRY.pack(len(out), len(payload), zlib.crc32(payload), symbols_crc & 0xFFFFFFFF)
             out += payload
         out += self.trailing
@@ -258,6 +261,13 @@ HOSTILE_HEADERS = {
     "entropy-number": _set(entropy=7),
     "source-band-count-negative": _set(source_band_count=-3),
     "software-list": _set(software=["a"]),
+    # format 3's context fields
+    "latent-margin-string": _set(latent_margin="2"),
+    "latent-margin-huge": _set(latent_margin=1 << 20),
+    "latent-margin-wider-than-a-tile": _set(latent_margin=5),  # the test containers' tiles are 64 px
+    "analysis-margin-alone": lambda d: dict({k: v for k, v in d.items() if k != "latent_margin"},
+                                            analysis_margin=32),
+    "latent-margin-with-overlap": _set(latent_margin=2, overlap=16),
 }
 
 # hostile but harmless: these must decode, to the same pixels

@@ -32,10 +32,10 @@ class Golden:
     """One committed container: its format, file, and the sha256 of its bytes and of its
     decoded pixels ((bands, height, width) uint8, C order)."""
 
-    def __init__(self, version: int, container_sha256: str, decoded_sha256: str):
+    def __init__(self, version: int, container_sha256: str, decoded_sha256: str, **tiling):
         self.version = version
         self.path = TEST_DATA / f"golden_v{version}_elic-tiny.crsic"
-        self.settings = dict(TILING, format=version)
+        self.settings = dict(TILING, format=version, **tiling)
         self.container_sha256, self.decoded_sha256 = container_sha256, decoded_sha256
 
 
@@ -46,6 +46,10 @@ GOLDENS = {
     # version 2 (integer entropy parameters, symbols CRC seeded with the tile index)
     2: Golden(2, "19282585470cea27e29c31e1fbe03f363d8b5cee883ad00f1ff4449123727d41",
               "960a28ae32f98a5c0a55958f9d4a621f80eb217329143a31be663741f224d60e"),
+    # version 3 (latent tiles: no overlap, tile records, synthesis with the neighbours' latents);
+    # 64 px tiles, so most tiles have a full ring of neighbours
+    3: Golden(3, "7b57adbe40e4b8ee3beb3e64025d8a11ce6375ea02513c2c42c106c29b9da7b7",
+              "c77162ae55dcbda3450ae4e14e728cbf56530f71b9cf6d2a017b23bce04f4896", tile=64, overlap=0),
 }
 
 

@@ -16,7 +16,7 @@ from core.options import CompressParams
 
 
 def opts(weights, **kw):
-    base = dict(model=weights, quality=1.5, tile=128, overlap=16)
+    base = dict(model=weights, quality=1.5, tile=128, overlap=0)
     base.update(kw)
     return CompressParams(**base)
 
@@ -77,8 +77,8 @@ def test_container_header_is_self_describing(tmp_path, tiny_weights, neon_rgb):
     assert info["bands"] == [1, 2, 3] and info["dtype"] == "uint8"
     assert info["ranges"] == [[0.0, 255.0]] * 3
     assert info["model"]["name"] == "elic-tiny" and len(info["model"]["sha256"]) == 64
-    assert info["tile"] == 128 and info["overlap"] == 16 and info["quality"] == 1.5
-    grid = TileGrid(src.width, src.height, 128, 16)
+    assert info["tile"] == 128 and info["overlap"] == 0 and info["quality"] == 1.5
+    grid = TileGrid(src.width, src.height, 128, 0)
     with ContainerReader(out) as r:
         assert len(r.entries) == len(grid)
         assert all(e.length > 0 for e in r.entries)
@@ -90,7 +90,7 @@ def test_window_decode_equals_full_decode(tmp_path, tiny_weights, neon_rgb):
     full = tmp_path / "full.tif"
     decompress_raster(out, full, model=tiny_weights)
     whole, _, _ = read_all(full)
-    win = (100, 90, 150, 120)  # crosses tile borders and overlaps
+    win = (100, 90, 150, 120)  # crosses tile borders
     part = tmp_path / "part.tif"
     res = decompress_raster(out, part, window=win, model=tiny_weights)
     assert res["tiles"] < container_info(out)["tiles"]  # random access: not every tile

@@ -293,7 +293,7 @@ def test_decompress_without_enhancer_weights_still_decodes(tmp_path, neon_rgb, t
     from core.enhance import decompress_enhanced
 
     c = tmp_path / "a.crsic"
-    compress_raster(neon_rgb, c, CompressParams(model=tiny_weights, quality=1, tile=256, overlap=32))
+    compress_raster(neon_rgb, c, CompressParams(model=tiny_weights, quality=1, tile=256, overlap=0))
     res = decompress_enhanced(c, tmp_path / "a.tif", DecompressParams(
         model=tiny_weights, enhancement=EnhanceParams(enhancer=str(tmp_path / "missing.safetensors"))))
     assert res["enhanced"] is False and "not found" in res["enhancement"]
@@ -308,7 +308,7 @@ def test_decompress_enhanced(pipeline, tmp_path, neon_rgb, tiny_weights):
 
     _, weights = pipeline
     c = tmp_path / "a.crsic"
-    compress_raster(neon_rgb, c, CompressParams(model=tiny_weights, quality=1, tile=256, overlap=32))
+    compress_raster(neon_rgb, c, CompressParams(model=tiny_weights, quality=1, tile=256, overlap=0))
     phases = set()
     res = decompress_enhanced(c, tmp_path / "e.tif", DecompressParams(
         model=tiny_weights, enhance=True, enhancement=EnhanceParams(enhancer=str(weights), fidelity=0.3)),

@@ -28,7 +28,7 @@ def files(folder):
 @pytest.fixture
 def container(tmp_path_factory, tiny_weights, neon_rgb):
     out = tmp_path_factory.mktemp("c") / "neon.crsic"
-    compress_raster(neon_rgb, out, CompressParams(model=tiny_weights, quality=1, tile=128, overlap=16))
+    compress_raster(neon_rgb, out, CompressParams(model=tiny_weights, quality=1, tile=128, overlap=0))
     return out
 
 

@@ -23,7 +23,7 @@ from core.format.payload import pack_payload, unpack_payload
 from core.options import CompressParams
 
 SEED = 12
-RANDOM_CASES = 200  # per run, spread over the two containers
+RANDOM_CASES = 240  # per run, spread over the three containers
 PIXELS_MUST_MATCH = {"bytes", "stream-framing", "stream-bytes"}  # a decode of these is the original's
 
 
@@ -32,10 +32,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # many small decodes
 
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory, tiny_weights):
-    """Two containers (format 2 with a nodata mask, format 1 without) and their decoded pixels."""
+    """Three containers (formats 3 and 2 with a nodata mask, format 1 without) and their decoded pixels."""
     folder = tmp_path_factory.mktemp("fuzz-originals")
     made = {}
-    for name, fmt, masked in (("f2-masked", 2, True), ("f1", 1, False)):
+    for name, fmt, masked in (("f3-masked", 3, True), ("f2-masked", 2, True), ("f1", 1, False)):
         src = folder / f"{name}.tif"
         make_source(src, masked=masked)
         path = folder / f"{name}.crsic"
@@ -84,7 +84,7 @@ def test_random_damage_is_refused_or_decodes_correctly(originals, cases, tiny_we
     assert counts.get("decoded", 0) > 0  # ...and some (cosmetic header fields) decodes
 
 
-@pytest.mark.parametrize("container", ["f2-masked", "f1"])
+@pytest.mark.parametrize("container", ["f3-masked", "f2-masked", "f1"])
 def test_hostile_headers_give_one_line_errors(originals, cases, tiny_weights, container):
     case, out = cases
     data, _ = originals[container]

@@ -1,4 +1,4 @@
-"""The committed containers (format 1 and 2) decode to known pixels, and compressing their
+"""The committed containers (formats 1, 2 and 3) decode to known pixels, and compressing their
 source again gives the same bytes: format changes are deliberate, old files stay readable."""
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ HOSTILE_RASTERS = {
 def test_hostile_rasters_give_one_line_errors(hostile_rasters, tmp_path, tiny_weights, name):
     with pytest.raises(CodecError, match=re.escape(HOSTILE_RASTERS[name])) as err:
         compress_raster(hostile_rasters / f"{name}.tif", tmp_path / "out.crsic",
-                        CompressParams(model=tiny_weights, quality=1, tile=64, overlap=16))
+                        CompressParams(model=tiny_weights, quality=1, tile=64, overlap=0))
     one_line(err.value)
     assert files(tmp_path) == []
 
@@ -114,9 +114,9 @@ def test_hundreds_of_bands(hostile_rasters, tmp_path, tiny_weights):
     out = tmp_path / "out.crsic"
     # the default (every band) is refused above MAX_DEFAULT_BANDS with one line asking for a choice
     with pytest.raises(BadInput, match="300 bands.*--bands") as err:
-        compress_raster(src, out, CompressParams(model=tiny_weights, quality=1, tile=64, overlap=16))
+        compress_raster(src, out, CompressParams(model=tiny_weights, quality=1, tile=64, overlap=0))
     one_line(err.value)
-    compress_raster(src, out, CompressParams(model=tiny_weights, quality=1, tile=64, overlap=16, bands=[1, 2, 3]))
+    compress_raster(src, out, CompressParams(model=tiny_weights, quality=1, tile=64, overlap=0, bands=[1, 2, 3]))
     with ContainerReader(out) as r:
         assert r.header.bands == (1, 2, 3) and r.header.source_band_count == 300
     with pytest.raises(BadInput, match="at most 256"):
@@ -158,7 +158,7 @@ class _FullDisk:
 def small_container(tmp_path_factory, tiny_weights):
     d = tmp_path_factory.mktemp("small")
     make_source(d / "src.tif", masked=True)
-    compress_raster(d / "src.tif", d / "src.crsic", CompressParams(model=tiny_weights, quality=1, tile=64, overlap=16))
+    compress_raster(d / "src.tif", d / "src.crsic", CompressParams(model=tiny_weights, quality=1, tile=64, overlap=0))
     return d / "src.tif", d / "src.crsic"
 
 
@@ -169,7 +169,7 @@ def test_full_disk_while_compressing(small_container, tmp_path, tiny_weights, mo
     monkeypatch.setattr(container, "open", lambda path, mode: _FullDisk(open(path, mode), room), raising=False)
     out = tmp_path / "out.crsic"
     with pytest.raises(OutputFailed, match="No space left on device") as err:
-        compress_raster(small_container[0], out, CompressParams(model=tiny_weights, quality=1, tile=64, overlap=16))
+        compress_raster(small_container[0], out, CompressParams(model=tiny_weights, quality=1, tile=64, overlap=0))
     assert str(out) in one_line(err.value)
     assert files(tmp_path) == []
 

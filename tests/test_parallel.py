@@ -32,7 +32,7 @@ from core.tile_codec import main  # noqa: E402
 
 NEON = TEST_DATA / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif"  # 400 x 400 RGB
 LANDSAT6 = TEST_DATA / "landsat7_6band_uint8_utm25s_rstars_L7_ETMs.tif"  # 349 x 352, 6 bands
-TILING = {"tile": 128, "overlap": 16}
+TILING = {"tile": 128, "overlap": 0}
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_workers_see_a_container_replaced_at_the_same_path(client, tiny_weights,
 def test_cli_workers_options(client, tiny_weights, tmp_path, one_thread):
     """compress / decompress --scheduler ADDRESS on the running cluster, same bytes as in-process."""
     common = ["--model", tiny_weights, "--quiet"]
-    enc = ["--quality", "1.5", "--tile", "128", "--overlap", "16"]
+    enc = ["--quality", "1.5", "--tile", "128", "--overlap", "0"]
     assert main(["compress", str(NEON), "-o", str(tmp_path / "local.crsic"), *enc, *common]) == 0
     assert main(["compress", str(NEON), "-o", str(tmp_path / "cluster.crsic"), *enc, *common,
                  "--scheduler", client.scheduler.address]) == 0
@@ -261,7 +261,7 @@ def test_batch_reports_a_bad_raster_and_does_the_others(client, tiny_weights, tm
     (scenes / "broken.tif").write_text("not a raster")
     addr = ["--scheduler", client.scheduler.address, "--model", tiny_weights, "--json", "--quiet"]
     rc = main(["batch", "compress", str(scenes), "-o", str(out), "--quality", "1.5", "--tile", "128",
-               "--overlap", "16", *addr])
+               "--overlap", "0", *addr])
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 1
     assert (res["rasters"], res["done"], res["failed"]) == (3, 2, 1)
@@ -286,7 +286,7 @@ def test_batch_reports_a_bad_raster_and_does_the_others(client, tiny_weights, tm
 def test_batch_in_process_with_summary(tiny_weights, tmp_path, capsys, one_thread):
     (tmp_path / "list.txt").write_text(f"{NEON}\n{tmp_path / 'missing.tif'}\n")
     rc = main(["batch", "compress", f"@{tmp_path / 'list.txt'}", "-o", str(tmp_path / "out"), "--model",
-               tiny_weights, "--quality", "1", "--tile", "256", "--overlap", "16", "--quiet"])
+               tiny_weights, "--quality", "1", "--tile", "256", "--overlap", "0", "--quiet"])
     text = capsys.readouterr().out
     assert rc == 1
     assert "FAILED" in text and "missing.tif" in text and "1 of 2 rasters done, 1 failed" in text

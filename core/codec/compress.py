@@ -1,4 +1,10 @@
-"""Compress a raster to a ``.crsic`` container, tile by tile (memory: a row of tiles)."""
+"""Compress a raster to a ``.crsic`` container, tile by tile (memory: a row of tiles).
+
+Format 3 (the default) writes through a partial file with a fixed name, so a killed job can
+be resumed: the same command with ``resume`` keeps the partial file's complete tiles and
+codes the rest; the encoding is deterministic, so the result is byte-identical to an
+uninterrupted run.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,11 @@ from .. import __version__
 from ..errors import UnsupportedRaster
 from ..format.container import ContainerWriter, framing_bytes
 from ..format.header import Header, ModelRef
-from ..format.output import atomic_output
+from ..format.output import Partial, atomic_output, resumable_output
 from ..format.raster_io import band_ranges, dataset_name, has_mask, input_file_bytes, open_raster, select_bands
 from ..format.tiling import TileGrid
 from ..models import MIN_LEVEL, quality_to_level
-from ..options import CompressParams, raw_bytes
+from ..options import ANALYSIS_MARGIN, LATENT_MARGIN, CompressParams, raw_bytes
 from .jobs import EncodeJob, encode_job, serial_map
 from .tile_coder import get_coder
 
@@ -26,7 +32,7 @@ Progress = Callable[[int, int], None]
 def _jobs(src: str, tiles, header: Header, params: CompressParams, masked: bool, level: float):
     for t in tiles:
         yield EncodeJob(src, t.index, (t.x0, t.y0, t.width, t.height), tuple(header.bands), tuple(header.ranges),
-                        masked, level, params.model, params.device, header.portable)
+                        masked, level, params.model, params.device, header.portable, header.analysis_margin)
 
 
 def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Header, masked: bool,
@@ -57,7 +63,8 @@ def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Hea
     return lo
 
 
-def _header(ds, src: str, bands, ranges, masked: bool, grid: TileGrid, coder, exact: bool) -> Header:
+def _header(ds, src: str, bands, ranges, masked: bool, grid: TileGrid, coder, version: int) -> Header:
+    latent = version == 3
     return Header(
         software=f"code-rsic {__version__}", source_name=dataset_name(src), width=ds.width, height=ds.height,
         source_band_count=ds.count, dtype=ds.dtypes[bands[0] - 1], crs=ds.crs.to_wkt() if ds.crs else None,
@@ -66,7 +73,20 @@ def _header(ds, src: str, bands, ranges, masked: bool, grid: TileGrid, coder, ex
         colorinterp=tuple(ds.colorinterp[b - 1].name for b in bands),
         ranges=tuple((r.lo, r.hi) for r in ranges), tile=grid.tile, overlap=grid.overlap,
         tile_rows=grid.n_rows, tile_cols=grid.n_cols, model=ModelRef(coder.model.spec.name, coder.model.sha256),
-        entropy=coder.entropy_scheme if exact else None)
+        entropy=coder.entropy_scheme if version >= 2 else None,
+        latent_margin=LATENT_MARGIN if latent else None, analysis_margin=ANALYSIS_MARGIN if latent else None)
+
+
+def _writer(tmp, header: Header, n_tiles: int, dst) -> ContainerWriter:
+    """A new container, or (``resumable_output`` found one) the partial file continued."""
+    if not isinstance(tmp, Partial):
+        return ContainerWriter(tmp, header, n_tiles, name=dst)
+    if not tmp.exists:
+        return ContainerWriter(tmp.path, header, n_tiles, name=dst)
+    tmp.keep = True  # until it is known to be this job's
+    writer = ContainerWriter.resume(tmp.path, header, n_tiles, name=dst)
+    tmp.keep = False
+    return writer
 
 
 def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | None = None,
@@ -81,18 +101,20 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
         masked = has_mask(ds, bands)
         grid = TileGrid(ds.width, ds.height, params.tile, params.overlap)
         coder = get_coder(params.model, params.device)  # load (and validate) weights up front
-        with atomic_output(dst, params.overwrite) as tmp:
-            header = _header(ds, src, bands, band_ranges(ds, bands, masked), masked, grid, coder,
-                             exact=params.format == 2)
+        output = resumable_output(dst, params.overwrite, params.resume) if params.format == 3 else \
+            atomic_output(dst, params.overwrite)
+        with output as tmp:
+            header = _header(ds, src, bands, band_ranges(ds, bands, masked), masked, grid, coder, params.format)
             problem = header.problem()  # never write a container that a reader would refuse
             if problem:
                 raise UnsupportedRaster(f"{src}: {problem}")
             level = _quality_level(src, grid, params, header, masked, coder.model.spec.levels)
             header = header.with_rate(level + 1.0, level)
-            writer = ContainerWriter(tmp, header, len(grid), name=dst)
+            writer = _writer(tmp, header, len(grid), dst)
             try:
-                jobs = _jobs(src, grid, header, params, masked, level)
-                for done, (index, payload, crc) in enumerate(mapper(encode_job, jobs), start=1):
+                skip = writer.done
+                jobs = _jobs(src, list(grid)[skip:], header, params, masked, level)
+                for done, (index, payload, crc) in enumerate(mapper(encode_job, jobs), start=skip + 1):
                     writer.add_tile(index, payload, crc)
                     if progress:
                         progress(done, len(grid))
@@ -116,4 +138,5 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
         "tiles": len(grid),
         "quality": level + 1.0,
         "format": header.format_version,
+        "resumed_tiles": skip,
     }

@@ -30,6 +30,7 @@ from ..models import REGISTRY
 from ..options import DecompressParams, band_groups, quality_problem, raw_bytes, strip_memory_problem
 from .aoi import RasterArea, place_aoi
 from .jobs import DecodeJob, decode_or_flag, release_reader, serial_map, shared_reader
+from .latent_tiles import decode_stream, ring
 from .tile_coder import get_coder, group_payload_bytes
 
 Progress = Callable[[int, int], None]
@@ -115,6 +116,9 @@ class DecodePlan:
                "megapixels_per_second": self.width * self.height / 1e6 / seconds}
         if self.area is not None:
             res["tiles_skipped"] = len(self.skip)  # in the area's window, but outside the area
+        if self.header.latent_tiles:  # format 3: the tiles and the ring of neighbours the margin reaches
+            decoded = [t for t in self.tiles if t.index not in self.skip]
+            res["tiles_read"] = len(ring(self.grid, decoded, self.header.latent_margin)) if decoded else 0
         return res
 
 
@@ -166,15 +170,21 @@ def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | Non
     Tiles whose entropy decoding desyncs are all reported at the end, as one error.
     """
     h = plan.header
+    if h.latent_tiles:  # format 3: synthesised across tile borders (an error names its tile)
+        stream = iter(decode_stream(plan.path, h, plan.grid, [t for t in plan.tiles if t.index not in plan.skip],
+                                    plan.model, plan.device, mapper))
     jobs = (DecodeJob(plan.path, t.index, t.height, t.width, h.level, plan.model, plan.device, h.portable,
                       len(h.bands)) for t in plan.tiles if t.index not in plan.skip)
     desynced: list[int] = []
 
     def decoded():
-        results = iter(mapper(decode_or_flag, jobs))
+        results = None if h.latent_tiles else iter(mapper(decode_or_flag, jobs))
         for t in plan.tiles:  # the mapper keeps the jobs' order; skipped tiles are filled in
             if t.index in plan.skip:
                 yield _blank(t, len(h.bands))
+                continue
+            if h.latent_tiles:
+                yield next(stream)
                 continue
             result = next(results)
             if isinstance(result, int):

@@ -36,6 +36,8 @@ class EncodeJob:
     model: str
     device: str
     exact: bool = True  # integer entropy parameters (format 2)
+    # format 3: the analysis sees this many pixels of the neighbours (None: formats 1, 2)
+    margin: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,15 +59,38 @@ def _crc_seed(job) -> int:
     return job.tile_index if job.exact else 0
 
 
+def context_window(job: EncodeJob, width: int, height: int) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """Format 3: the analysis window of a tile -> ((col_off, row_off, width, height) read from the
+    raster, (height, width) after edge padding). It is the tile padded to the latent grid, plus
+    ``job.margin`` px on every side within the raster padded to ``PAD_MULTIPLE``, so its latents
+    line up with a whole-raster analysis'."""
+    x0, y0, w, h = job.window
+    m = job.margin
+    ax0, ay0 = max(0, x0 - m), max(0, y0 - m)
+    ax1, ay1 = min(padded(width), x0 + padded(w) + m), min(padded(height), y0 + padded(h) + m)
+    return (ax0, ay0, min(width, ax1) - ax0, min(height, ay1) - ay0), (ay1 - ay0, ax1 - ax0)
+
+
 def encode_job(job: EncodeJob) -> tuple[int, bytes, int]:
     """Read, normalise and encode one tile -> (tile index, payload, latent-symbols CRC)."""
     ds = cached_raster(job.src)
-    window = Window(*job.window)
+    coder = get_coder(job.model, job.device)
+    if job.margin is None:
+        window = Window(*job.window)
+        data = read_bands(ds, list(job.bands), window)
+        valid = read_valid(ds, list(job.bands), window) if job.masked else None
+        stream, crc = coder.encode_tile(prepare_tile(data, valid, job.ranges), job.level, job.exact, _crc_seed(job))
+        return job.tile_index, pack_payload(None if valid is None else ~valid, stream), crc
+    (ax0, ay0, aw, ah), size = context_window(job, ds.width, ds.height)
+    window = Window(ax0, ay0, aw, ah)
     data = read_bands(ds, list(job.bands), window)
     valid = read_valid(ds, list(job.bands), window) if job.masked else None
-    stream, crc = get_coder(job.model, job.device).encode_tile(prepare_tile(data, valid, job.ranges), job.level,
-                                                                  job.exact, _crc_seed(job))
-    return job.tile_index, pack_payload(None if valid is None else ~valid, stream), crc
+    x0, y0, w, h = job.window
+    top, left = y0 - ay0, x0 - ax0
+    crop = (top, left, padded(h), padded(w))
+    stream, crc = coder.encode_tile(prepare_tile(data, valid, job.ranges, size), job.level, True, job.tile_index, crop)
+    invalid = None if valid is None else ~valid[top : top + h, left : left + w]
+    return job.tile_index, pack_payload(invalid, stream), crc
 
 
 _READERS: dict[str, ContainerReader] = {}

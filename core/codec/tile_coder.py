@@ -108,21 +108,29 @@ class TileCoder:
 
     @torch.inference_mode()
     def encode_tile(self, tile: np.ndarray, quality_level: float, exact: bool = True,
-                    seed: int = 0) -> tuple[bytes, int]:
+                    seed: int = 0, crop: tuple[int, int, int, int] | None = None) -> tuple[bytes, int]:
         """(bands, H, W) float in [0,1], H and W multiples of 64 -> (bytes, symbols CRC).
 
-        ``exact``: integer entropy parameters (format 2); else the float path (format 1)."""
+        ``exact``: integer entropy parameters (format 2); else the float path (format 1).
+        ``crop`` (format 3): (top, left, height, width) in pixels of the tile within ``tile``,
+        which then holds the tile and a margin of its neighbours for the analysis: only the
+        tile's own latents are coded."""
         bands, h, w = tile.shape
-        if h % PAD_MULTIPLE or w % PAD_MULTIPLE:
+        if (h % 16 or w % 16) if crop else (h % PAD_MULTIPLE or w % PAD_MULTIPLE):
             raise ValueError(f"tile shape {tile.shape} is not padded to {PAD_MULTIPLE}")
+        top, left, ch, cw = crop or (0, 0, h, w)
+        if (top % 16 or left % 16 or ch % PAD_MULTIPLE or cw % PAD_MULTIPLE
+                or top + ch > h or left + cw > w):
+            raise ValueError(f"crop {crop} of a {h} x {w} tile is not on the latent grid")
         level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
-        parts = [struct.pack("<HHH", bands, h, w)]
+        parts = [struct.pack("<HHH", bands, ch, cw)]
         net, crc = self.model.net, seed  # format 2 seeds the symbols CRC with the tile's index
         with record_symbols(net, "encode") as log, _out_of_memory(h, w, self.model.device):
             for group in band_groups(bands):
                 x = torch.from_numpy(np.ascontiguousarray(tile[group], dtype=np.float32))[None].to(self.model.device)
                 if exact:
-                    out = self.exact.compress(net.analysis(x, level), crc)
+                    y = net.analysis(x, level)[:, :, top // 16 : (top + ch) // 16, left // 16 : (left + cw) // 16]
+                    out = self.exact.compress(y.contiguous(), crc)
                     crc = out["crc"]
                     parts.append(_pack_strings([[s] for s in out["strings"]]))
                 else:
@@ -151,36 +159,68 @@ class TileCoder:
         return bands, h, w, groups
 
     @torch.inference_mode()
+    def decode_latents(self, data: bytes, expected_crc: int | None = None,
+                       shape: tuple[int, int, int] | None = None, seed: int = 0) -> tuple[int, list[np.ndarray]]:
+        """Entropy-decode a format-2/3 stream -> (bands, the latent ``y_hat`` (M, H/16, W/16) of
+        each band group). Raises DesyncError if the symbols CRC differs."""
+        bands, h, w, groups = self._framing(data, shape)
+        latent = self._latent_shape(h, w)
+        crc, out = seed, []
+        try:
+            with _out_of_memory(h, w, self.model.device):
+                for strings in groups:
+                    dec = self.exact.decompress([s for (s,) in strings], latent["hyper"], crc)
+                    crc = dec["crc"]
+                    out.append(dec["y_hat"][0].cpu().numpy())
+        except (struct.error, ValueError, IndexError, OverflowError) as exc:
+            raise CorruptContainer(f"tile stream is corrupt ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+        if expected_crc is not None and crc != expected_crc:
+            raise DesyncError("decoded latent symbols differ from the encoder's")
+        return bands, out
+
+    @torch.inference_mode()
+    def synthesise(self, latents: list[np.ndarray], bands: int, quality_level: float) -> np.ndarray:
+        """Latents (one (M, h, w) per band group) -> (bands, 16 h, 16 w) float pixels in [0, 1]."""
+        level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
+        h, w = 16 * latents[0].shape[1], 16 * latents[0].shape[2]
+        with _out_of_memory(h, w, self.model.device):
+            x_hats = [self.model.net.synthesis(torch.from_numpy(y)[None].to(self.model.device), level)[0].cpu().numpy()
+                      for y in latents]
+        return _merge_groups(x_hats, bands)
+
+    @torch.inference_mode()
     def decode_tile(self, data: bytes, quality_level: float, expected_crc: int | None = None,
                     exact: bool = True, shape: tuple[int, int, int] | None = None, seed: int = 0) -> np.ndarray:
         """Inverse of ``encode_tile``; raises DesyncError if the symbols CRC differs.
 
         ``shape``: the (bands, H, W) the stream must code (the container's tile, padded);
         any malformed stream is a ``CorruptContainer``, decoded to wrong symbols a ``DesyncError``."""
+        if exact:
+            bands, latents = self.decode_latents(data, expected_crc, shape, seed)
+            return self.synthesise(latents, bands, quality_level)
         bands, h, w, groups = self._framing(data, shape)
         level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
         latent = self._latent_shape(h, w)
-        out = np.empty((bands, h, w), dtype=np.float32)
-        net, crc = self.model.net, seed
+        net = self.model.net
         try:
             with record_symbols(net, "decode") as log, _out_of_memory(h, w, self.model.device):
-                for group, strings in zip(band_groups(bands), groups):
-                    if exact:
-                        dec = self.exact.decompress([s for (s,) in strings], latent["hyper"], crc)
-                        crc = dec["crc"]
-                        x_hat = net.synthesis(dec["y_hat"], level)[0].cpu().numpy()
-                    else:
-                        x_hat = net.decompress(strings, latent, level)["x_hat"][0].cpu().numpy()
-                    real = sorted(set(group))
-                    for i, b in enumerate(real):
-                        # a padded group repeats its last band: average the copies
-                        copies = [j for j, g in enumerate(group) if g == b]
-                        out[b] = x_hat[copies].mean(axis=0) if len(copies) > 1 else x_hat[i]
+                x_hats = [net.decompress(strings, latent, level)["x_hat"][0].cpu().numpy() for strings in groups]
         except (struct.error, ValueError, IndexError, OverflowError) as exc:
             raise CorruptContainer(f"tile stream is corrupt ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
-        if expected_crc is not None and (crc if exact else log.value) != expected_crc:
+        if expected_crc is not None and log.value != expected_crc:
             raise DesyncError("decoded latent symbols differ from the encoder's")
-        return out
+        return _merge_groups(x_hats, bands)
+
+
+def _merge_groups(x_hats: list[np.ndarray], bands: int) -> np.ndarray:
+    """Each band group's 3 synthesised bands -> (bands, H, W); a padded group repeats its last
+    band: the copies are averaged."""
+    out = np.empty((bands, *x_hats[0].shape[1:]), dtype=np.float32)
+    for group, x_hat in zip(band_groups(bands), x_hats):
+        for i, b in enumerate(sorted(set(group))):
+            copies = [j for j, g in enumerate(group) if g == b]
+            out[b] = x_hat[copies].mean(axis=0) if len(copies) > 1 else x_hat[i]
+    return out
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -3,14 +3,19 @@
 Layout (little endian)::
 
     magic      8 bytes  b"CRSIC\\x00\\r\\n"
-    version    u16                                      1: float entropy parameters, 2: integer (bit-exact)
+    version    u16                                      1: float entropy parameters, 2: integer (bit-exact),
+                                                        3: integer, latent tiles (no overlap)
     header     u32 length, UTF-8 JSON, u32 CRC32      georeferencing, bands, tiling, model
-    tiles      payloads, one after the other
+    tiles      payloads, one after the other; in format 3 each preceded by its record
+               b"TILE", u32 tile index, u32 length, u32 payload CRC32, u32 latent-symbols CRC32
     index      per tile: u64 offset, u32 length, u32 payload CRC32, u32 latent-symbols CRC32
     footer     u64 index offset, u32 tile count, u32 index CRC32, b"CRSICEND"
 
 The footer makes truncation detectable and the index gives random access: one window
-of the raster is decoded by reading only the tiles that touch it.
+of the raster is decoded by reading only the tiles that touch it. Format 3's tile records
+repeat each tile's index entry in front of it, so a file cut short (a killed job) can be
+resumed from its last complete tile (``ContainerWriter.resume``), and a reader checks the
+record against the index.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ END_MAGIC = b"CRSICEND"
 FORMAT_VERSION = max(FORMAT_VERSIONS)  # the newest version this software reads and writes
 _INDEX_ENTRY = struct.Struct("<QIII")
 _FOOTER = struct.Struct("<QII8s")
+_RECORD = struct.Struct("<4sIIII")
+_RECORD_TAG = b"TILE"
+
+
+def _record(version: int, index: int, payload: bytes, symbols_crc: int) -> bytes:
+    """Format 3's record in front of a tile's payload (nothing in formats 1 and 2)."""
+    if version < 3:
+        return b""
+    return _RECORD.pack(_RECORD_TAG, index, len(payload), zlib.crc32(payload), symbols_crc)
 
 
 @dataclass(frozen=True)
@@ -68,12 +82,67 @@ class ContainerWriter:
         except OSError as exc:
             self.abort()
             raise write_failed(self.path, exc) from None
+        self.version = header.format_version
         self.entries: list[TileEntry | None] = [None] * n_tiles
+
+    @classmethod
+    def resume(cls, path: str | Path, header: Header, n_tiles: int, name: str | Path | None = None
+               ) -> "ContainerWriter":
+        """Reopen the partial format-3 file a killed job left: its header must be the one this
+        job writes (same input, model, rate, tiling); its complete tiles are kept, anything after
+        the last of them is cut off. ``done`` says how many tiles (0, 1, ... in order) it has."""
+        self = cls.__new__(cls)
+        self.path, self.version = name or path, header.format_version
+        self.entries = [None] * n_tiles
+        block = _header_block(header)
+        try:
+            self.f = open(path, "r+b")
+        except OSError as exc:
+            raise BadInput(f"cannot resume {self.path}: {reason(exc)}") from None
+        try:
+            start = self.f.read(len(block))
+            if len(start) < len(block) and block.startswith(start):  # killed while writing the header
+                self.f.seek(0)
+                self.f.truncate()
+                self.f.write(block)
+            elif start != block:
+                raise BadInput(f"cannot resume {self.path}: its partial file was made by another command (other "
+                               "input, model, quality or tiling); run without --resume to start again")
+            offset = len(block)
+            for index in range(n_tiles):
+                record = self.f.read(_RECORD.size)
+                if len(record) < _RECORD.size:
+                    break
+                tag, i, length, crc, symbols_crc = _RECORD.unpack(record)
+                if tag != _RECORD_TAG or i != index or length > max_payload(header):
+                    break
+                payload = self.f.read(length)
+                if len(payload) != length or zlib.crc32(payload) != crc:
+                    break
+                self.entries[index] = TileEntry(offset + _RECORD.size, length, crc, symbols_crc)
+                offset += _RECORD.size + length
+            self.f.seek(offset)
+            self.f.truncate()
+        except OSError as exc:
+            self.abort()
+            raise write_failed(self.path, exc) from None
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    @property
+    def done(self) -> int:
+        """Tiles written so far, in order from the first (what a resumed job skips)."""
+        return next((i for i, e in enumerate(self.entries) if e is None), len(self.entries))
 
     def add_tile(self, index: int, payload: bytes, symbols_crc: int) -> None:
         try:
-            offset = self.f.tell()
-            self.f.write(payload)
+            record = _record(self.version, index, payload, symbols_crc)
+            offset = self.f.tell() + len(record)
+            self.f.write(record + payload)
+            if record:
+                self.f.flush()  # a killed job leaves every tile it finished (format 3 resumes)
         except OSError as exc:
             raise write_failed(self.path, exc) from None
         self.entries[index] = TileEntry(offset, len(payload), zlib.crc32(payload), symbols_crc)
@@ -174,8 +243,9 @@ class ContainerReader:
         if n_tiles != self.header.n_tiles:
             self._fail(f"the header describes {self.header.n_tiles} tiles, the index has {n_tiles}")
         largest = max_payload(self.header)
+        self.record = _RECORD.size if version >= 3 else 0
         for i, e in enumerate(self.entries):
-            if e.offset < self.data_start or e.offset + e.length > index_offset:
+            if e.offset < self.data_start + self.record or e.offset + e.length > index_offset:
                 self._fail(f"tile {i} lies outside the data section")
             if e.length > largest:
                 self._fail(f"tile {i} claims {e.length} bytes, more than a {self.header.tile} px tile can take")
@@ -183,12 +253,15 @@ class ContainerReader:
     def read_tile(self, index: int) -> bytes:
         e = self.entries[index]
         try:
-            self.f.seek(e.offset)
-            data = self.f.read(e.length)
+            self.f.seek(e.offset - self.record)
+            data = self.f.read(self.record + e.length)
         except OSError as exc:
             self._fail(f"tile {index} cannot be read ({reason(exc)})")
+        record, data = data[: self.record], data[self.record :]
         if len(data) != e.length or zlib.crc32(data) != e.crc:
             self._fail(f"tile {index} is corrupt (checksum mismatch)")
+        if record and record != _RECORD.pack(_RECORD_TAG, index, e.length, e.crc, e.symbols_crc):
+            self._fail(f"tile {index} is corrupt (its record does not match the tile index)")
         return data
 
     @property

@@ -20,6 +20,7 @@ from ..errors import CorruptContainer
 from ..options import (
     DTYPE_RANGES,
     MAX_BANDS,
+    MAX_LATENT_MARGIN,
     MAX_OVERLAP,
     MAX_QUALITY,
     MAX_RASTER_SIDE,
@@ -31,6 +32,7 @@ from ..options import (
     band_count_problem,
     bands_problem,
     raster_size_problem,
+    latent_tiling_problem,
     tiling_problem,
 )
 from .tiling import TileGrid
@@ -67,8 +69,12 @@ class Header:
     band_descriptions: tuple[str | None, ...] = ()
     colorinterp: tuple[str, ...] = ()
     software: str = ""
-    # integer entropy scheme of a format-2 container (e.g. "int-f8-a24-w16"); None: format 1
+    # integer entropy scheme of a format-2/3 container (e.g. "int-f8-a24-w16"); None: format 1
     entropy: str | None = None
+    # format 3: latent samples of its neighbours each tile is synthesised with (None: formats 1, 2)
+    latent_margin: int | None = None
+    # format 3: pixels of its neighbours the encoder's analysis saw (informational)
+    analysis_margin: int | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -77,7 +83,14 @@ class Header:
 
     @property
     def format_version(self) -> int:
-        return 1 if self.entropy is None else 2
+        if self.entropy is None:
+            return 1
+        return 2 if self.latent_margin is None else 3
+
+    @property
+    def latent_tiles(self) -> bool:
+        """Format 3: tiles synthesised with their neighbours' latents, never blended."""
+        return self.latent_margin is not None
 
     @property
     def portable(self) -> bool:
@@ -96,8 +109,8 @@ class Header:
     def to_dict(self) -> dict:
         d = dict(self.extra)
         for f in fields(self):
-            if f.name == "extra" or (f.name == "entropy" and self.entropy is None):
-                continue  # a format-1 header is written exactly as version 1 wrote it
+            if f.name == "extra" or (f.name in _OPTIONAL and getattr(self, f.name) is None):
+                continue  # a format-1 (2) header is written exactly as version 1 (2) wrote it
             value = getattr(self, f.name)
             if f.name == "model":
                 value = {"name": value.name, "sha256": value.sha256}
@@ -169,6 +182,16 @@ class Header:
             return "the transform is degenerate (not invertible)"
         if self.nodata is not None and not lo_dtype <= self.nodata <= hi_dtype:
             return f"nodata {self.nodata:g} is not a {self.dtype} value"
+        if self.analysis_margin is not None and self.latent_margin is None:
+            return "an analysis margin without a latent margin (format 3 has both)"
+        if self.latent_tiles:
+            if self.entropy is None:
+                return "a latent margin without an integer entropy scheme (format 3 has both)"
+            problem = latent_tiling_problem(self.tile, self.overlap)
+            if problem:
+                return problem
+            if self.latent_margin > self.tile // 16:
+                return f"latent margin {self.latent_margin} is wider than a tile's {self.tile // 16} latent samples"
         if abs(self.quality - 1.0 - self.level) > 1e-6:
             return f"quality {self.quality:g} does not match rate level {self.level:g}"
         grid = TileGrid(self.width, self.height, self.tile, self.overlap)
@@ -186,6 +209,7 @@ class _Bad(ValueError):
 
 
 _REQUIRED = object()
+_OPTIONAL = ("entropy", "latent_margin", "analysis_margin")  # left out of the JSON when None
 MAX_TEXT = 1 << 16  # characters of a text field (a CRS WKT is a few KB)
 MAX_NAME = 256  # characters of a name (model, scheme, colour interpretation)
 
@@ -344,4 +368,6 @@ SCHEMA: dict[str, tuple] = {
     "colorinterp": ((), _nullable(_list(_text(MAX_NAME)), ())),
     "software": ("", _nullable(_text(MAX_NAME), "")),
     "entropy": (None, _nullable(_text(MAX_NAME, printable=True, empty=False))),
+    "latent_margin": (None, _nullable(_integer(0, MAX_LATENT_MARGIN))),
+    "analysis_margin": (None, _nullable(_integer(0, MAX_TILE))),
 }

@@ -92,3 +92,43 @@ def held_stderr():
     finally:
         os.close(saved)
         held.close()
+
+
+class Partial:
+    """The partial file of a resumable output (``resumable_output``)."""
+
+    def __init__(self, path: Path, exists: bool):
+        self.path, self.exists = path, exists
+        self.keep = False  # set while the file is another job's: an error then leaves it alone
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where a resumable job writes ``path`` until it is complete: ``.NAME.partial`` beside it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial"
+
+
+@contextmanager
+def resumable_output(path: str | Path, overwrite: bool = False, resume: bool = False):
+    """Like ``atomic_output``, but the temporary file has a fixed name (``partial_path``), so a
+    job killed part-way (kill -9, power loss) leaves it for ``resume``; yields a ``Partial``
+    (``exists``: a partial file is there to continue). Without ``resume`` any old partial file
+    is replaced. An error, or an interruption Python sees (Ctrl-C), removes the partial file
+    (nothing half-written), unless it is another job's (``Partial.keep``); only a job killed
+    outright (kill -9, power loss) leaves it."""
+    path = check_output(path, overwrite)
+    tmp = partial_path(path)
+    partial = Partial(tmp, resume and tmp.is_file())
+    try:
+        yield partial
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_failed(path, exc) from None
+    except BaseException:
+        if not partial.keep:
+            tmp.unlink(missing_ok=True)
+        raise

@@ -65,8 +65,11 @@ def fill_invalid(unit: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     return unit
 
 
-def prepare_tile(data: np.ndarray, valid: np.ndarray | None, ranges) -> np.ndarray:
-    """Raster values -> padded float tile in [0, 1]; invalid pixels filled with the mean."""
+def prepare_tile(data: np.ndarray, valid: np.ndarray | None, ranges,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
+    """Raster values -> float tile in [0, 1] padded (edge) to ``size`` (height, width; default
+    the next multiples of ``PAD_MULTIPLE``); invalid pixels filled with the mean."""
     unit = fill_invalid(np.stack([BandRange(*r).to_unit(b) for r, b in zip(ranges, data)]), valid)
     h, w = unit.shape[1:]
-    return np.pad(unit, ((0, 0), (0, padded(h) - h), (0, padded(w) - w)), mode="edge")
+    ph, pw = size or (padded(h), padded(w))
+    return np.pad(unit, ((0, 0), (0, ph - h), (0, pw - w)), mode="edge")

@@ -1,4 +1,4 @@
-"""Blend decoded tiles into finished strips of an output window.
+"""Blend decoded tiles into finished strips of an output window (format 3: put them side by side).
 
 A ``Mosaic`` covers one pixel window of the raster; tiles are added in row-major order,
 each weighted by its blend ramps. ``stitch`` turns a stream of decoded tiles into a
@@ -30,8 +30,10 @@ class Mosaic:
             return
         src = (slice(ty0 - tile.y0, ty1 - tile.y0), slice(tx0 - tile.x0, tx1 - tile.x0))
         dst = (slice(ty0 - self.y0, ty1 - self.y0), slice(tx0 - self.x0, tx1 - self.x0))
-        weights = grid.blend_weights(tile)[src]
-        self.values[(slice(None), *dst)] += decoded[(slice(None), *src)] * weights
+        if grid.overlap:
+            self.values[(slice(None), *dst)] += decoded[(slice(None), *src)] * grid.blend_weights(tile)[src]
+        else:  # tiles without overlap (format 3): put side by side, nothing blended
+            self.values[(slice(None), *dst)] = decoded[(slice(None), *src)]
         if invalid is not None:
             self.invalid[dst] |= invalid[src]
 

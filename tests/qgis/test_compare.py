@@ -24,7 +24,7 @@ def _compressed_pair(plugin, qgis_app, neon_copy, tiny_weights):
     QgsProject.instance().addMapLayer(layer)
     params = CompressParams(layer_id=layer.id(), input=str(neon_copy), output=str(neon_copy.with_suffix(".crsic")),
                             decoded_output=str(neon_copy.with_suffix(".decoded.tif")), bands=[1, 2, 3],
-                            model=tiny_weights, quality=1.5, tile=128, overlap=16, enhance=False)
+                            model=tiny_weights, quality=1.5, tile=128, overlap=0, enhance=False)
     task = plugin.start_compress(params)
     assert task is not None, plugin.last_message
     wait_for(task, qgis_app)
@@ -214,7 +214,7 @@ def test_processing_difference_quality_and_area(processing, plugin, qgis_app, ne
 
     from test_tasks import _add_layer
 
-    res = processing.run("coderic:compress", {"INPUT": str(neon_copy), "QUALITY": 1.5, "TILE": 128, "OVERLAP": 16,
+    res = processing.run("coderic:compress", {"INPUT": str(neon_copy), "QUALITY": 1.5, "TILE": 128, "OVERLAP": 0,
                                               "MODEL": tiny_weights, "OUTPUT": str(tmp_path / "n.crsic")})
     container = res["OUTPUT"]
     res = processing.run("coderic:decompress", {"INPUT": container, "MODEL": tiny_weights,

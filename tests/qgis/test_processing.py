@@ -31,7 +31,7 @@ def test_compress_and_decompress_extent(processing, plugin, neon_copy, tmp_path,
 
     fb = _Feedback()
     out = tmp_path / "p.crsic"
-    res = processing.run("coderic:compress", {"INPUT": str(neon_copy), "QUALITY": 1.0, "TILE": 128, "OVERLAP": 16,
+    res = processing.run("coderic:compress", {"INPUT": str(neon_copy), "QUALITY": 1.0, "TILE": 128, "OVERLAP": 0,
                                               "MODEL": tiny_weights, "DEVICE": 0, "OUTPUT": str(out)}, feedback=fb)
     assert res["OUTPUT"] == str(out) and out.exists()
     assert res["BYTES"] == out.stat().st_size and res["BPP"] > 0 and res["RATIO"] > 1

@@ -60,7 +60,7 @@ def test_compress_task_adds_before_after_group_then_decode_extent(plugin, iface,
     iface.setActiveLayer(layer)
     _accept_dialogs(monkeypatch)
     monkeypatch.setattr("coderic_qgis.dialogs.CompressDialog.params", _with(
-        "coderic_qgis.dialogs.CompressDialog.params", model=tiny_weights, quality=1.5, tile=128, overlap=16))
+        "coderic_qgis.dialogs.CompressDialog.params", model=tiny_weights, quality=1.5, tile=128, overlap=0))
 
     plugin.compress_action.trigger()  # the menu action, as a user would (dialog accepted as filled)
     task = plugin.last_task
