@@ -53,18 +53,18 @@ def _setting(name: str):
 
 @pytest.fixture(scope="module")
 def neon_v2(tmp_path_factory):
-    """The README's sample compressed with the defaults (shipped weights, format 2)."""
+    """The README's sample compressed with the defaults (shipped weights, format 3)."""
     out = tmp_path_factory.mktemp("v2") / "neon.crsic"
     compress_raster(NEON, out)
     return out
 
 
-def test_new_files_are_format_2_and_say_they_are_portable(neon_v2):
+def test_new_files_are_format_3_and_say_they_are_portable(neon_v2):
     with ContainerReader(neon_v2) as reader:
-        assert reader.header.format_version == 2 and reader.header.portable
-    assert neon_v2.read_bytes()[8:10] == b"\x02\x00"  # the version field after the magic
+        assert reader.header.format_version == 3 and reader.header.portable
+    assert neon_v2.read_bytes()[8:10] == b"\x03\x00"  # the version field after the magic
     info = container_info(neon_v2)
-    assert info["format"] == 2 and info["portable"] is True
+    assert info["format"] == 3 and info["portable"] is True
 
 
 @pytest.mark.parametrize("setting", ["threads1", "threads2", "no-onednn", "perturbed"])
