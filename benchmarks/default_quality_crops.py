@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from codec_throughput import cli_roundtrip  # noqa: E402
 
-from core.evaluation.codecs import CODECS, EvalOptions  # noqa: E402
+from core.evaluation.codec_adapters import CODECS, EvalOptions  # noqa: E402
 from core.evaluation.metrics import ms_ssim, psnr  # noqa: E402
 from core.evaluation.rate_search import RateSearch  # noqa: E402
 from core.options import DEFAULT_MODEL, DEFAULT_QUALITY  # noqa: E402

@@ -82,7 +82,7 @@ def setup_args() -> argparse.ArgumentParser:
 
 def watch_overreads(net, counter: dict) -> None:
     """Decode every rANS stream with zeros and with a canary beyond the slack; count differences."""
-    from core.models._compressai import BoundedRansCoder, EntropyModel, rans_slack
+    from core.models.compressai_backend import BoundedRansCoder, EntropyModel, rans_slack
 
     class Watched(BoundedRansCoder):
         def decode_with_indexes(self, string, indexes, *rest):

@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads for ours, NUM_THREADS for GDAL")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     args = p.parse_args(argv)
-    from core.format.quality import raster_psnr
+    from core.compare.quality import raster_psnr
 
     params = {"model": args.model, "quality": args.quality, "threads": args.threads}
     rows = {}

@@ -4,7 +4,7 @@ Builds a mosaic GeoTIFF of real aerial images (several megapixels), compresses i
 ``python -m core.tile_codec compress`` (default tiling, every tile's overlap paid for) at
 each quality of each model, decodes it plainly (``--no-enhance``), and counts the whole
 container. Each classical codec (JPEG, WebP, JPEG 2000, AVIF, JPEG XL, via
-``core.evaluation.codecs``; each counted by its whole file) codes the whole mosaic at the
+``core.evaluation.codec_adapters``; each counted by its whole file) codes the whole mosaic at the
 bitrates ``--bpp`` (quality searched). Prints every point, then per model the BD-rate
 against AVIF and JPEG 2000 (negative: fewer bits than they need for the same quality).
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from codec_throughput import build_raster, cli_roundtrip  # noqa: E402
 
 from core.evaluation.bd_rate import bd_rate, quality_axis  # noqa: E402
-from core.evaluation.codecs import CODECS, EvalOptions  # noqa: E402
+from core.evaluation.codec_adapters import CODECS, EvalOptions  # noqa: E402
 from core.evaluation.metrics import ms_ssim, psnr  # noqa: E402
 from core.evaluation.rate_search import RateSearch  # noqa: E402
 

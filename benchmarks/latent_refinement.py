@@ -63,7 +63,7 @@ def refine(net, x, y0, level, lam, iters: int, lr: float, proxy: str = "ste") ->
     """``proxy``: "noise" (uniform noise, as in training) or "ste" (hard rounding, as coded,
     with a straight-through gradient; the iterate with the lowest loss is kept, so the
     result is never worse than the start by the model's own measure)."""
-    from core.models._compressai import EntropyModel
+    from core.models.compressai_backend import EntropyModel
 
     y = y0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y], lr=lr)

@@ -1,9 +1,9 @@
-"""Find a Python that can run Code-RSIC and run ``python -m core.worker`` jobs in it.
+"""Find a Python that can run Code-RSIC and run ``python -m core.qgis_worker`` jobs in it.
 
 Nothing here imports QGIS, torch or rasterio: QGIS keeps its own GDAL and stays
 responsive, the heavy work happens in the worker process. The worker speaks JSON lines
 on its standard output (``progress`` / ``ok`` / ``error`` / ``canceled``, see
-``core/worker.py``).
+``core/qgis_worker.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class WorkerCanceled(Exception):
 def source_checkout() -> Path | None:
     """The Code-RSIC source tree this plugin lives in (plugin linked from a checkout), if any."""
     root = Path(__file__).resolve().parent.parent
-    return root if (root / "core" / "worker.py").is_file() else None
+    return root if (root / "core" / "qgis_worker.py").is_file() else None
 
 
 def venv_python(folder: Path) -> Path | None:
@@ -70,7 +70,7 @@ class WorkerCommand:
         return env
 
     def argv(self) -> list[str]:
-        return [self.python, "-u", "-m", "core.worker", "-"]
+        return [self.python, "-u", "-m", "core.qgis_worker", "-"]
 
 
 def _probe(cmd: WorkerCommand, timeout: float = 60.0) -> dict | None:

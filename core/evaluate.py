@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from .errors import CodecError, exit_now, report
-from .evaluation.codecs import CODECS, DEFAULT_CODECS, EvalOptions, Postprocessed, register  # noqa: F401
+from .evaluation.codec_adapters import CODECS, DEFAULT_CODECS, EvalOptions, Postprocessed, register  # noqa: F401
 from .evaluation.images import list_images
 from .evaluation.report import markdown_tables, write_outputs
 from .evaluation.runner import ALL_METRICS, DEFAULT_BPP, DEFAULT_METRICS, evaluate

@@ -114,8 +114,8 @@ def decompress(src: str | Path, dst: str | Path, params: DecompressParams, *, bb
 
 
 def psnr(source: str | Path, decoded: str | Path, bands: list[int] | None = None) -> dict:
-    """PSNR of ``decoded`` against the bands ``bands`` of ``source`` (``core.format.psnr``)."""
-    from .format.quality import raster_psnr
+    """PSNR of ``decoded`` against the bands ``bands`` of ``source`` (``core.compare.psnr``)."""
+    from .compare.quality import raster_psnr
 
     return {"psnr": raster_psnr(source, decoded, bands=bands)}
 
@@ -195,7 +195,7 @@ def quality_map(container: str | Path, source: str | Path, decoded: str | Path, 
 def diff(first: str | Path, second: str | Path, output: str | Path, *, bands: list[int] | None = None,
          overwrite: bool = False, progress: Progress | None = None) -> dict:
     """Per-pixel |first - second| (mean over the bands) as a float32 GeoTIFF."""
-    from .format.difference import difference_raster
+    from .compare.difference import difference_raster
 
     return difference_raster(first, second, output, bands, overwrite, _stage(progress, "diff"))
 

@@ -1,4 +1,4 @@
-"""The CompressAI backend (core/models/_compressai.py): the version check, the one import
+"""The CompressAI backend (core/models/compressai_backend.py): the version check, the one import
 step, and the rANS bounds guard that must survive pickling and deep copies."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from core.errors import CodecError
-from core.models import _compressai as backend
+from core.models import compressai_backend as backend
 from testdata import ROOT
 
 
@@ -45,7 +45,7 @@ def test_the_import_step_leaves_nothing_behind():
     """No placeholder stays in ``sys.modules`` or in the package, torchvision is not imported,
     and a real import of an optional compressai module still works afterwards."""
     code = ("import sys, types\n"
-            "import core.models._compressai as b, compressai\n"
+            "import core.models.compressai_backend as b, compressai\n"
             "left = [n for n, m in sys.modules.items() if isinstance(m, b.Placeholder)]\n"
             "left += [n for n in vars(compressai) if isinstance(getattr(compressai, n), b.Placeholder)]\n"
             "print(left, 'torchvision' in sys.modules, 'torch_geometric' in sys.modules)\n"

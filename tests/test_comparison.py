@@ -19,7 +19,7 @@ from core.codec.decompress import decompress_raster
 from core.codec.tile_map import footprints, tile_quality, write_quality_map, write_tile_map
 from core.errors import BadInput, CodecError
 from core.format.container import ContainerReader
-from core.format.difference import DIFF_NODATA, difference_raster
+from core.compare.difference import DIFF_NODATA, difference_raster
 from core.options import CompressParams, DecompressParams
 
 
@@ -245,7 +245,7 @@ def test_quality_map_lpips_when_the_metric_weights_are_set_up(coded, tmp_path, n
 # ---------------------------------------------------------------- difference raster
 
 def test_difference_raster_streams_mean_abs_difference(coded, tmp_path, neon_rgb_module, tiny_weights, monkeypatch):
-    import core.format.difference as dm
+    import core.compare.difference as dm
 
     c, full = coded
     monkeypatch.setattr(dm, "BLOCK", 96)  # several windows, partial ones at the edges

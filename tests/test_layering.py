@@ -3,18 +3,20 @@
 Layers inside ``core`` (a module may import its own layer and the layers listed for it):
 
     base        core, core.options, core.errors         standard library only
-    format      core.format.*                            base
+    format      core.format.*                           base
+    compare     core.compare.*                          base, format
     models      core.models.*                           base
-    codec       core.codec.*                            base, format, models
-    enhance     core.enhance.*                          base, format, codec, models
-    usecases    core.usecases                           base, format, codec, models, enhance
-    scale       core.scale.*                            base, format, codec, models, enhance, usecases
+    codec       core.codec.*                            base, format, compare, models
+    enhance     core.enhance.*                          base, format, compare, codec, models
+    usecases    core.usecases                           base, format, compare, codec, models, enhance
+    scale       core.scale.*                            the layers above, usecases included
     evaluation  core.evaluation.*                       every layer above except cli
-    cli         core.tile_codec (+ core.cli_args, its   base, format, codec, enhance, usecases, scale
-                arguments), core.worker, core.evaluate  (core.evaluate also evaluation, the others
-                                                        core.evaluation.tile_metrics only);
+    cli         core.cli (+ core.cli_args, its          base, format, compare, codec, enhance,
+                arguments; core.tile_codec, its name    usecases, scale (core.evaluate also
+                for python -m), core.qgis_worker,       evaluation, the others
+                core.evaluate                           core.evaluation.tile_metrics only);
                                                         a CLI never imports another CLI (its own
-                                                        argument module is part of it)
+                                                        modules are part of it)
 
 Nothing in ``core`` imports ``training`` or ``coderic_qgis``; the plugin (QGIS's Python,
 no torch) imports only the standard library, QGIS and itself (it reaches ``core/options.py``
@@ -39,19 +41,20 @@ PACKAGES = ("core", "training", "coderic_qgis")
 MAX_LINES = 500
 
 BASE = {"core", "core.options", "core.errors"}
-CLIS = {"core.tile_codec", "core.worker", "core.evaluate", "core.cli_args"}
-CLI_PARTS = {"core.tile_codec": {"core.cli_args"}}  # a front end's own modules
-LAYER_PACKAGES = ("format", "models", "codec", "enhance", "usecases", "scale", "evaluation")
+CLIS = {"core.cli", "core.cli_args", "core.tile_codec", "core.qgis_worker", "core.evaluate"}
+CLI_PARTS = {"core.cli": {"core.cli_args"}, "core.tile_codec": {"core.cli"}}  # a front end's own modules
+LAYER_PACKAGES = ("format", "compare", "models", "codec", "enhance", "usecases", "scale", "evaluation")
 MAY_IMPORT = {
     "base": set(),
     "format": {"base"},
+    "compare": {"base", "format"},
     "models": {"base"},
-    "codec": {"base", "format", "models"},
-    "enhance": {"base", "format", "codec", "models"},
-    "usecases": {"base", "format", "codec", "models", "enhance"},
-    "scale": {"base", "format", "codec", "models", "enhance", "usecases"},  # batch runs the use cases
-    "evaluation": {"base", "format", "codec", "models", "enhance", "usecases", "scale"},
-    "cli": {"base", "format", "codec", "enhance", "usecases", "scale"},
+    "codec": {"base", "format", "compare", "models"},
+    "enhance": {"base", "format", "compare", "codec", "models"},
+    "usecases": {"base", "format", "compare", "codec", "models", "enhance"},
+    "scale": {"base", "format", "compare", "codec", "models", "enhance", "usecases"},  # batch runs the use cases
+    "evaluation": {"base", "format", "compare", "codec", "models", "enhance", "usecases", "scale"},
+    "cli": {"base", "format", "compare", "codec", "enhance", "usecases", "scale"},
 }
 EVALUATION_FRONT_END = "core.evaluate"  # the only module of core that may import core.evaluation at large
 # ... and the one evaluation module the codec's front ends may import: the per-tile quality
@@ -360,7 +363,7 @@ def test_core_modules_say_what_they_hold(module):
 
 def test_the_checker_sees_the_project():
     """Guard against a silently empty check (a moved folder, a wrong ROOT)."""
-    assert {"core.options", "core.errors", "core.worker", "coderic_qgis.plugin"} <= MODULES
+    assert {"core.options", "core.errors", "core.qgis_worker", "coderic_qgis.plugin"} <= MODULES
     assert layer_of("core.options") == "base" and layer_of("core.codec.compress") == "codec"
     assert any(i.target == "core.errors" for i in IMPORTS["core.options"])
 
@@ -374,14 +377,16 @@ def test_the_layer_rules_catch_violations():
     assert "format imports only base" in layer_problems("core.format.tiling", [imp("core.codec.jobs")])[0]
     assert "stdlib-only" in layer_problems("core.options", [imp(external="numpy")])[0]
     assert "core never imports training" in layer_problems("core.codec.jobs", [imp("training.qat")])[0]
-    assert "only core.evaluate imports" in layer_problems("core.tile_codec", [imp("core.evaluation.codecs")])[0]
+    assert "only core.evaluate imports" in layer_problems("core.cli", [imp("core.evaluation.codec_adapters")])[0]
     assert layer_problems("core.evaluate", [imp("core.evaluation.runner")]) == []
-    assert layer_problems("core.worker", [imp("core.evaluation.tile_metrics")]) == []
+    assert layer_problems("core.qgis_worker", [imp("core.evaluation.tile_metrics")]) == []
     assert "only core.evaluate imports" in layer_problems("core.codec.tile_map",
                                                           [imp("core.evaluation.tile_metrics")])[0]
-    assert "another front end" in layer_problems("core.worker", [imp("core.tile_codec")])[0]
-    assert "another front end" in layer_problems("core.worker", [imp("core.cli_args")])[0]
-    assert layer_problems("core.tile_codec", [imp("core.cli_args"), imp("core.usecases")]) == []
+    assert "another front end" in layer_problems("core.qgis_worker", [imp("core.cli")])[0]
+    assert "another front end" in layer_problems("core.qgis_worker", [imp("core.cli_args")])[0]
+    assert layer_problems("core.cli", [imp("core.cli_args"), imp("core.usecases")]) == []
+    assert layer_problems("core.tile_codec", [imp("core.cli")]) == []
+    assert "format imports only base" in layer_problems("core.format.tiling", [imp("core.compare.psnr")])[0]
     assert "usecases imports only" in layer_problems("core.usecases", [imp("core.scale.batch")])[0]
     assert "models imports only base" in layer_problems("core.models.elic", [imp("core.format.tiling")])[0]
     assert "in no layer" in layer_problems("core.helpers", [])[0]

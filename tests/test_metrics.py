@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from core.errors import EXIT_USER_ERROR
-from core.format.psnr import PSNR_IDENTICAL
+from core.compare.psnr import PSNR_IDENTICAL
 from core.evaluation import metric_setup as S
 from core.evaluation import metrics as M
 from core.evaluation import weight_cache as W
@@ -124,7 +124,7 @@ def test_identical_images_have_one_psnr_everywhere(tmp_path, neon_rgb):
     for identical images, and a finite number (JSON and GeoPackage have no infinity)."""
     from core.codec.tile_map import measure_tile
     from core.format.header import Header
-    from core.format.quality import raster_psnr
+    from core.compare.quality import raster_psnr
     from training.enhance_common import psnr as training_psnr
 
     a = np.full((8, 8, 3), 100, np.uint8)
@@ -303,7 +303,7 @@ def _neon_rgb() -> np.ndarray:
 
 @pytest.mark.parametrize("codec,target", [("jpeg", 0.5), ("jpeg", 1.2), ("webp", 0.3), ("jp2", 0.25)])
 def test_rate_search_hits_target(codec, target):
-    from core.evaluation.codecs import CODECS, EvalOptions
+    from core.evaluation.codec_adapters import CODECS, EvalOptions
     from core.evaluation.rate_search import RateSearch
 
     img = _neon_rgb()
@@ -317,7 +317,7 @@ def test_rate_search_hits_target(codec, target):
 @pytest.mark.parametrize("codec", ["avif", "avif-imagecodecs", "jxl"])
 def test_avif_and_jxl_adapters_count_the_whole_file(codec):
     """AVIF (Pillow's plugin, or imagecodecs without it) and JPEG XL: bpp is the whole file's."""
-    from core.evaluation.codecs import CODECS, EvalOptions, ImagecodecsAvif
+    from core.evaluation.codec_adapters import CODECS, EvalOptions, ImagecodecsAvif
     from core.evaluation.rate_search import RateSearch
 
     if codec == "avif-imagecodecs":
@@ -356,7 +356,7 @@ def test_metrics_and_weight_modules_do_not_import_each_other_both_ways():
 
 
 def test_rate_search_reports_unreachable_target():
-    from core.evaluation.codecs import CODECS, EvalOptions
+    from core.evaluation.codec_adapters import CODECS, EvalOptions
     from core.evaluation.rate_search import RateSearch
 
     enc = RateSearch(CODECS["jpeg"](EvalOptions()), _neon_rgb()).match(0.01)

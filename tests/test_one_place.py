@@ -25,7 +25,7 @@ def test_json_safe_gives_values_json_takes():
 def test_every_geotiff_writer_uses_the_one_profile(tmp_path, neon_rgb):
     """Decoded, enhanced and difference rasters: one layout, the predictor by data type."""
     from core.enhance.raster import _output_profile
-    from core.format.difference import _profile
+    from core.compare.difference import _profile
 
     with rasterio.open(neon_rgb) as ds:
         profiles = {"enhanced": _output_profile(ds), "difference": _profile(ds, 10, 20, ds.transform),

@@ -11,7 +11,7 @@ from PIL import Image
 
 from core.codec.compress import compress_raster
 from core.codec.decompress import decompress_raster
-from core.format.quality import raster_psnr
+from core.compare.quality import raster_psnr
 from core.models import DEFAULT_MODEL, REGISTRY, WEIGHTS_DIR, file_sha256, load_model
 from core.options import CompressParams
 from testdata import TEST_DATA

@@ -1,4 +1,4 @@
-"""``python -m core.worker``: one JSON job in, JSON lines out (the QGIS plugin's worker)."""
+"""``python -m core.qgis_worker``: one JSON job in, JSON lines out (the QGIS plugin's worker)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _env():
 
 
 def run_worker(job, stdin=True):
-    argv = [sys.executable, "-m", "core.worker"] + ([] if stdin else [json.dumps(job)])
+    argv = [sys.executable, "-m", "core.qgis_worker"] + ([] if stdin else [json.dumps(job)])
     p = subprocess.run(argv, input=json.dumps(job) if stdin else None, capture_output=True, text=True,
                        env=_env(), timeout=600)
     lines = [json.loads(line) for line in p.stdout.splitlines()]  # stdout holds JSON lines only
@@ -72,7 +72,7 @@ def test_decompress_enhance_auto_follows_the_quality_rule(tmp_path, tiny_weights
     """"auto" enhances like `decompress`: not above the registry enhancer's qualities, always for other weights."""
     import dataclasses
 
-    from core import worker
+    from core import qgis_worker as worker
     from core.enhance import enhancement_reason
     from core.format.container import ContainerReader
     from core.models import ENHANCERS, save_enhancer
@@ -135,7 +135,7 @@ def test_cuda_without_gpu_is_a_clear_error(neon_rgb, tmp_path):
 
 
 def test_bad_json():
-    p = subprocess.run([sys.executable, "-m", "core.worker", "{not json"], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "core.qgis_worker", "{not json"], capture_output=True, text=True,
                        env=_env())
     assert p.returncode == 1 and json.loads(p.stdout)["message"].startswith("the job is not valid JSON")
 
@@ -150,7 +150,7 @@ def test_sigterm_stops_cleanly_without_files(tmp_path, tiny_weights, neon_rgb):
     job = {"action": "compress", "input": str(big), "output": str(tmp_path / "big.crsic"),
            "decode_to": str(tmp_path / "big.decoded.tif"), "model": tiny_weights, "quality": 1, "tile": 64,
            "overlap": 0, "threads": 1}
-    p = subprocess.Popen([sys.executable, "-m", "core.worker", json.dumps(job)], stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-m", "core.qgis_worker", json.dumps(job)], stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True, env=_env())
     first = json.loads(p.stdout.readline())
     assert first["type"] == "progress" and first["done"] < first["total"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.format.psnr import psnr_from_mse
+from core.compare.psnr import psnr_from_mse
 
 
 def add_common_args(p: argparse.ArgumentParser, steps: int, batch: int, crop: int, lr: float) -> None:
@@ -93,7 +93,7 @@ def load_lpips(device, required: bool):
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR of images in [0, 1] (``a`` clamped first), as everywhere: ``core.format.psnr``."""
+    """PSNR of images in [0, 1] (``a`` clamped first), as everywhere: ``core.compare.psnr``."""
     return psnr_from_mse(float(F.mse_loss(a.clamp(0, 1), b)), peak=1.0)
 
 

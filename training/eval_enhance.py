@@ -1,7 +1,7 @@
 """Evaluate plain ELIC vs ELIC + Code-RSIC enhancement (and JPEG / WebP) on validation crops.
 
 Every crop is really entropy-coded at each rate level by the evaluation's codec adapter
-(``core.evaluation.codecs``: ELIC tile streams -> bytes -> decoded uint8, like a decoded
+(``core.evaluation.codec_adapters``: ELIC tile streams -> bytes -> decoded uint8, like a decoded
 GeoTIFF), then enhanced; JPEG and WebP use the same adapters as ``python -m core.evaluate``.
 Every codec's bpp counts its whole stream. Reported per variant and rate: bpp, PSNR,
 MS-SSIM, LPIPS (AlexNet), DISTS, and FID / KID over the set (``core.evaluation.metrics``,
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     args = setup_args().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from core.evaluation.codecs import CODECS, EvalOptions
+    from core.evaluation.codec_adapters import CODECS, EvalOptions
     from core.models import get_enhancer
 
     ours = CODECS["ours"](EvalOptions(model=args.elic))

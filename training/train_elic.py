@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.format.psnr import psnr_from_mse
+from core.compare.psnr import psnr_from_mse
 from core.models import REGISTRY, build_model, save_weights
 
 from .data import CropSampler, center_crops, list_images

@@ -24,7 +24,7 @@ from ..format.header import Header
 from ..format.normalization import BandRange
 from ..format.payload import split_payload
 from ..format.raster_io import describe_bands, output_profile, raster_output
-from ..format.stitching import raster_values, stitch
+from ..codec.stitching import raster_values, stitch
 from ..format.tiling import Tile, TileGrid
 from ..models import REGISTRY
 from ..options import DecompressParams, band_groups, quality_problem, raw_bytes, strip_memory_problem

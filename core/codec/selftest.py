@@ -18,7 +18,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from ..errors import CodecError
-from ..format.quality import raster_psnr
+from ..compare.quality import raster_psnr
 from ..options import DEFAULT_MODEL, CompressParams
 from .compress import compress_raster
 from .decompress import decompress_raster

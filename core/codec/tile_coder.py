@@ -28,7 +28,7 @@ import torch
 from ..errors import CorruptContainer, DesyncError, OutOfMemory
 from ..format.tiling import PAD_MULTIPLE, padded
 from ..models import LoadedModel, get_model
-from ..models._compressai import record_symbols
+from ..models.compressai_backend import record_symbols
 from ..models.exact_entropy import SCHEME, ExactElicEntropy
 from ..options import DEFAULT_MODEL, MAX_BANDS, MAX_TILE, MIN_TILE, TILE_MULTIPLE, band_groups
 

@@ -32,7 +32,7 @@ from ..format.normalization import BandRange
 from ..format.raster_io import OffGrid, grid_offset, has_mask, open_raster, read_valid
 from ..format.tiling import Tile, TileGrid
 from ..format.output import check_output
-from ..format.psnr import psnr_from_mse, raster_peak
+from ..compare.psnr import psnr_from_mse, raster_peak
 from ..format.vector import vector_format, write_polygons
 from ..options import band_groups
 

@@ -21,7 +21,7 @@ import torch
 
 from ..format.normalization import BandRange
 from ..format.payload import fill_invalid
-from ..format.stitching import Mosaic
+from ..codec.stitching import Mosaic
 from ..format.tiling import TileGrid
 from ..options import DEFAULT_ENHANCE_OVERLAP, DEFAULT_ENHANCE_WINDOW, band_groups
 

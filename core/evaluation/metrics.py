@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..format.psnr import psnr_from_mse
+from ..compare.psnr import psnr_from_mse
 from .weight_cache import load_weights
 
 
@@ -53,7 +53,7 @@ def to_tensor(img) -> torch.Tensor:
 # ------------------------------------------------------------------ PSNR, MS-SSIM
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    """PSNR in dB of two same-shaped arrays (``core.format.psnr``: identical ones give
+    """PSNR in dB of two same-shaped arrays (``core.compare.psnr``: identical ones give
     ``PSNR_IDENTICAL``)."""
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codecs import Codec
+from .codec_adapters import Codec
 
 
 @dataclass

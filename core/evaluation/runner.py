@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import BadInput, CodecError
 from .bd_rate import bd_table
-from .codecs import CODECS, EvalOptions
+from .codec_adapters import CODECS, EvalOptions
 from .images import center_crop, read_rgb, spread_patches
 from .rate_search import RateSearch
 

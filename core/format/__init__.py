@@ -1,1 +1,1 @@
-"""Raster and container formats: tiling, container, header, payload, normalisation, raster I/O, stitching."""
+"""Raster and container formats: tiling, container, header, payload, normalisation, raster I/O, vectors."""

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import BadInput
 from ..options import MIN_QUALITY, quality_problem
-from ._compressai import Elic2022Official, use_bounded_entropy_models
+from .compressai_backend import Elic2022Official, use_bounded_entropy_models
 from .registry import ModelSpec
 
 # Lowest 0-based rate level: one below the lowest trained one, by extrapolating the gains.
@@ -25,7 +25,7 @@ class VariableRateElic(Elic2022Official):
 
     def __init__(self, N: int, M: int, groups, levels: int, init_lambdas=None):
         super().__init__(N=N, M=M, groups=list(groups))
-        use_bounded_entropy_models(self)  # rANS decoding bounded, symbols logged: see core.models._compressai
+        use_bounded_entropy_models(self)  # rANS decoding bounded, symbols logged: see core.models.compressai_backend
         self.levels = levels
         if init_lambdas is None:
             init = torch.zeros(levels)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._compressai import SymbolCRC, bottleneck_medians, elic_entropy_parts, rans_decode, rans_encode
+from .compressai_backend import SymbolCRC, bottleneck_medians, elic_entropy_parts, rans_decode, rans_encode
 
 FRAC_BITS = 8  # activations and outputs are multiples of 2**-FRAC_BITS
 ACT_BITS = 24  # |activation integer| <= 2**ACT_BITS

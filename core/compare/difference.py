@@ -25,8 +25,8 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from ..errors import BadInput
-from .raster_io import (OffGrid, default_bands, geotiff_profile, grid_offset, has_mask, open_raster, raster_output,
-                        read_valid)
+from ..format.raster_io import (OffGrid, default_bands, geotiff_profile, grid_offset, has_mask, open_raster, raster_output,
+                                 read_valid)
 
 DIFF_NODATA = -1.0
 BLOCK = 1024  # pixels per side of the windows computed at a time (a multiple of the 256-px output blocks)

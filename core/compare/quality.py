@@ -7,11 +7,11 @@ import math
 import numpy as np
 
 from .psnr import psnr_from_mse, raster_peak
-from .raster_io import has_mask, open_raster, read_valid, select_bands
+from ..format.raster_io import has_mask, open_raster, read_valid, select_bands
 
 
 def raster_psnr(source: str, decoded: str, bands: list[int] | None = None) -> float:
-    """PSNR over valid pixels of the coded bands (``core.format.psnr``: the peak is
+    """PSNR over valid pixels of the coded bands (``core.compare.psnr``: the peak is
     ``raster_peak`` of the source's values over those bands; identical rasters give
     ``PSNR_IDENTICAL``). NaN when no pixel is valid."""
     with open_raster(source) as src, open_raster(decoded) as dec:

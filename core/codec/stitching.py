@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .tiling import Tile, TileGrid
+from ..format.tiling import Tile, TileGrid
 
 
 class Mosaic:

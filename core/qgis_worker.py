@@ -1,7 +1,7 @@
 """Run one codec job for another program (the QGIS plugin) and report as JSON lines.
 
-    python -m core.worker '{"action": "compress", "input": "a.tif", "output": "a.crsic"}'
-    echo '{"action": "ping"}' | python -m core.worker
+    python -m core.qgis_worker '{"action": "compress", "input": "a.tif", "output": "a.crsic"}'
+    echo '{"action": "ping"}' | python -m core.qgis_worker
 
 The job is one JSON object, from the first argument or from standard input. Standard
 output carries one JSON object per line, and nothing else:

@@ -1,0 +1,1 @@
+"""Comparing rasters: PSNR (once), a decoded raster's PSNR, difference rasters."""
