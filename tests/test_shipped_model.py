@@ -105,3 +105,19 @@ def test_elic_v2_is_shipped_and_reaches_higher_rates(tmp_path):
     # on this 0.1 m forest the extra levels buy little (saturation, see its card), but they buy some
     assert top_v2[0] > 1.5 * top_default[0] and top_v2[1] > top_default[1] + 0.3, points
     assert abs(mid_v2[1] - top_default[1]) < 1.5, points  # the shared levels code alike
+
+
+def test_elic_v3_candidate_is_intact_and_codes_the_sample_at_every_level_it_claims(tmp_path):
+    """The campaign's candidate (issue 20): intact, grown to 11 levels, its top level codes the
+    sample at least as well as elic-v2's top level (its higher ceiling is why it exists)."""
+    spec = REGISTRY["elic-v3"]
+    assert spec.sha256 == file_sha256(WEIGHTS_DIR / spec.weights_file)
+    assert load_model("elic-v3").spec.levels == len(spec.lambdas) == 11
+    points = {}
+    for model, q in (("elic-v3", 1), ("elic-v3", 11), ("elic-v2", 11)):
+        c, d = tmp_path / f"{model}_{q}.crsic", tmp_path / f"{model}_{q}.tif"
+        res = compress_raster(NEON, c, CompressParams(quality=q, model=model))
+        decompress_raster(c, d)
+        points[model, q] = (res["bpp"], raster_psnr(str(NEON), str(d)))
+    assert points["elic-v3", 1][0] < points["elic-v3", 11][0] / 5, points
+    assert points["elic-v3", 11][1] >= points["elic-v2", 11][1], points

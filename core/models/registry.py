@@ -82,7 +82,10 @@ REGISTRY: dict[str, ModelSpec] = {
         M=192,
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
-        description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2 (campaign candidate, not shipped yet)",
+        weights_file="elic-v3.safetensors",
+        sha256="bb6ee7fbc66b25222f2cadc45c523b05152bbf98a5f057da2904042abbb5597e",
+        description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
+                    "candidate (about equal to elic-v2 so far, higher ceiling; see its card)",
     ),
     # Tiny architecture for tests and smoke runs (random weights are fine there).
     "elic-tiny": ModelSpec(
