@@ -33,13 +33,30 @@ from rasterio.transform import from_origin
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def rgb_profile(width: int, height: int) -> dict:
+    """The benchmark rasters' GeoTIFF profile: uint8 RGB, EPSG:32617 at 0.3 m, tiled, deflate."""
+    return dict(driver="GTiff", width=width, height=height, count=3, dtype="uint8", crs="EPSG:32617",
+                transform=from_origin(500000, 3300000, 0.3, 0.3), tiled=True, blockxsize=256, blockysize=256,
+                compress="deflate", photometric="RGB")
+
+
+def write_rgb(path: Path, img: np.ndarray) -> None:
+    """Write a (3, H, W) uint8 array as a benchmark raster."""
+    with rasterio.open(path, "w", **rgb_profile(img.shape[2], img.shape[1])) as dst:
+        dst.write(img)
+
+
+def dubai_pair(path: Path) -> None:
+    """The two Dubai val images side by side (one continuous scene, 3633 x 2061)."""
+    parts = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((ROOT.parent / "shared/data/val/dubai").glob("*.jpg"))]
+    h = min(p.shape[0] for p in parts)
+    write_rgb(path, np.concatenate([p[:h] for p in parts], axis=1).transpose(2, 0, 1))
+
+
 def build_raster(path: Path, size: int, images: list[Path]) -> None:
     """Write a size x size RGB GeoTIFF, strip by strip, tiled from mirrored source images."""
     sources = [np.asarray(Image.open(p).convert("RGB")) for p in images]
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32617",
-                   transform=from_origin(500000, 3300000, 0.3, 0.3), tiled=True, blockxsize=256, blockysize=256,
-                   compress="deflate", photometric="RGB")
-    with rasterio.open(path, "w", **profile) as dst:
+    with rasterio.open(path, "w", **rgb_profile(size, size)) as dst:
         y, k = 0, 0
         while y < size:
             img = sources[k % len(sources)]

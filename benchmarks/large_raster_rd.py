@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from codec_throughput import build_raster, cli_roundtrip  # noqa: E402
+from codec_throughput import build_raster, cli_roundtrip, dubai_pair, write_rgb  # noqa: E402
 
 from core.evaluation.bd_rate import bd_rate, quality_axis  # noqa: E402
 from core.evaluation.codec_adapters import CODECS, EvalOptions  # noqa: E402
@@ -64,18 +63,11 @@ def build_named_raster(path: Path, raster: str, size: int, images: list[str]) ->
         cols = 16
         rows = [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(len(tiles) // cols)]
         img = np.concatenate(rows, axis=0)
+        write_rgb(path, img.transpose(2, 0, 1))
     elif raster == "dubai-pair":
-        files = sorted((ROOT.parent / "shared/data/val/dubai").glob("*.jpg"))
-        parts = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-        h = min(p.shape[0] for p in parts)
-        img = np.concatenate([p[:h] for p in parts], axis=1)
+        dubai_pair(path)
     else:
         raise SystemExit(f"unknown raster {raster}")
-    profile = dict(driver="GTiff", width=img.shape[1], height=img.shape[0], count=3, dtype="uint8",
-                   crs="EPSG:32617", transform=from_origin(500000, 3300000, 0.3, 0.3), tiled=True,
-                   blockxsize=256, blockysize=256, compress="deflate", photometric="RGB")
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(img.transpose(2, 0, 1))
 
 
 def lpips_tiled(a: np.ndarray, b: np.ndarray, side: int = 1024) -> float:

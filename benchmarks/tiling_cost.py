@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from codec_throughput import build_raster, cli_roundtrip  # noqa: E402
+from codec_throughput import build_raster, cli_roundtrip, dubai_pair, write_rgb  # noqa: E402
 
 from core.evaluation.bd_rate import bd_rate  # noqa: E402
 from core.evaluation.metrics import psnr  # noqa: E402
@@ -82,7 +82,6 @@ def ucmerced_mosaic(path: Path, side: int) -> None:
     """A side x side mosaic of distinct UC Merced val scenes (256 px), class after class, rolled
     by half a scene."""
     from PIL import Image
-    from rasterio.transform import from_origin
 
     scenes = sorted((ROOT.parent / "shared/data/val/ucmerced").glob("*/*"))
     n = side // 256
@@ -96,26 +95,7 @@ def ucmerced_mosaic(path: Path, side: int) -> None:
             Image.open(scene).convert("RGB").resize((256, 256))).transpose(2, 0, 1)
     # scene edges 128 px off the tile grid: no tile border may fall on a scene edge (an edge
     # between two unrelated images is worse to code for any tiling, and would count as a seam)
-    _write(path, np.roll(img, (128, 128), axis=(1, 2)), from_origin(500000, 3300000, 0.3, 0.3))
-
-
-def dubai_raster(path: Path) -> None:
-    """The two Dubai val images side by side (one continuous scene, 3633 x 2061)."""
-    from PIL import Image
-    from rasterio.transform import from_origin
-
-    parts = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((ROOT.parent / "shared/data/val/dubai").glob("*.jpg"))]
-    h = min(p.shape[0] for p in parts)
-    _write(path, np.concatenate([p[:h] for p in parts], axis=1).transpose(2, 0, 1),
-           from_origin(500000, 3300000, 0.3, 0.3))
-
-
-def _write(path: Path, img: np.ndarray, transform) -> None:
-    profile = dict(driver="GTiff", width=img.shape[2], height=img.shape[1], count=3, dtype="uint8",
-                   crs="EPSG:32617", transform=transform, tiled=True, blockxsize=256, blockysize=256,
-                   compress="deflate", photometric="RGB")
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(img)
+    write_rgb(path, np.roll(img, (128, 128), axis=(1, 2)))
 
 
 def corner_crop(path: Path, ref: np.ndarray, decodes: list[tuple[str, np.ndarray]], at: int, half: int = 48,
@@ -185,16 +165,15 @@ def compare_formats(args, model: list[str]) -> int:
             for row in r["rows"]:
                 done[(name, row["config"], row["quality"])] = row
     with tempfile.TemporaryDirectory() as tmp:
-        rasters = {"dubai": dubai_raster, "ucmerced_mosaic": lambda p: ucmerced_mosaic(p, args.mosaic)}
+        rasters = {"dubai": dubai_pair, "ucmerced_mosaic": lambda p: ucmerced_mosaic(p, args.mosaic)}
         for name in args.rasters:
             build = rasters[name]
             src = Path(tmp) / f"{name}.tif"
             build(src)
             if args.side:  # only the top-left corner (the crop across a tile corner needs no more)
-                with rasterio.open(src) as ds:
+                with rasterio.open(src) as ds:  # the window at (0, 0) keeps the raster's transform
                     corner = ds.read(window=rasterio.windows.Window(0, 0, args.side, args.side))
-                    transform = ds.transform
-                _write(src, corner, transform)
+                write_rgb(src, corner)
             with rasterio.open(src) as ds:
                 ref = ds.read()
             rows, crops = [], []

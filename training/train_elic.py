@@ -115,18 +115,22 @@ def validate(net, crops, levels, device) -> dict:
     return res
 
 
+def read_state(path: str) -> dict:
+    """A model state dict (float32) from exported weights (.safetensors) or a checkpoint (.pt)."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
 def load_init(net, path: str, level_offset: int = 0):
     """Start from other weights; gain tables of another level count are mapped.
 
     Level ``k`` of the source becomes level ``k + level_offset``; levels outside the
     source's range are extrapolated linearly in log-gain from its two nearest levels.
     """
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    state = read_state(path)
     own = net.state_dict()
     for key in ("log_gain", "log_inv_gain"):
         src, dst = state.get(key), own[key]

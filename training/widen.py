@@ -37,6 +37,9 @@ import torch
 from torch import nn
 
 from core.models import REGISTRY, build_model
+from core.models.compressai_backend import EntropyBottleneck
+
+from .train_elic import read_state
 
 LATENT_MUTE = 0.01  # scale of the new latent channels' analysis rows at the start
 HYPER_INIT_SCALE = 0.03  # initial width of the new hyper-latent channels' densities
@@ -96,7 +99,7 @@ def widen_state(old_state: dict, old_spec, wide_spec) -> dict:
     _mute_new_latents(state, owners, M_old)
     silence_new_hyper_channels(state, old_spec.N)
     for k in new_groups:
-        _start_group_silent(state, wide, k)
+        _start_group_silent(state, k)
     return state
 
 
@@ -104,21 +107,15 @@ def _mute_new_latents(state: dict, owners: dict, M_old: int) -> None:
     """Scale the rows that write new latent channels (g_a's last conv and attention block)."""
     last_conv = max(int(k.split(".")[1]) for k in state if k.startswith("g_a.") and k.endswith(".weight")
                     and k.count(".") == 2)
-    writers = [f"g_a.{last_conv}."]
-    attention = f"g_a.{last_conv + 1}."
+    writers = (f"g_a.{last_conv}.", f"g_a.{last_conv + 1}.")  # the last conv and its attention block
     for key, t in state.items():
-        if not key.startswith(tuple(writers) + (attention,)) or t.shape[0] <= M_old:
-            continue
-        if key.endswith(("weight", "bias")) and t.dim() in (1, 4) and t.shape[0] > M_old:
-            module = owners.get(key)
-            if module is not None and _out_dim(module) == 0:
-                t[M_old:] *= LATENT_MUTE
+        module = owners.get(key)
+        if key.startswith(writers) and t.shape[0] > M_old and module is not None and _out_dim(module) == 0:
+            t[M_old:] *= LATENT_MUTE
 
 
 def silence_new_hyper_channels(state: dict, N_old: int) -> None:
     """Hyper-latent channels ``N_old:``: written as zeros, coded with narrow zero-centred densities."""
-    from compressai.entropy_models import EntropyBottleneck  # importable once core.models is
-
     h_a = sorted({k.rsplit(".", 1)[0] for k in state if k.startswith("latent_codec.hyper.h_a.")},
                  key=lambda k: int(k.rsplit(".", 1)[1]))[-1]
     state[f"{h_a}.weight"][N_old:] = 0
@@ -133,7 +130,7 @@ def silence_new_hyper_channels(state: dict, N_old: int) -> None:
             state[EB + key][N_old:] = 0
 
 
-def _start_group_silent(state: dict, wide, k: int) -> None:
+def _start_group_silent(state: dict, k: int) -> None:
     """New group ``k``: entropy parameters start at mean 0 and the smallest scale."""
     prefix = f"latent_codec.y.latent_codec.y{k}.entropy_parameters."
     last = max(int(key[len(prefix):].split(".")[0]) for key in state if key.startswith(prefix))
@@ -142,14 +139,6 @@ def _start_group_silent(state: dict, wide, k: int) -> None:
     half = b.shape[0] // 2  # (scales, means): GaussianConditionalLatentCodec's chunk order
     b[:half] = 0.11
     b[half:] = 0.0
-
-
-def load_any(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def main(argv=None) -> int:
@@ -168,7 +157,7 @@ def main(argv=None) -> int:
         torch.save(ck, args.out)
         print(json.dumps({"out": args.out, "step": ck["step"]}))
         return 0
-    state = widen_state(load_any(args.src), REGISTRY[args.from_model], REGISTRY[args.to_model])
+    state = widen_state(read_state(args.src), REGISTRY[args.from_model], REGISTRY[args.to_model])
     torch.save({"model": state}, args.out)
     print(json.dumps({"out": args.out, "tensors": len(state)}))
     return 0
