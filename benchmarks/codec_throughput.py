@@ -53,38 +53,54 @@ def dubai_pair(path: Path) -> None:
     write_rgb(path, np.concatenate([p[:h] for p in parts], axis=1).transpose(2, 0, 1))
 
 
-def build_raster(path: Path, size: int, images: list[Path]) -> None:
-    """Write a size x size RGB GeoTIFF, strip by strip, tiled from mirrored source images."""
+def parse_shape(text: str) -> tuple[int, int]:
+    """``8192`` (square) or ``65536x1024`` (width x height)."""
+    w, _, h = text.partition("x")
+    return int(w), int(h or w)
+
+
+def shape_label(shape: tuple[int, int]) -> int | str:
+    """A row's ``size``: the side of a square raster (as earlier JSONs have it), else ``WxH``."""
+    w, h = shape
+    return w if w == h else f"{w}x{h}"
+
+
+def build_raster(path: Path, size: int | tuple[int, int], images: list[Path]) -> None:
+    """Write a size x size (or width x height) RGB GeoTIFF, strip by strip, tiled from
+    mirrored source images."""
+    width, height = (size, size) if isinstance(size, int) else size
     sources = [np.asarray(Image.open(p).convert("RGB")) for p in images]
-    with rasterio.open(path, "w", **rgb_profile(size, size)) as dst:
+    with rasterio.open(path, "w", **rgb_profile(width, height)) as dst:
         y, k = 0, 0
-        while y < size:
+        while y < height:
             img = sources[k % len(sources)]
-            h = min(img.shape[0], size - y)
+            h = min(img.shape[0], height - y)
             row = []
             x, j = 0, 0
-            while x < size:
+            while x < width:
                 piece = sources[(k + j) % len(sources)][:h]
                 piece = piece[:, ::-1] if j % 2 else piece
-                row.append(piece[:, : size - x])
+                row.append(piece[:, : width - x])
                 x += row[-1].shape[1]
                 j += 1
             strip = np.concatenate(row, axis=1)
-            dst.write(strip.transpose(2, 0, 1), window=rasterio.windows.Window(0, y, size, h))
+            dst.write(strip.transpose(2, 0, 1), window=rasterio.windows.Window(0, y, width, h))
             y += h
             k += 1
 
 
 
-def cli_roundtrip(src: Path, folder: Path, compress_args: list[str]) -> tuple[float, np.ndarray]:
-    """``compress`` then plain ``decompress`` through the CLI, each its own process ->
-    (bits per pixel of the whole container, decoded pixels (bands, h, w))."""
+def cli_roundtrip(src: Path, folder: Path, compress_args: list[str], common: list[str] = ()
+                  ) -> tuple[float, np.ndarray]:
+    """``compress`` then plain ``decompress`` through the CLI, each its own process, ``common``
+    arguments (e.g. ``--threads 1``) given to both -> (bits per pixel of the whole container,
+    decoded pixels (bands, h, w))."""
     crsic, dec = folder / "roundtrip.crsic", folder / "roundtrip.tif"
     py = [sys.executable, "-m", "core.tile_codec"]
-    subprocess.run(py + ["compress", str(src), "-o", str(crsic), "--quiet", "--overwrite", *compress_args],
+    subprocess.run(py + ["compress", str(src), "-o", str(crsic), "--quiet", "--overwrite", *compress_args, *common],
                    check=True, cwd=ROOT)
-    subprocess.run(py + ["decompress", str(crsic), "-o", str(dec), "--no-enhance", "--quiet", "--overwrite"],
-                   check=True, cwd=ROOT)
+    subprocess.run(py + ["decompress", str(crsic), "-o", str(dec), "--no-enhance", "--quiet", "--overwrite",
+                         *common], check=True, cwd=ROOT)
     with rasterio.open(dec) as ds:
         return crsic.stat().st_size * 8 / (ds.width * ds.height), ds.read()
 
@@ -110,10 +126,11 @@ def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
     (CPU time is what a busy machine distorts least), peak RSS, bpp."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in sorted(args.sizes):
+        for shape in sorted(args.sizes, key=lambda s: s[0] * s[1]):
+            (width, height), size = shape, shape_label(shape)
             src = Path(tmp) / f"mosaic_{size}.tif"
-            build_raster(src, size, [Path(i) for i in args.images])
-            mp = size * size / 1e6
+            build_raster(src, shape, [Path(i) for i in args.images])
+            mp = width * height / 1e6
             for rep in range(args.repeat):
                 for fmt in args.formats:
                     crsic, dec = Path(tmp) / f"f{fmt}.crsic", Path(tmp) / f"f{fmt}.tif"
@@ -125,9 +142,9 @@ def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
                                                  "--quiet", "--overwrite", "--no-enhance", *runtime])
                     row = dict(size=size, format=int(fmt), repeat=rep, megapixels=mp, encode_s=te, decode_s=td,
                                encode_cpu_s=ce, decode_cpu_s=cd, encode_peak_mb=me, decode_peak_mb=md,
-                               bpp=crsic.stat().st_size * 8 / (size * size))
+                               bpp=crsic.stat().st_size * 8 / (width * height))
                     rows.append(row)
-                    print(f"{size:>6} format {fmt} encode {te:6.1f} s ({ce:6.1f} CPU s, {me:5.0f} MB)  decode {td:6.1f} s "
+                    print(f"{size!s:>6} format {fmt} encode {te:6.1f} s ({ce:6.1f} CPU s, {me:5.0f} MB)  decode {td:6.1f} s "
                           f"({cd:6.1f} CPU s, {md:5.0f} MB)  {row['bpp']:.4f} bpp", flush=True)
     summary = {}
     for fmt in args.formats:
@@ -154,7 +171,8 @@ def avif_encode_seconds(path: Path) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
+    p.add_argument("--sizes", type=parse_shape, nargs="+", default=[(2048, 2048), (4096, 4096), (8192, 8192)],
+                   help="raster sizes: 8192 (square) or WIDTHxHEIGHT, e.g. 65536x1024")
     p.add_argument("--images", nargs="+", default=sorted(str(x) for x in (ROOT.parent / "shared/data/val/dubai").glob("*.jpg")))
     p.add_argument("--model", default=None, help="model name or .safetensors (default: the shipped one)")
     p.add_argument("--quality", default="3")
@@ -186,20 +204,21 @@ def main(argv=None) -> int:
             for r in json.loads(Path(name).read_text())["rows"]:
                 baseline.setdefault(r["size"], {}).update(r)
     with tempfile.TemporaryDirectory() as tmp:
-        for size in sorted(args.sizes):
+        for shape in sorted(args.sizes, key=lambda s: s[0] * s[1]):
+            (width, height), size = shape, shape_label(shape)
             src = Path(tmp) / f"mosaic_{size}.tif"
-            build_raster(src, size, [Path(i) for i in args.images])
+            build_raster(src, shape, [Path(i) for i in args.images])
             crsic, dec = src.with_suffix(".crsic"), Path(tmp) / f"dec_{size}.tif"
             py = [sys.executable, "-m", "core.tile_codec"]
             te, me = run(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality, "--threads",
                                args.threads, "--quiet", *runtime, *tile])
             decode = py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads, "--quiet", *runtime]
             td, md = run(decode + ["--no-enhance"])
-            mp = size * size / 1e6
-            bpp = crsic.stat().st_size * 8 / (size * size)
+            mp = width * height / 1e6
+            bpp = crsic.stat().st_size * 8 / (width * height)
             row = dict(size=size, megapixels=mp, encode_mp_s=mp / te, decode_mp_s=mp / td,
                        encode_peak_mb=me, decode_peak_mb=md, bpp=bpp)
-            line = f"{size:>6} {mp:>6.1f} {mp / te:>9.2f} {mp / td:>9.2f} {me:>12.0f} {md:>12.0f} {bpp:>7.3f}"
+            line = f"{size!s:>6} {mp:>6.1f} {mp / te:>9.2f} {mp / td:>9.2f} {me:>12.0f} {md:>12.0f} {bpp:>7.3f}"
             if args.enhance:
                 dec.unlink()
                 tx, mx = run(decode)

@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("--codecs", default="jpeg,webp,jp2,avif,jxl")
     p.add_argument("--bpp", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.4])
     p.add_argument("--metrics", default="psnr,ms-ssim", help="psnr, ms-ssim, lpips (needs metric_setup)")
+    p.add_argument("--threads", help="torch threads of our CLI runs (default: the CLI's)")
     p.add_argument("--out", help="also write the points and BD-rates as JSON here")
     args = p.parse_args(argv)
     metrics = [m.replace("-", "_") for m in args.metrics.split(",")]
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
         for model in args.models:
             for q in qualities(model):
                 t0 = time.perf_counter()
-                bpp, out = cli_roundtrip(src, Path(tmp), ["--quality", q, "--model", model])
+                bpp, out = cli_roundtrip(src, Path(tmp), ["--quality", q, "--model", model],
+                                         ["--threads", args.threads] if args.threads else [])
                 pt = dict(codec=model, param=float(q), bpp=bpp, seconds=time.perf_counter() - t0,
                           **measure(ref, out.transpose(1, 2, 0), metrics))
                 points.append(pt)

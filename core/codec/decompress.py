@@ -2,14 +2,16 @@
 
 ``open_plan`` reads and checks what a decode needs; ``decoded_strips`` yields the
 finished strips of the window, top to bottom, in the raster's dtype, holding one row of
-tiles. ``decompress_raster`` writes them as they come; the enhancer (``core.enhance``)
-consumes the same strips.
+tiles. A window wider than ``PANEL_WIDTH`` is decoded as vertical panels
+(``DecodePlan.panels``), each a window of its own, so memory does not grow with the
+width. ``decompress_raster`` writes the strips as they come; the enhancer
+(``core.enhance``) consumes the same strips.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,9 +27,9 @@ from ..format.normalization import BandRange
 from ..format.payload import split_payload
 from ..format.raster_io import describe_bands, output_profile, raster_output
 from ..codec.stitching import raster_values, stitch
-from ..format.tiling import Tile, TileGrid
+from ..format.tiling import Panel, Tally, Tile, TileGrid, panels
 from ..models import REGISTRY
-from ..options import DecompressParams, band_groups, quality_problem, raw_bytes, strip_memory_problem
+from ..options import PANEL_WIDTH, DecompressParams, band_groups, quality_problem, raw_bytes
 from .aoi import RasterArea, place_aoi
 from .jobs import DecodeJob, decode_or_flag, release_reader, serial_map, shared_reader
 from .latent_tiles import decode_stream, ring
@@ -109,6 +111,20 @@ class DecodePlan:
         transform = window_transform(self.window, rasterio.Affine(*self.header.transform))
         return output_profile(self.header, self.width, self.height, transform)
 
+    def panels(self, window: int = 0, overlap: int = 0) -> list[Panel]:
+        """The window's vertical panels (columns of the window), cut at tile starts; with an
+        enhancer ``window``/``overlap``, each reads the context its enhancer windows need."""
+        x0 = int(self.window.col_off)
+        starts = [x - x0 for x in self.grid.col_starts]
+        return panels(self.width, PANEL_WIDTH, starts, window, overlap)
+
+    def columns(self, x0: int, x1: int) -> "DecodePlan":
+        """This decode restricted to columns ``[x0, x1)`` of its window."""
+        w = self.window
+        win = Window(int(w.col_off) + x0, int(w.row_off), x1 - x0, int(w.height))
+        tiles = self.grid.tiles_in(win)
+        return replace(self, window=win, tiles=tiles, skip=self.skip & {t.index for t in tiles})
+
     def summary(self, dst, seconds: float) -> dict:
         w = self.window
         res = {"output": str(dst), "window": [int(w.col_off), int(w.row_off), self.width, self.height],
@@ -142,9 +158,6 @@ def open_plan(reader: ContainerReader, params: DecompressParams) -> DecodePlan:
     model = container_model(header, params.model, reader.path)
     area = place_aoi(header, params.aoi, params.aoi_crs) if params.aoi is not None else None
     win = area.window() if area is not None else resolve_window(header, params.window, params.bbox)
-    problem = strip_memory_problem(int(win.width), min(header.tile, int(win.height)), len(header.bands))
-    if problem:
-        raise BadInput(f"{reader.path}: {problem}")
     coder = get_coder(model, params.device)
     check_model(header, coder, reader.path)
     problem = quality_problem(header.quality, coder.model.spec.levels)
@@ -214,10 +227,10 @@ def decoded_strips(plan: DecodePlan, mapper=serial_map, progress: Progress | Non
 
 
 def write_strip(out, row: int, values: np.ndarray, invalid: np.ndarray, header: Header,
-                masked: bool | None = None) -> None:
-    """Write one strip; a masked output (``masked``, default: when the raster is) without a
-    nodata value gets an internal mask."""
-    w = Window(0, row, values.shape[2], values.shape[1])
+                masked: bool | None = None, col: int = 0) -> None:
+    """Write one strip (at column ``col`` of the output); a masked output (``masked``,
+    default: when the raster is) without a nodata value gets an internal mask."""
+    w = Window(col, row, values.shape[2], values.shape[1])
     out.write(values, window=w)
     if (header.has_mask if masked is None else masked) and header.nodata is None:
         out.write_mask((~invalid).astype(np.uint8) * 255, window=w)
@@ -250,10 +263,14 @@ def decompress_raster(src: str | Path, dst: str | Path, *, window=None, bbox=Non
     t0 = time.perf_counter()
     with open_container(src) as reader:
         plan = open_plan(reader, params)
+        parts = [plan.columns(p.x0, p.x1) for p in plan.panels()]
+        tally = Tally([len(part.tiles) for part in parts], progress)
         with raster_output(dst, plan.profile(), overwrite, cog) as out:
             describe_bands(out, plan.header)
-            for row, values, invalid in decoded_strips(plan, mapper, progress):
-                write_strip(out, row, values, invalid, plan.header, plan.masked)
+            for part in parts:
+                col = int(part.window.col_off - plan.window.col_off)
+                for row, values, invalid in decoded_strips(part, mapper, tally.part()):
+                    write_strip(out, row, values, invalid, plan.header, plan.masked, col)
     return plan.summary(dst, time.perf_counter() - t0)
 
 

@@ -1,7 +1,9 @@
 """Decode a container and enhance it on the way out: the one decode-then-enhance path.
 
 The decoded strips come out of the stitcher and go straight through a ``StripEnhancer``
-into the output GeoTIFF: no temporary raster on disk, memory bounded by a row of tiles.
+into the output GeoTIFF: no temporary raster on disk, memory bounded by a row of tiles
+of one panel (a wide window is decoded and enhanced in vertical panels that read the
+context their enhancer windows need, so the panels meet exactly).
 The CLI, batch and the QGIS worker all call ``decompress_enhanced``.
 """
 
@@ -15,6 +17,7 @@ from ..codec.decompress import decoded_strips, open_container, open_plan, write_
 from ..codec.jobs import serial_map
 from ..errors import CodecError
 from ..format.raster_io import describe_bands, raster_output
+from ..format.tiling import Tally, TileGrid
 from ..options import DecompressParams
 from .windows import StripEnhancer
 
@@ -74,28 +77,37 @@ def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressPara
     from ..models import get_enhancer
 
     params = (params or DecompressParams()).validate()
+    ep = params.enhancement
     t0 = time.perf_counter()
-    enh = None
     with open_container(src) as reader:
         plan = open_plan(reader, params)
         reason = enhancement_reason(params, plan.header.quality)
-        decode_progress = (lambda done, total: progress("decode", done, total)) if progress else None
+        enhancing = reason is None
+        if enhancing:
+            loaded = get_enhancer(ep.enhancer, params.device)
+            fidelity = loaded.default_fidelity if ep.fidelity is None else float(ep.fidelity)
+        panels = plan.panels(ep.window, ep.overlap) if enhancing else plan.panels()
+        parts = [plan.columns(p.read0, p.read1) for p in panels]
+        phase = (lambda name: (lambda done, total: progress(name, done, total))) if progress else (lambda name: None)
+        decoding = Tally([len(part.tiles) for part in parts], phase("decode"))
+        windows = Tally([len(TileGrid(part.width, part.height, ep.window, ep.overlap)) for part in parts],
+                        phase("enhance"))
+        enhance_seconds = 0.0
         with raster_output(dst, plan.profile(), params.overwrite, params.cog) as out:
             describe_bands(out, plan.header)
-            strips = decoded_strips(plan, mapper, decode_progress)
-            if reason is None:
-                ep = params.enhancement
-                loaded = get_enhancer(ep.enhancer, params.device)
-                fidelity = loaded.default_fidelity if ep.fidelity is None else float(ep.fidelity)
-                enhance_progress = (lambda done, total: progress("enhance", done, total)) if progress else None
-                enh = StripEnhancer(loaded.net, fidelity, plan.width, plan.height, plan.ranges, plan.header.dtype,
-                                    plan.header.nodata, ep.window, ep.overlap, enhance_progress)
-                strips = enh.run(strips)
-            for row, values, invalid in strips:
-                write_strip(out, row, values, invalid, plan.header, plan.masked)
+            for panel, part in zip(panels, parts):
+                strips = decoded_strips(part, mapper, decoding.part())
+                if enhancing:
+                    enh = StripEnhancer(loaded.net, fidelity, part.width, part.height, plan.ranges, plan.header.dtype,
+                                        plan.header.nodata, ep.window, ep.overlap, windows.part())
+                    strips = enh.run(strips)
+                for row, values, invalid in strips:
+                    write_strip(out, row, *panel.crop(values, invalid), plan.header, plan.masked, panel.x0)
+                if enhancing:
+                    enhance_seconds += enh.seconds
     seconds = time.perf_counter() - t0
     res = plan.summary(dst, seconds)
-    res.update(enhanced=enh is not None, enhancement=reason)
-    if enh is not None:
-        res.update(fidelity=enh.fidelity, enhance_seconds=enh.seconds, decode_seconds=seconds - enh.seconds)
+    res.update(enhanced=enhancing, enhancement=reason)
+    if enhancing:
+        res.update(fidelity=fidelity, enhance_seconds=enhance_seconds, decode_seconds=seconds - enhance_seconds)
     return res

@@ -1,6 +1,7 @@
 """Enhance any GeoTIFF (decoded by this codec or by JPEG, WebP...: the "retraining-free" use).
 
-The source is read in strips and fed to a ``StripEnhancer``; the output keeps the
+The source is read in strips (of vertical panels, when it is wider than ``PANEL_WIDTH``)
+and fed to a ``StripEnhancer``; the output keeps the
 source's size, CRS, transform, dtype, nodata, band descriptions and colour
 interpretation, and pixels that are nodata / masked in the source are copied unchanged.
 """
@@ -26,7 +27,8 @@ from ..format.raster_io import (
     read_bands,
     read_valid,
 )
-from ..options import DTYPE_RANGES, EnhanceParams, band_count_problem, strip_memory_problem
+from ..format.tiling import Tally, TileGrid, panels
+from ..options import DTYPE_RANGES, PANEL_WIDTH, EnhanceParams, band_count_problem
 from .windows import Strip, StripEnhancer
 
 STRIP_ROWS = 256  # rows read from the source at a time
@@ -38,10 +40,11 @@ def _output_profile(ds) -> dict:
     return geotiff_profile(ds.width, ds.height, ds.count, ds.dtypes[0], ds.crs, ds.transform, ds.nodata, rgb=True)
 
 
-def _source_strips(ds, masked: bool) -> Iterator[Strip]:
+def _source_strips(ds, masked: bool, x0: int, x1: int) -> Iterator[Strip]:
+    """Strips of columns ``[x0, x1)``, top to bottom."""
     bands = list(range(1, ds.count + 1))
     for y0 in range(0, ds.height, STRIP_ROWS):
-        win = Window(0, y0, ds.width, min(STRIP_ROWS, ds.height - y0))
+        win = Window(x0, y0, x1 - x0, min(STRIP_ROWS, ds.height - y0))
         values = read_bands(ds, bands, win)
         invalid = ~read_valid(ds, bands, win) if masked else np.zeros(values.shape[1:], bool)
         yield y0, values, invalid
@@ -63,7 +66,7 @@ def enhance_raster(src: str | Path, dst: str | Path, params: EnhanceParams | Non
         if len(set(ds.dtypes)) > 1:
             raise BadInput(f"{src}: bands of different data types ({', '.join(sorted(set(ds.dtypes)))})")
         bands = list(range(1, ds.count + 1))
-        problem = band_count_problem(ds.count) or strip_memory_problem(ds.width, params.window + STRIP_ROWS, ds.count)
+        problem = band_count_problem(ds.count)
         if problem:
             raise UnsupportedRaster(f"{src}: {problem}")
         check_not_palette(ds, bands)
@@ -74,21 +77,26 @@ def enhance_raster(src: str | Path, dst: str | Path, params: EnhanceParams | Non
         ranges = ranges or band_ranges(ds, bands, masked)
         if len(ranges) != ds.count:
             raise BadInput(f"{len(ranges)} band ranges given for {ds.count} bands")
-        enh = StripEnhancer(loaded.net, fidelity, ds.width, ds.height, ranges, ds.dtypes[0], ds.nodata,
-                            params.window, params.overlap, progress)
+        parts = panels(ds.width, PANEL_WIDTH, (), params.window, params.overlap)
+        tally = Tally([len(TileGrid(p.read1 - p.read0, ds.height, params.window, params.overlap)) for p in parts],
+                      progress)
         internal_mask = masked and ds.nodata is None
         with raster_output(dst, _output_profile(ds), overwrite, cog) as out:
             out.colorinterp = ds.colorinterp
             for i, desc in enumerate(ds.descriptions, start=1):
                 if desc:
                     out.set_band_description(i, desc)
-            for row, values, invalid in enh.run(_source_strips(ds, masked)):
-                win = Window(0, row, values.shape[2], values.shape[1])
-                out.write(values, window=win)
-                if internal_mask:
-                    out.write_mask((~invalid).astype(np.uint8) * 255, window=win)
+            for panel in parts:
+                enh = StripEnhancer(loaded.net, fidelity, panel.read1 - panel.read0, ds.height, ranges,
+                                    ds.dtypes[0], ds.nodata, params.window, params.overlap, tally.part())
+                for row, values, invalid in enh.run(_source_strips(ds, masked, panel.read0, panel.read1)):
+                    values, invalid = panel.crop(values, invalid)
+                    win = Window(panel.x0, row, values.shape[2], values.shape[1])
+                    out.write(values, window=win)
+                    if internal_mask:
+                        out.write_mask((~invalid).astype(np.uint8) * 255, window=win)
         pixels = ds.width * ds.height
     seconds = time.perf_counter() - t0
-    return {"output": str(dst), "fidelity": fidelity, "windows": enh.windows, "window": params.window,
+    return {"output": str(dst), "fidelity": fidelity, "windows": tally.total, "window": params.window,
             "overlap": params.overlap, "seconds": seconds, "megapixels_per_second": pixels / 1e6 / seconds,
             "enhancer_sha256": loaded.sha256}

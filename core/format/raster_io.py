@@ -21,12 +21,15 @@ from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from ..errors import BadInput, CodecError, CorruptContainer, OutputFailed, UnsupportedRaster
-from ..options import MAX_SOURCE_BANDS, bands_problem, raster_size_problem, too_many_bands_problem
+from ..options import GDAL_CACHE_MB, MAX_SOURCE_BANDS, bands_problem, raster_size_problem, too_many_bands_problem
 from .header import Header
 from .normalization import BandRange, check_dtype, fixed_range
 from .output import atomic_output, held_stderr, reason, write_failed
 
 logging.getLogger("rasterio").setLevel(logging.ERROR)
+# Read by GDAL when its block cache is first used, which is after this import in our
+# processes (CLI, worker, Dask workers).
+os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
 
 GDAL_ERRORS = (RasterioError, CPLE_BaseError, OSError)  # what rasterio raises when GDAL fails
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 from functools import cached_property
 
 import numpy as np
@@ -126,3 +127,64 @@ class TileGrid:
         wy = self._ramp(t.y0, t.height, t.row == 0, t.row == self.n_rows - 1)
         wx = self._ramp(t.x0, t.width, t.col == 0, t.col == self.n_cols - 1)
         return wy[:, None] * wx[None, :]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Columns ``[x0, x1)`` of a wide raster, finished on their own from columns ``[read0, read1)``
+    (the panel plus the context its enhancer windows need)."""
+
+    x0: int
+    x1: int
+    read0: int
+    read1: int
+
+    def crop(self, values: np.ndarray, invalid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The panel's own columns of a strip read over ``[read0, read1)``."""
+        cols = slice(self.x0 - self.read0, self.x1 - self.read0)
+        return values[:, :, cols], invalid[:, cols]
+
+
+def panels(width: int, limit: int, cuts=(), window: int = 0, overlap: int = 0) -> list[Panel]:
+    """Split columns ``[0, width)`` into panels at most ``limit`` wide, so that memory is bounded
+    by a panel however wide the raster; cut at one of ``cuts`` (e.g. tile starts, so no tile
+    is synthesised twice) where one fits. With ``window``/``overlap`` (a ``TileGrid`` of
+    enhancer windows over the whole width), each panel reads enough context that the windows
+    touching it are the whole grid's windows with the same blend weights: panels enhanced on
+    their own and put side by side equal the whole raster enhanced at once."""
+    cuts = sorted(c for c in cuts if 0 < c < width)
+    edges = [0]
+    while width - edges[-1] > limit:
+        fits = [c for c in cuts if edges[-1] < c <= edges[-1] + limit]
+        edges.append(fits[-1] if fits else edges[-1] + limit)
+    edges.append(width)
+    out = []
+    for x0, x1 in zip(edges, edges[1:]):
+        read0, read1 = x0, x1
+        if window:
+            stride = window - overlap
+            # read0: a window start whose (missing) left ramp ends by x0; read1: the last window
+            # starting before x1 is whole (its missing right ramp lies at or beyond x1)
+            read0 = 0 if x0 == 0 else max(0, (x0 - overlap) // stride * stride)
+            read1 = width if x1 == width else min(width, (x1 - 1) // stride * stride + window)
+        out.append(Panel(x0, x1, read0, read1))
+    return out
+
+
+class Tally:
+    """One progress count over several parts (panels) whose totals are known up front."""
+
+    def __init__(self, totals: list[int], progress: Callable[[int, int], None] | None):
+        self.total, self.done, self.progress = sum(totals), 0, progress
+
+    def part(self) -> Callable[[int, int], None] | None:
+        """The callback for the next part (its own ``(done, total)`` -> the whole count)."""
+        if self.progress is None:
+            return None
+        base = self.done
+
+        def report(done: int, _total: int) -> None:
+            self.done = base + done
+            self.progress(self.done, self.total)
+
+        return report
