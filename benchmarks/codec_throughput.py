@@ -1,6 +1,7 @@
 """Encode/decode throughput and peak memory for rasters of growing size.
 
-Builds square uint8 RGB GeoTIFFs of each size from real aerial imagery (mirrored
+Builds uint8 RGB GeoTIFFs of each size (``8192``: square, ``65536x1024``: width x
+height) from real aerial imagery (mirrored
 mosaics of the given source images, georeferenced in EPSG:32617 at 0.3 m), then runs
 ``compress`` and ``decompress`` of the CLI, each in its own process, and reports
 megapixels per second (whole process, start-up included, as a user waits) and the peak
@@ -12,6 +13,7 @@ beside the previous version's numbers (``--baseline``, a JSON this script wrote)
         --images ../shared/data/val/dubai/*.jpg
     python benchmarks/codec_throughput.py --sizes 8192 16384 --device cuda --threads 16   # on a GPU
     python benchmarks/codec_throughput.py --sizes 2048 --formats 2 3 --repeat 2 --threads 1   # format 3 vs 2
+    python benchmarks/codec_throughput.py --sizes 16384x1024 65536x1024 --threads 1 --no-avif   # memory vs width
 """
 
 from __future__ import annotations
@@ -158,6 +160,16 @@ def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
     return 0
 
 
+def startup_seconds(folder: Path, images: list[Path], runtime: list[str], threads: str, runs: int = 3) -> float:
+    """Start-up to the first tile: the whole ``compress`` process on a 256 px raster (one small
+    tile: imports, model and runtime loading, then almost nothing to code), median of ``runs``."""
+    src, out = folder / "startup.tif", folder / "startup.crsic"
+    build_raster(src, 256, images)
+    cmd = [sys.executable, "-m", "core.tile_codec", "compress", str(src), "-o", str(out), "--quiet", "--overwrite",
+           "--threads", threads, *runtime]
+    return float(np.median([run(cmd)[0] for _ in range(runs)]))
+
+
 def avif_encode_seconds(path: Path) -> float:
     """Pillow's AVIF encoder (speed 6, quality 50) on the raster's pixels, in this process."""
     import io
@@ -182,6 +194,7 @@ def main(argv=None) -> int:
     p.add_argument("--enhance", action="store_true",
                    help="also time decoding with the Code-RSIC enhancement (about 10x slower)")
     p.add_argument("--no-avif", action="store_true", help="skip the AVIF reference")
+    p.add_argument("--runtime", default=None, help="runtime of the float transforms (default: the CLI's)")
     p.add_argument("--baseline", nargs="*", default=[str(ROOT / "results/codec_throughput_v1.json"),
                                                      str(ROOT / "results/enhance_throughput_v1.json")],
                    help="previous version's results (JSONs of this script, merged per size) for the ratios")
@@ -191,7 +204,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.images:
         sys.exit("no source images: pass --images")
-    runtime = (["--model", args.model] if args.model else []) + (["--device", args.device] if args.device else [])
+    runtime = (["--model", args.model] if args.model else []) + (["--device", args.device] if args.device else []) \
+        + (["--runtime", args.runtime] if args.runtime else [])
     tile = ["--tile", args.tile] if args.tile else []
     if args.formats:
         return compare_formats(args, runtime, tile)
@@ -204,6 +218,8 @@ def main(argv=None) -> int:
             for r in json.loads(Path(name).read_text())["rows"]:
                 baseline.setdefault(r["size"], {}).update(r)
     with tempfile.TemporaryDirectory() as tmp:
+        startup = startup_seconds(Path(tmp), [Path(i) for i in args.images], runtime, args.threads)
+        print(f"start-up to the first tile (compress of a 256 px raster, whole process, median of 3): {startup:.2f} s")
         for shape in sorted(args.sizes, key=lambda s: s[0] * s[1]):
             (width, height), size = shape, shape_label(shape)
             src = Path(tmp) / f"mosaic_{size}.tif"
@@ -239,7 +255,8 @@ def main(argv=None) -> int:
                 f.unlink()
     print(json.dumps(rows))
     if args.out:
-        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "startup_s": startup, "rows": rows},
+                                             indent=1) + "\n")
     return 0
 
 

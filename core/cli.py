@@ -15,13 +15,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from . import usecases
 from .cli_args import compress_params, decompress_params, enhance_params, normalise_argv, setup_args
 from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, BadInput, CodecError, exit_now, report
 from .format.json_values import json_safe
-from .options import CONTAINER_SUFFIX, DECODED_SUFFIX, ENHANCED_SUFFIX, sizes_text
+from .options import CONTAINER_SUFFIX, DECODED_SUFFIX, ENHANCED_SUFFIX, RUNTIME_ENV, sizes_text
 
 
 def _default_output(src: str, suffix: str) -> str:
@@ -82,6 +83,12 @@ def _mapper(args):
 
     return mapper_for(workers=args.workers, scheduler=args.scheduler, torch_threads=args.threads or None,
                       quiet=args.quiet)
+
+
+def _set_runtime(args) -> None:
+    """``--runtime`` for this process and the worker processes it starts (they inherit it)."""
+    if getattr(args, "runtime", None):
+        os.environ[RUNTIME_ENV] = args.runtime
 
 
 def _set_threads(args) -> None:
@@ -222,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         _set_threads(args)
+        _set_runtime(args)
         res = COMMANDS[args.command](args)
     except CodecError as exc:
         _close_bars()

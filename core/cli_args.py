@@ -28,6 +28,8 @@ from .options import (
     FIDELITY_RANGE,
     FORMAT_VERSIONS,
     MIN_QUALITY,
+    RUNTIME_CHOICES,
+    RUNTIME_PREFERENCE,
     TILE_MULTIPLE,
     CompressParams,
     DecompressParams,
@@ -62,6 +64,9 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help=f"torch device: {' or '.join(DEVICES)} (default {DEFAULT_DEVICE}); format-2 files decode on "
                         "any device, format-1 files only on the device type that encoded them")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default=None,
+                   help="runtime of the float transforms on the CPU (default: $CODERSIC_RUNTIME, else auto: the "
+                        f"fastest installed of {', '.join(RUNTIME_PREFERENCE)}); files decode under any runtime")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")

@@ -158,6 +158,15 @@ MAX_SOURCE_BANDS = 65535  # bands a source raster may have (GeoTIFF's limit)
 MAX_QUALITY = 64.0  # no model has more rate levels; the loaded model's range is checked when decoding
 MAX_HEADER_BYTES = 1 << 24  # a container header (JSON) is refused beyond this, before it is read
 
+# ---------------------------------------------------------------- runtime
+
+# Which runtime runs the float transforms (``core.models.runtime``); the entropy path is
+# integer whatever the runtime. ``auto``: the first installed of RUNTIME_PREFERENCE, ordered
+# by measured speed on a 2-core AVX2 CPU (``results/transform_runtimes.json``).
+RUNTIME_ENV = "CODERSIC_RUNTIME"
+RUNTIME_CHOICES = ("auto", "torch", "openvino", "onnxruntime")
+RUNTIME_PREFERENCE = ("openvino", "onnxruntime", "torch")
+
 # ---------------------------------------------------------------- memory
 
 # Decoding and enhancing wider than this run in vertical panels (``format.tiling.panels``):

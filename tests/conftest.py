@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from testdata import ROOT, SHARED_FIXTURES, TEST_DATA, shared_fixture  # noqa: F401 (re-exported)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache(tmp_path_factory) -> Path:
+    """Exported transforms go to a folder of the test session, not the user's cache (test
+    subprocesses inherit it)."""
+    folder = tmp_path_factory.mktemp("runtime-cache")
+    os.environ["CODERSIC_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,15 @@ from core.options import CompressParams
 VERSIONS = sorted(golden.GOLDENS)
 
 
+@pytest.fixture(autouse=True)
+def reference_runtime(monkeypatch):
+    """The goldens are torch's bytes and pixels (the reference runtime); tests/test_runtime.py
+    decodes them under the others."""
+    from core.options import RUNTIME_ENV
+
+    monkeypatch.setenv(RUNTIME_ENV, "torch")
+
+
 def test_seeded_test_model_is_the_golden_one(tiny_weights):
     assert file_sha256(tiny_weights) == golden.WEIGHTS_SHA256
 

@@ -30,6 +30,7 @@ from ..format.tiling import PAD_MULTIPLE, padded
 from ..models import LoadedModel, get_model
 from ..models.compressai_backend import record_symbols
 from ..models.exact_entropy import SCHEME, ExactElicEntropy
+from ..models.runtime import load_transforms, requested_runtime
 from ..options import DEFAULT_MODEL, MAX_BANDS, MAX_TILE, MIN_TILE, TILE_MULTIPLE, band_groups
 
 
@@ -98,6 +99,26 @@ class TileCoder:
         """The integer entropy path (built from the float weights on first use)."""
         return ExactElicEntropy(self.model.net)
 
+    @cached_property
+    def transforms(self):
+        """The float transforms' runtime (``core.models.runtime``; ``.name`` says which)."""
+        return load_transforms(self.model, self.model.device)
+
+    def analysis(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Image (1, 3, H, W) -> gain-scaled latent, by the process's runtime."""
+        net = self.model.net
+        if self.transforms.name == "torch":
+            return net.analysis(x, level)
+        return torch.from_numpy(self.transforms.analysis(x.numpy())) * net.gain(level)
+
+    def synthesis(self, y_hat: torch.Tensor, level: torch.Tensor) -> np.ndarray:
+        """Latent (1, M, h, w) -> (3, 16 h, 16 w) float pixels in [0, 1], by the process's runtime."""
+        net = self.model.net
+        if self.transforms.name == "torch":
+            return net.synthesis(y_hat.to(self.model.device), level)[0].cpu().numpy()
+        x = self.transforms.synthesis((y_hat * net.inverse_gain(level)).numpy())[0]
+        return np.clip(x, 0, 1, out=x)
+
     @property
     def entropy_scheme(self) -> str:
         return SCHEME
@@ -129,7 +150,7 @@ class TileCoder:
             for group in band_groups(bands):
                 x = torch.from_numpy(np.ascontiguousarray(tile[group], dtype=np.float32))[None].to(self.model.device)
                 if exact:
-                    y = net.analysis(x, level)[:, :, top // 16 : (top + ch) // 16, left // 16 : (left + cw) // 16]
+                    y = self.analysis(x, level)[:, :, top // 16 : (top + ch) // 16, left // 16 : (left + cw) // 16]
                     out = self.exact.compress(y.contiguous(), crc)
                     crc = out["crc"]
                     parts.append(_pack_strings([[s] for s in out["strings"]]))
@@ -184,8 +205,7 @@ class TileCoder:
         level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
         h, w = 16 * latents[0].shape[1], 16 * latents[0].shape[2]
         with _out_of_memory(h, w, self.model.device):
-            x_hats = [self.model.net.synthesis(torch.from_numpy(y)[None].to(self.model.device), level)[0].cpu().numpy()
-                      for y in latents]
+            x_hats = [self.synthesis(torch.from_numpy(y)[None], level) for y in latents]
         return _merge_groups(x_hats, bands)
 
     @torch.inference_mode()
@@ -246,12 +266,12 @@ def out_of_memory_message(h: int, w: int, device: str) -> str:
             f"e.g. --tile {smaller}, or run fewer tiles at once (fewer --workers, --threads)")
 
 
-_CODERS: dict[tuple[str, str], TileCoder] = {}
+_CODERS: dict[tuple[str, str, str], TileCoder] = {}
 
 
 def get_coder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TileCoder:
-    """The process-wide coder for ``model`` (loaded on first use)."""
-    key = (str(model), str(device))
+    """The process-wide coder for ``model`` (loaded on first use) on the runtime requested now."""
+    key = (str(model), str(device), requested_runtime())
     if key not in _CODERS:
         _CODERS[key] = TileCoder(get_model(model, device))
     return _CODERS[key]

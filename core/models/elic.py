@@ -57,14 +57,21 @@ class VariableRateElic(Elic2022Official):
     # contiguous tensors, so the probabilities the encoder and decoder compute, and thus
     # the bitstream, do not depend on this choice.
 
+    def gain(self, level):
+        """(B, M, 1, 1) per-channel gains of the latent at 0-based ``level`` (shape B)."""
+        return self._interp(self.log_gain, level)
+
+    def inverse_gain(self, level):
+        return self._interp(self.log_inv_gain, level)
+
     def analysis(self, x, level):
         """Image -> gain-scaled latent ``y`` (contiguous), what the entropy coder codes."""
         y = self.g_a(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        return y * self._interp(self.log_gain, level)
+        return y * self.gain(level)
 
     def synthesis(self, y_hat, level):
         """Decoded latent -> image in [0, 1]."""
-        y_hat = (y_hat * self._interp(self.log_inv_gain, level)).contiguous(memory_format=torch.channels_last)
+        y_hat = (y_hat * self.inverse_gain(level)).contiguous(memory_format=torch.channels_last)
         return self.g_s(y_hat).contiguous().clamp_(0, 1)
 
     def compress(self, x, level):

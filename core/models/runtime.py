@@ -1,0 +1,240 @@
+"""Inference runtimes for the float transforms (analysis ``g_a``, synthesis ``g_s``).
+
+torch is the reference (and the training path). The transforms can be exported to ONNX
+(``export_onnx``) and run by ONNX Runtime or OpenVINO. Only the float transforms move:
+the entropy path stays integer (``exact_entropy``), so symbols, and therefore containers'
+decodability, do not depend on the runtime.
+
+Each runtime is a class ``(loaded model, exported files, threads)`` with ``analysis(x)``
+and ``synthesis(y)`` on float32 NCHW numpy arrays; ``runtime_problem`` says in one line
+why a runtime cannot be used here (``None`` when it can).
+
+``load_transforms`` picks the runtime a process codes with: the one named by
+``CODERSIC_RUNTIME`` (the CLI's ``--runtime`` sets it, so worker processes inherit it),
+or with ``auto`` the fastest one installed (``RUNTIME_PREFERENCE``). The ONNX files are
+exported once per weights into a cache folder. A runtime that is missing or fails falls
+back to torch with a one-line notice on stderr.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..options import RUNTIME_CHOICES, RUNTIME_ENV, RUNTIME_PREFERENCE
+
+OPSET = 17
+STAGES = ("analysis", "synthesis")
+CACHE_ENV = "CODERSIC_CACHE_DIR"
+
+
+def _module(stage: str, net):
+    return net.g_a if stage == "analysis" else net.g_s
+
+
+def export_onnx(loaded, folder: str | Path) -> dict[str, Path]:
+    """Write ``analysis.onnx`` and ``synthesis.onnx`` (float32, any height and width) of a
+    loaded model into ``folder`` -> {stage: path}."""
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    net = loaded.net
+    channels = {"analysis": 3, "synthesis": int(loaded.spec.M)}
+    files = {}
+    for stage in STAGES:
+        module = _module(stage, net).float().eval()
+        dummy = torch.zeros(1, channels[stage], 64 if stage == "analysis" else 4, 64 if stage == "analysis" else 4)
+        path = folder / f"{stage}.onnx"
+        with torch.inference_mode():
+            torch.onnx.export(module, (dummy,), str(path), input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {2: "height", 3: "width"}, "output": {2: "height", 3: "width"}},
+                              opset_version=OPSET, dynamo=False)
+        files[stage] = path
+    return files
+
+
+def runtime_problem(name: str) -> str | None:
+    """None when runtime ``name`` can run here, else why not (one line)."""
+    if name not in RUNTIMES:
+        return f"unknown runtime {name!r} (choose from {', '.join(RUNTIMES)})"
+    package = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        return f"{package} is not installed (pip install {package})"
+    return None
+
+
+class TorchTransforms:
+    """The reference: the model's own torch modules."""
+
+    def __init__(self, loaded, files=None, threads: int | None = None):
+        self.net = loaded.net
+
+    def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            return _module(stage, self.net)(t.contiguous(memory_format=torch.channels_last)).contiguous().numpy()
+
+    def analysis(self, x: np.ndarray) -> np.ndarray:
+        return self._run("analysis", x)
+
+    def synthesis(self, y: np.ndarray) -> np.ndarray:
+        return self._run("synthesis", y)
+
+
+def _threads(threads: int | None) -> int:
+    """The thread count to run with: ``threads``, else torch's current one (``--threads``
+    sets it), so a runtime follows the thread count the way torch does."""
+    if threads:
+        return threads
+    import torch
+
+    return torch.get_num_threads()
+
+
+class _PerThreadCount:
+    """A runtime's compiled networks, one set per thread count (float sums may depend on it,
+    and in-process work must match workers that run with their own count)."""
+
+    def __init__(self, files: dict[str, Path], threads: int | None = None):
+        self.files, self.fixed, self._by_threads = files, threads, {}
+
+    def _compiled(self) -> dict:
+        n = _threads(self.fixed)
+        if n not in self._by_threads:
+            self._by_threads[n] = {stage: self._compile(self.files[stage], n) for stage in STAGES}
+        return self._by_threads[n]
+
+    def analysis(self, x: np.ndarray) -> np.ndarray:
+        return self._run(self._compiled()["analysis"], np.ascontiguousarray(x, dtype=np.float32))
+
+    def synthesis(self, y: np.ndarray) -> np.ndarray:
+        return self._run(self._compiled()["synthesis"], np.ascontiguousarray(y, dtype=np.float32))
+
+
+class OnnxRuntimeTransforms(_PerThreadCount):
+    """ONNX Runtime's CPU execution provider, all graph optimisations, sequential execution."""
+
+    def __init__(self, loaded, files: dict[str, Path], threads: int | None = None):
+        super().__init__(files, threads)
+        self._compiled()  # fail here, where the caller can fall back, not in the middle of a job
+
+    def _compile(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def _run(self, session, x: np.ndarray) -> np.ndarray:
+        return session.run(None, {"input": x})[0]
+
+
+class OpenVinoTransforms(_PerThreadCount):
+    """OpenVINO's CPU plugin on the same ONNX files (f32 inference precision, latency hint)."""
+
+    def __init__(self, loaded, files: dict[str, Path], threads: int | None = None):
+        import openvino as ov
+
+        self.core = ov.Core()
+        super().__init__(files, threads)
+        self._compiled()
+
+    def _compile(self, path: Path, threads: int):
+        # compiled networks are cached beside the ONNX files: later processes start faster
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": threads, "CACHE_DIR": str(Path(path).parent / "openvino")}
+        return self.core.compile_model(self.core.read_model(str(path)), "CPU", config)
+
+    def _run(self, compiled, x: np.ndarray) -> np.ndarray:
+        return compiled(x)[compiled.output(0)]
+
+
+RUNTIMES = {"torch": TorchTransforms, "onnxruntime": OnnxRuntimeTransforms, "openvino": OpenVinoTransforms}
+
+
+def cache_dir() -> Path:
+    """Where exported transforms are kept: ``$CODERSIC_CACHE_DIR`` or ``~/.cache/code-rsic``."""
+    env = os.environ.get(CACHE_ENV)
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "code-rsic") / "transforms"
+
+
+def cached_export(loaded) -> dict[str, Path]:
+    """The model's ONNX transforms from the cache, exported (atomically) on first use."""
+    folder = cache_dir() / f"{loaded.sha256[:16]}-opset{OPSET}"
+    files = {stage: folder / f"{stage}.onnx" for stage in STAGES}
+    if not all(f.exists() for f in files.values()):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".export-"))
+        try:
+            export_onnx(loaded, tmp)
+            try:
+                tmp.rename(folder)
+            except OSError:  # another process exported it meanwhile
+                if not all(f.exists() for f in files.values()):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return files
+
+
+_NOTICES: set[str] = set()
+
+
+def notice(text: str) -> None:
+    """One line on stderr, once per process."""
+    if text not in _NOTICES:
+        _NOTICES.add(text)
+        print(f"code-rsic: {text}", file=sys.stderr)
+
+
+def requested_runtime() -> str:
+    name = os.environ.get(RUNTIME_ENV, "auto") or "auto"
+    if name not in RUNTIME_CHOICES:
+        notice(f"{RUNTIME_ENV}={name!r} is not one of {', '.join(RUNTIME_CHOICES)}: using auto")
+        return "auto"
+    return name
+
+
+def load_transforms(loaded, device: str = "cpu"):
+    """The transforms this process runs ``loaded`` with (see the module docstring); the
+    object's ``name`` says which runtime it is."""
+    requested = requested_runtime()
+    if str(device) != "cpu" or requested == "torch":
+        if requested not in ("auto", "torch"):
+            notice(f"runtime {requested} runs on the CPU only: using torch on {device}")
+        return _named(TorchTransforms(loaded), "torch")
+    failed = []
+    for name in RUNTIME_PREFERENCE if requested == "auto" else (requested,):
+        if name == "torch":
+            break
+        problem = runtime_problem(name)
+        if problem is None:
+            try:
+                transforms = RUNTIMES[name](loaded, cached_export(loaded))
+            except Exception as exc:  # a broken install or export must not stop the job
+                text = str(exc).strip()
+                problem = f"failed: {text.splitlines()[0][:160] if text else type(exc).__name__}"
+            else:
+                if failed:
+                    notice(f"{'; '.join(failed)}: using {name}")
+                return _named(transforms, name)
+        failed.append(f"runtime {name} {problem if problem.startswith('failed') else f'unavailable ({problem})'}")
+    if failed:
+        notice(f"{'; '.join(failed)}: using torch")
+    return _named(TorchTransforms(loaded), "torch")
+
+
+def _named(transforms, name: str):
+    transforms.name = name
+    return transforms

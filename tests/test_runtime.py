@@ -1,0 +1,142 @@
+"""Runtimes for the float transforms: export, agreement with torch, fallback, cross-decoding.
+
+The entropy path is integer under every runtime, so a container made with one runtime
+decodes under another to identical symbols (the symbols CRC checks it) and to pixels
+that differ only by float rounding; the same runtime writes the same bytes whatever the
+thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+
+import golden
+from core.codec.compress import compress_raster
+from core.codec.decompress import decompress_raster
+from core.codec.tile_coder import get_coder
+from core.models import get_model
+from core.models.runtime import RUNTIMES, export_onnx, load_transforms, runtime_problem
+from core.options import RUNTIME_CHOICES, RUNTIME_ENV, CompressParams
+from testdata import ROOT
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FAST = [name for name in ("openvino", "onnxruntime") if runtime_problem(name) is None]
+
+
+def test_runtimes_named_in_options_exist():
+    assert set(RUNTIME_CHOICES) == {"auto", *RUNTIMES}
+    assert runtime_problem("tensorrt").startswith("unknown runtime")
+
+
+def test_the_fast_runtimes_are_installed():
+    """Both are dependencies (pyproject.toml): a test run without them is a broken install."""
+    assert FAST == ["openvino", "onnxruntime"]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_exported_transforms_agree_with_torch(tiny_weights, tmp_path, name):
+    loaded = get_model(tiny_weights)
+    files = export_onnx(loaded, tmp_path)
+    ref, other = RUNTIMES["torch"](loaded), RUNTIMES[name](loaded, files, 1)
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 3, 128, 192), dtype=np.float32)  # any height and width
+    y = ref.analysis(x)
+    assert y.shape[2:] == (8, 12)
+    assert np.abs(other.analysis(x) - y).max() < 1e-3 * max(1.0, np.abs(y).max())
+    yq = np.round(y)
+    assert np.abs(other.synthesis(yq) - ref.synthesis(yq)).max() < 1e-3
+
+
+def _decoded(path, model, runtime, monkeypatch, out) -> np.ndarray:
+    monkeypatch.setenv(RUNTIME_ENV, runtime)
+    decompress_raster(path, out, model=model)
+    with rasterio.open(out) as ds:
+        return ds.read().astype(np.int16)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_a_file_made_with_one_runtime_decodes_under_the_others(tiny_weights, tmp_path, monkeypatch, name, neon_rgb):
+    monkeypatch.setenv(RUNTIME_ENV, name)
+    assert get_coder(tiny_weights).transforms.name == name
+    made = tmp_path / f"{name}.crsic"
+    compress_raster(neon_rgb, made, CompressParams(model=tiny_weights, quality=2, tile=128))
+    # identical symbols: a desync would raise; the pixels differ by float rounding at most
+    pixels = {r: _decoded(made, tiny_weights, r, monkeypatch, tmp_path / f"{r}.tif") for r in ["torch", *FAST]}
+    for r in FAST:
+        assert np.abs(pixels[r] - pixels["torch"]).max() <= 1
+        assert (pixels[r] != pixels["torch"]).mean() < 0.01
+    # and a torch-made file decodes under this runtime
+    monkeypatch.setenv(RUNTIME_ENV, "torch")
+    ref = tmp_path / "torch.crsic"
+    compress_raster(neon_rgb, ref, CompressParams(model=tiny_weights, quality=2, tile=128))
+    a = _decoded(ref, tiny_weights, name, monkeypatch, tmp_path / "x.tif")
+    b = _decoded(ref, tiny_weights, "torch", monkeypatch, tmp_path / "y.tif")
+    assert np.abs(a - b).max() <= 1
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_same_runtime_same_bytes_whatever_the_threads(tiny_weights, tmp_path, neon_rgb, name):
+    """Two processes with 1 and 2 threads write byte-identical containers."""
+    digests = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"t{threads}.crsic"
+        subprocess.run([sys.executable, "-m", "core.tile_codec", "compress", str(neon_rgb), "-o", str(out),
+                        "--model", tiny_weights, "--tile", "128", "--quality", "2", "--runtime", name,
+                        "--threads", threads, "--quiet"], check=True, cwd=ROOT, capture_output=True)
+        digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_golden_container_decodes_under_every_runtime(tmp_path, tiny_weights, monkeypatch):
+    g = golden.GOLDENS[3]
+    ref = _decoded(g.path, tiny_weights, "torch", monkeypatch, tmp_path / "torch.tif")
+    assert golden.pixels_sha256(tmp_path / "torch.tif") == g.decoded_sha256  # torch is the reference
+    for name in FAST:
+        assert np.abs(_decoded(g.path, tiny_weights, name, monkeypatch, tmp_path / f"{name}.tif") - ref).max() <= 1
+
+
+def test_a_missing_runtime_falls_back_to_torch_with_one_line(tiny_weights, monkeypatch, capsys):
+    import core.models.runtime as rt
+
+    monkeypatch.setattr(rt, "_NOTICES", set())
+    monkeypatch.setattr(rt.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setenv(RUNTIME_ENV, "openvino")
+    transforms = load_transforms(get_model(tiny_weights))
+    assert transforms.name == "torch"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["code-rsic: runtime openvino unavailable (openvino is not installed (pip install openvino)): "
+                   "using torch"]
+
+
+def test_a_broken_runtime_falls_back_to_the_next_then_torch(tiny_weights, monkeypatch, capsys):
+    import core.models.runtime as rt
+
+    monkeypatch.setattr(rt, "_NOTICES", set())
+
+    def broken(*a, **k):
+        raise RuntimeError("CPU plugin failed to compile\nmore detail")
+
+    monkeypatch.setitem(rt.RUNTIMES, "openvino", broken)
+    monkeypatch.setenv(RUNTIME_ENV, "auto")
+    transforms = load_transforms(get_model(tiny_weights))
+    assert transforms.name == "onnxruntime"
+    monkeypatch.setitem(rt.RUNTIMES, "onnxruntime", broken)
+    assert load_transforms(get_model(tiny_weights)).name == "torch"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["code-rsic: runtime openvino failed: CPU plugin failed to compile: using onnxruntime",
+                   "code-rsic: runtime openvino failed: CPU plugin failed to compile; runtime onnxruntime failed: "
+                   "CPU plugin failed to compile: using torch"]
+
+
+def test_cli_rejects_an_unknown_runtime(neon_rgb, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "core.tile_codec", "compress", str(neon_rgb), "-o",
+                          str(tmp_path / "a.crsic"), "--runtime", "tensorrt"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode != 0 and "invalid choice: 'tensorrt'" in res.stderr
+    assert not (tmp_path / "a.crsic").exists()
