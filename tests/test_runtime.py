@@ -36,7 +36,8 @@ def test_runtimes_named_in_options_exist():
 
 
 def test_the_fast_runtimes_are_installed():
-    """Both are dependencies (pyproject.toml): a test run without them is a broken install."""
+    """OpenVINO is a dependency, ONNX Runtime one of the test extra (pyproject.toml): a test
+    run without them is a broken install."""
     assert FAST == ["openvino", "onnxruntime"]
 
 
