@@ -7,6 +7,7 @@ bookkeeping, hyper-analysis), the synthesis transform, and the enhancer on the w
 that cover the tile. The tile is a real aerial crop, padded as the codec pads it.
 
     python benchmarks/profile_tile.py --threads 2 --out results/profile_tile.json
+    CODERSIC_RUNTIME=torch python benchmarks/profile_tile.py ...   # the transforms on another runtime
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     img = np.asarray(Image.open(args.image).convert("RGB"))[:side, :side]
     tile = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / 255.0
     coder = get_coder(args.model)
-    net, exact = coder.model.net, coder.exact
+    exact = coder.exact
     level = quality_to_level(DEFAULT_QUALITY, coder.model.spec.levels)
     lv = torch.tensor([level], dtype=torch.float32)
     totals: dict[str, float] = defaultdict(float)
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
         x = torch.from_numpy(tile)[None]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            y = net.analysis(x, lv)
+            y = coder.analysis(x, lv)
         t1 = time.perf_counter()
         enc = exact.compress(y)
         t2 = time.perf_counter()
@@ -85,13 +86,13 @@ def main(argv=None) -> int:
         t3 = time.perf_counter()
         dec_parts = dict(totals)
         with torch.inference_mode():
-            net.synthesis(dec["y_hat"], lv)
+            coder.synthesis(dec["y_hat"], lv)
         t4 = time.perf_counter()
         enhance_array(img, enhancer.default_fidelity, window=DEFAULT_ENHANCE_WINDOW, overlap=DEFAULT_ENHANCE_OVERLAP)
         t5 = time.perf_counter()
         if run == 0:
             continue  # warm-up
-        stages["analysis (float)"].append(t1 - t0)
+        stages[f"analysis (float, {coder.transforms.name})"].append(t1 - t0)
         stages["entropy encode (int), total"].append(t2 - t1)
         for k, v in enc_parts.items():
             stages[f"  encode: {k}"].append(v)
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
         for k, v in dec_parts.items():
             stages[f"  decode: {k}"].append(v)
         stages["  decode: other (rANS, bookkeeping)"].append((t3 - t2) - sum(dec_parts.values()))
-        stages["synthesis (float)"].append(t4 - t3)
+        stages[f"synthesis (float, {coder.transforms.name})"].append(t4 - t3)
         stages["enhancement (windows over the tile)"].append(t5 - t4)
     mp = side * side / 1e6
     print(f"one {side} x {side} tile ({mp:.2f} MP), model {args.model}, quality {DEFAULT_QUALITY}, "
@@ -108,13 +109,14 @@ def main(argv=None) -> int:
     rows = {k: statistics.median(v) for k, v in stages.items()}
     for k, v in rows.items():
         print(f"{k:<48} {v:7.3f} s")
-    enc_total = rows["analysis (float)"] + rows["entropy encode (int), total"]
-    dec_total = rows["entropy decode (int), total"] + rows["synthesis (float)"]
+    runtime = coder.transforms.name
+    enc_total = rows[f"analysis (float, {runtime})"] + rows["entropy encode (int), total"]
+    dec_total = rows["entropy decode (int), total"] + rows[f"synthesis (float, {runtime})"]
     print(f"{'encode, per tile':<48} {enc_total:7.3f} s  ({mp / enc_total:.2f} MP/s)")
     print(f"{'plain decode, per tile':<48} {dec_total:7.3f} s  ({mp / dec_total:.2f} MP/s)")
     if args.out:
         Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "tile": side, "threads": args.threads,
-                                              "seconds": rows}, indent=1) + "\n")
+                                              "runtime": runtime, "seconds": rows}, indent=1) + "\n")
     return 0
 
 
