@@ -18,7 +18,7 @@ from .errors import BadInput
 
 # ---------------------------------------------------------------- models and devices
 
-DEFAULT_MODEL = "elic-lite"
+DEFAULT_MODEL = "elic-lite-s"
 DEFAULT_MODEL_LEVELS = 6  # trained rate levels of DEFAULT_MODEL (a test checks the registry agrees)
 DEFAULT_ENHANCER = "enhancer-lite"
 DEVICES = ("cpu", "cuda")
@@ -48,8 +48,8 @@ ANALYSIS_MARGIN = 32  # < 0.01 % of symbols differ from a whole-raster analysis 
 
 MIN_QUALITY = 0.0  # one level below the lowest trained one (gains extrapolated)
 # The default keeps features: the lowest quality whose MS-SSIM reaches 0.95 on the NAIP and
-# NEON fixtures and a val mosaic, or the top level where the model cannot reach it. elic-lite
-# reaches 0.950 on NAIP and 0.93 on NEON only at its top level, 6
+# NEON fixtures and a val mosaic, or the top level where the model cannot reach it. elic-lite-s
+# (like elic-lite) reaches 0.950 on NAIP and 0.93 on NEON only at its top level, 6
 # (benchmarks/default_quality.py -> results/default_quality.json; a test holds the two equal).
 DEFAULT_QUALITY = 6.0
 # Named rates the front ends offer (name, quality); "smallest" is the lowest trained level.

@@ -196,9 +196,9 @@ def test_the_source_check_catches_restatements(tmp_path):
                      "    Number('TILE', 'Tile', Number.Integer, 512)\n"
                      "    q.addParameter(QgsProcessingParameterEnum('DEVICE', 'Device', [], defaultValue=1))\n"
                      "    box.setMaximumWidth(32)\n"
-                     "    return 'elic-lite', f'out{x}.crsic', 'cpu'\n")
+                     "    return 'elic-lite-s', f'out{x}.crsic', 'cpu'\n")
     found = "\n".join(restatements(probe, name="probe.py"))
-    for wanted in ("P.tile restates", "number 8192", "number 512", "number 1;", "'elic-lite'", "'.crsic'",
+    for wanted in ("P.tile restates", "number 8192", "number 512", "number 1;", "'elic-lite-s'", "'.crsic'",
                    "'cpu'"):
         assert wanted in found, wanted
     assert "enhancer" not in found and "32" not in found and "number 0" not in found

@@ -75,3 +75,48 @@ def test_checkpoint_reloads_to_identical_outputs_and_resumes(tmp_path, neon_rgb)
     assert train_main(["--model", "elic-tiny", "--out", str(out), "--export", str(weights)]) == 0
     loaded = load_model(str(weights))
     assert loaded.spec.name == "elic-tiny" and loaded.net.log_gain.shape == (2, spec.M)
+
+
+def test_a_slim_channel_context_round_trips_and_codes_bit_exactly(tmp_path, neon_rgb):
+    """A model whose channel contexts are narrower (``ModelSpec.context``) saves its widths,
+    loads them back, and codes a tile through the integer entropy path: the decoder gets
+    the encoder's symbols (the symbols CRC would say otherwise)."""
+    from dataclasses import replace
+
+    from core.codec.tile_coder import TileCoder
+    from core.models import save_weights
+
+    spec = replace(REGISTRY["elic-tiny"], name="tiny-slim", context=(16, 8), weights_file=None, sha256=None)
+    torch.manual_seed(0)
+    net = build_model(spec).eval()
+    ctx = net.latent_codec.latent_codec["y"].channel_context["y1"]
+    assert [m.out_channels for m in ctx if isinstance(m, torch.nn.Conv2d)][:2] == [16, 8]
+    net.update(force=True)
+    path = tmp_path / "slim.safetensors"
+    save_weights(net, spec, path)
+    loaded = load_model(str(path))
+    assert loaded.spec.context == (16, 8)
+    coder = TileCoder(loaded)
+    tile = np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)
+    data, crc = coder.encode_tile(tile, 1.0, seed=3)
+    out = coder.decode_tile(data, 1.0, expected_crc=crc, seed=3)
+    assert out.shape == tile.shape and np.abs(out - tile).mean() < 0.5
+
+
+def test_slim_context_training_lowers_the_rate_of_a_fresh_context(tmp_path, neon_rgb):
+    """training.slim_context: the base model's weights with new, narrower channel contexts;
+    only those train (on cached latents) and the estimated rate falls."""
+    from training.slim_context import main as slim_main
+
+    out = tmp_path / "slim"
+    assert slim_main(["--base", "elic-lite", "--context", "16", "16", "--data", str(neon_rgb), "--out", str(out),
+                      "--crop", "128", "--crops", "8", "--batch", "4", "--steps", "60", "--lr", "3e-3",
+                      "--export", str(out / "w.safetensors")]) == 0
+    rate = json.loads((out / "cache_rate.json").read_text())
+    assert rate["after"] < rate["before"]
+    slim, base = load_model(str(out / "w.safetensors")), load_model("elic-lite")
+    assert slim.spec.context == (16, 16)
+    frozen = [k for k, v in slim.net.state_dict().items() if ".channel_context." not in k and v.is_floating_point()
+              and "quantized_cdf" not in k]
+    base_state = base.net.state_dict()
+    assert all(torch.equal(slim.net.state_dict()[k], base_state[k]) for k in frozen)

@@ -23,8 +23,12 @@ MIN_LEVEL = MIN_QUALITY - 1.0
 class VariableRateElic(Elic2022Official):
     """``Elic2022Official`` with per-level channel gains on the latent (gain units)."""
 
-    def __init__(self, N: int, M: int, groups, levels: int, init_lambdas=None):
+    def __init__(self, N: int, M: int, groups, levels: int, init_lambdas=None, context=(224, 128)):
         super().__init__(N=N, M=M, groups=list(groups))
+        if tuple(context) != (224, 128):  # compressai builds ELIC's own widths
+            channel_context = self.latent_codec.latent_codec["y"].channel_context
+            for k in range(1, len(self.groups)):
+                channel_context[f"y{k}"] = channel_context_net(sum(self.groups[:k]), self.groups[k], context)
         use_bounded_entropy_models(self)  # rANS decoding bounded, symbols logged: see core.models.compressai_backend
         self.levels = levels
         if init_lambdas is None:
@@ -82,8 +86,17 @@ class VariableRateElic(Elic2022Official):
         return {"x_hat": self.synthesis(y_hat, level)}
 
 
+def channel_context_net(inputs: int, group: int, widths) -> torch.nn.Sequential:
+    """ELIC's channel context g_ch for one group (three 5 x 5 convolutions) with ``widths``
+    hidden channels: the previous groups' latents -> the group's means and scales."""
+    c1, c2 = widths
+    conv = lambda i, o: torch.nn.Conv2d(i, o, 5, padding=2)  # noqa: E731
+    return torch.nn.Sequential(conv(inputs, c1), torch.nn.ReLU(inplace=True), conv(c1, c2),
+                               torch.nn.ReLU(inplace=True), conv(c2, 2 * group))
+
+
 def build_model(spec: ModelSpec) -> VariableRateElic:
-    return VariableRateElic(spec.N, spec.M, spec.groups, spec.levels, spec.lambdas)
+    return VariableRateElic(spec.N, spec.M, spec.groups, spec.levels, spec.lambdas, spec.context)
 
 
 def quality_to_level(quality: float, levels: int) -> float:

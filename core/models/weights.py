@@ -98,6 +98,8 @@ def save_weights(model: torch.nn.Module, spec: ModelSpec, path: str | Path, fp16
     d = asdict(spec)
     for k in ("weights_file", "sha256", "extra"):
         d.pop(k)
+    if tuple(d["context"]) == ModelSpec.context:  # ELIC's own widths: files stay as before
+        d.pop("context")
     return _write(state, path, {MODEL_META: json.dumps(d)})
 
 
@@ -109,6 +111,8 @@ def read_spec(path: str | Path) -> ModelSpec:
     d = json.loads(meta[MODEL_META])
     d["groups"] = tuple(d["groups"])
     d["lambdas"] = tuple(d["lambdas"])
+    if "context" in d:
+        d["context"] = tuple(d["context"])
     return ModelSpec(**d)
 
 
