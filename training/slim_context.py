@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.models import REGISTRY, build_model, save_weights
+from core.models import REGISTRY, build_model, load_model, resolve_weights, save_weights
 
 from .data import CropSampler, center_crops, list_images
 from .train_elic import likelihood_bits, read_state, validate
@@ -38,7 +38,7 @@ def slim_model(base: str, context: tuple[int, int], name: str):
     spec = replace(REGISTRY[base], name=name, context=tuple(context), weights_file=None, sha256=None,
                    description=f"{REGISTRY[base].description}; channel context {context[0]}/{context[1]}")
     net = build_model(spec)
-    state = read_state(str(Path(__file__).resolve().parents[1] / "core/weights" / REGISTRY[base].weights_file))
+    state = read_state(str(resolve_weights(base)))
     kept = {k: v for k, v in state.items() if ".channel_context." not in k}
     missing = [k for k in net.state_dict() if k not in kept]
     net.load_state_dict(kept, strict=False)
@@ -139,10 +139,7 @@ def main(argv=None) -> int:
     if args.val:
         crops = center_crops(list_images(args.val), 256, args.val_limit)
         res = {"slim": validate(net, crops, spec.levels, "cpu")}
-        base = build_model(REGISTRY[args.base])
-        base.load_state_dict(read_state(str(Path(__file__).resolve().parents[1] / "core/weights" /
-                                            REGISTRY[args.base].weights_file)))
-        res["base"] = validate(base, crops, spec.levels, "cpu")
+        res["base"] = validate(load_model(args.base).net, crops, spec.levels, "cpu")
         from core.evaluation.bd_rate import bd_rate
 
         pts = {k: ([v["bpp"] for v in r.values()], [v["psnr"] for v in r.values()]) for k, r in res.items()}

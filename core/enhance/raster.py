@@ -78,7 +78,7 @@ def enhance_raster(src: str | Path, dst: str | Path, params: EnhanceParams | Non
         if len(ranges) != ds.count:
             raise BadInput(f"{len(ranges)} band ranges given for {ds.count} bands")
         parts = panels(ds.width, PANEL_WIDTH, (), params.window, params.overlap)
-        tally = Tally([len(TileGrid(p.read1 - p.read0, ds.height, params.window, params.overlap)) for p in parts],
+        tally = Tally([len(TileGrid(p.read_width, ds.height, params.window, params.overlap)) for p in parts],
                       progress)
         internal_mask = masked and ds.nodata is None
         with raster_output(dst, _output_profile(ds), overwrite, cog) as out:
@@ -87,7 +87,7 @@ def enhance_raster(src: str | Path, dst: str | Path, params: EnhanceParams | Non
                 if desc:
                     out.set_band_description(i, desc)
             for panel in parts:
-                enh = StripEnhancer(loaded.net, fidelity, panel.read1 - panel.read0, ds.height, ranges,
+                enh = StripEnhancer(loaded.net, fidelity, panel.read_width, ds.height, ranges,
                                     ds.dtypes[0], ds.nodata, params.window, params.overlap, tally.part())
                 for row, values, invalid in enh.run(_source_strips(ds, masked, panel.read0, panel.read1)):
                     values, invalid = panel.crop(values, invalid)

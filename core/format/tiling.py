@@ -139,6 +139,10 @@ class Panel:
     read0: int
     read1: int
 
+    @property
+    def read_width(self) -> int:
+        return self.read1 - self.read0
+
     def crop(self, values: np.ndarray, invalid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The panel's own columns of a strip read over ``[read0, read1)``."""
         cols = slice(self.x0 - self.read0, self.x1 - self.read0)

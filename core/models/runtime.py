@@ -73,6 +73,8 @@ def runtime_problem(name: str) -> str | None:
 class TorchTransforms:
     """The reference: the model's own torch modules."""
 
+    name = "torch"
+
     def __init__(self, loaded, files=None, threads: int | None = None):
         self.net = loaded.net
 
@@ -106,6 +108,7 @@ class _PerThreadCount:
 
     def __init__(self, files: dict[str, Path], threads: int | None = None):
         self.files, self.fixed, self._by_threads = files, threads, {}
+        self._compiled()  # fail here, where the caller can fall back, not in the middle of a job
 
     def _compiled(self) -> dict:
         n = _threads(self.fixed)
@@ -123,9 +126,10 @@ class _PerThreadCount:
 class OnnxRuntimeTransforms(_PerThreadCount):
     """ONNX Runtime's CPU execution provider, all graph optimisations, sequential execution."""
 
+    name = "onnxruntime"
+
     def __init__(self, loaded, files: dict[str, Path], threads: int | None = None):
         super().__init__(files, threads)
-        self._compiled()  # fail here, where the caller can fall back, not in the middle of a job
 
     def _compile(self, path: Path, threads: int):
         import onnxruntime as ort
@@ -143,12 +147,13 @@ class OnnxRuntimeTransforms(_PerThreadCount):
 class OpenVinoTransforms(_PerThreadCount):
     """OpenVINO's CPU plugin on the same ONNX files (f32 inference precision, latency hint)."""
 
+    name = "openvino"
+
     def __init__(self, loaded, files: dict[str, Path], threads: int | None = None):
         import openvino as ov
 
         self.core = ov.Core()
         super().__init__(files, threads)
-        self._compiled()
 
     def _compile(self, path: Path, threads: int):
         # compiled networks are cached beside the ONNX files: later processes start faster
@@ -160,7 +165,7 @@ class OpenVinoTransforms(_PerThreadCount):
         return compiled(x)[compiled.output(0)]
 
 
-RUNTIMES = {"torch": TorchTransforms, "onnxruntime": OnnxRuntimeTransforms, "openvino": OpenVinoTransforms}
+RUNTIMES = {cls.name: cls for cls in (TorchTransforms, OnnxRuntimeTransforms, OpenVinoTransforms)}
 
 
 def cache_dir() -> Path:
@@ -207,13 +212,13 @@ def requested_runtime() -> str:
 
 
 def load_transforms(loaded, device: str = "cpu"):
-    """The transforms this process runs ``loaded`` with (see the module docstring); the
-    object's ``name`` says which runtime it is."""
+    """The transforms this process runs ``loaded`` with (see the module docstring); their
+    ``name`` says which runtime it is."""
     requested = requested_runtime()
     if str(device) != "cpu" or requested == "torch":
         if requested not in ("auto", "torch"):
             notice(f"runtime {requested} runs on the CPU only: using torch on {device}")
-        return _named(TorchTransforms(loaded), "torch")
+        return TorchTransforms(loaded)
     failed = []
     for name in RUNTIME_PREFERENCE if requested == "auto" else (requested,):
         if name == "torch":
@@ -228,13 +233,8 @@ def load_transforms(loaded, device: str = "cpu"):
             else:
                 if failed:
                     notice(f"{'; '.join(failed)}: using {name}")
-                return _named(transforms, name)
+                return transforms
         failed.append(f"runtime {name} {problem if problem.startswith('failed') else f'unavailable ({problem})'}")
     if failed:
         notice(f"{'; '.join(failed)}: using torch")
-    return _named(TorchTransforms(loaded), "torch")
-
-
-def _named(transforms, name: str):
-    transforms.name = name
-    return transforms
+    return TorchTransforms(loaded)
