@@ -4,10 +4,13 @@ Times (median of ``--repeat`` runs, after a warm-up) the analysis transform, the
 bit-exact entropy coding (split into its integer networks: hyper-synthesis, channel
 context, spatial context, parameter aggregation, and the rest: rANS, checkerboard
 bookkeeping, hyper-analysis), the synthesis transform, and the enhancer on the windows
-that cover the tile. The tile is a real aerial crop, padded as the codec pads it.
+that cover the tile (split into its parts: E_L, the lookup Transformer, the codebook
+decoder, HPIN fusion per scale, the input gate). The tile is a real aerial crop, padded as
+the codec pads it.
 
     python benchmarks/profile_tile.py --threads 2 --out results/profile_tile.json
     CODERSIC_RUNTIME=torch python benchmarks/profile_tile.py ...   # the transforms on another runtime
+    python benchmarks/profile_tile.py --enhancer enhancer-lite-d ...   # another enhancer
 """
 
 from __future__ import annotations
@@ -46,11 +49,25 @@ class Timed:
         return out
 
 
+def time_enhancer_parts(net, totals) -> None:
+    """Time the enhancer's parts into ``totals`` ("codebook decoder" includes the HPIN
+    modules it calls; the caller takes them out)."""
+    parts = {"E_L (lookup encoder)": net.lookup.encoder, "codebook decoder": net.decoder,
+             **{f"HPIN fusion at 1/{2 ** int(k)}": m for k, m in net.fusion.items()}}
+    if net.skip is not None:
+        parts["input gate"] = net.skip
+    for i, layer in enumerate(net.lookup.layers):
+        parts[f"lookup Transformer layer {i}"] = layer
+    for name, m in parts.items():
+        m.forward = Timed(m.forward, "lookup Transformer" if name.startswith("lookup T") else name, totals)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image", default=str(next((ROOT.parent / "shared/data/val/dubai").glob("*.jpg"), "")))
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--enhancer", default=None, help="enhancer registry name or file (default: the default one)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out")
     args = p.parse_args(argv)
@@ -67,7 +84,8 @@ def main(argv=None) -> int:
     exact.channel_context = {k: Timed(v, "channel context (int)", totals) for k, v in exact.channel_context.items()}
     exact.spatial = [Timed(v, "spatial context (int)", totals) for v in exact.spatial]
     exact.aggregation = [Timed(v, "parameter aggregation (int)", totals) for v in exact.aggregation]
-    enhancer = get_enhancer(None)
+    enhancer = get_enhancer(args.enhancer)
+    time_enhancer_parts(enhancer.net, totals)
     from core.enhance.windows import enhance_array
 
     stages = defaultdict(list)
@@ -88,8 +106,10 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             coder.synthesis(dec["y_hat"], lv)
         t4 = time.perf_counter()
-        enhance_array(img, enhancer.default_fidelity, window=DEFAULT_ENHANCE_WINDOW, overlap=DEFAULT_ENHANCE_OVERLAP)
+        totals.clear()
+        enhance_array(img, enhancer.default_fidelity, args.enhancer, DEFAULT_ENHANCE_WINDOW, DEFAULT_ENHANCE_OVERLAP)
         t5 = time.perf_counter()
+        enh_parts = dict(totals)
         if run == 0:
             continue  # warm-up
         stages[f"analysis (float, {coder.transforms.name})"].append(t1 - t0)
@@ -103,6 +123,10 @@ def main(argv=None) -> int:
         stages["  decode: other (rANS, bookkeeping)"].append((t3 - t2) - sum(dec_parts.values()))
         stages[f"synthesis (float, {coder.transforms.name})"].append(t4 - t3)
         stages["enhancement (windows over the tile)"].append(t5 - t4)
+        fusion = sum(v for k, v in enh_parts.items() if k.startswith("HPIN"))
+        for k, v in enh_parts.items():
+            stages[f"  enhance: {k}"].append(v - fusion if k == "codebook decoder" else v)
+        stages["  enhance: other (blending, padding, codes)"].append((t5 - t4) - sum(enh_parts.values()) + fusion)
     mp = side * side / 1e6
     print(f"one {side} x {side} tile ({mp:.2f} MP), model {args.model}, quality {DEFAULT_QUALITY}, "
           f"{args.threads} threads, median of {args.repeat}")
@@ -116,7 +140,9 @@ def main(argv=None) -> int:
     print(f"{'plain decode, per tile':<48} {dec_total:7.3f} s  ({mp / dec_total:.2f} MP/s)")
     if args.out:
         Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "tile": side, "threads": args.threads,
-                                              "runtime": runtime, "seconds": rows}, indent=1) + "\n")
+                                              "runtime": runtime, "model": args.model,
+                                              "enhancer": enhancer.net.cfg.to_dict(), "seconds": rows},
+                                             indent=1) + "\n")
     return 0
 
 

@@ -412,3 +412,63 @@ def test_strip_enhancer_output_does_not_depend_on_strip_heights(pipeline):
     assert np.array_equal(whole, pieces)
     assert first < 5  # a strip was finished before the last input strip arrived
     assert np.array_equal(whole[:, invalid], values[:, invalid])  # invalid pixels pass through
+
+
+# ---------------------------------------------------------------- distillation
+
+def test_pair_sampler_cuts_extra_arrays_from_the_same_place(tmp_path):
+    """Teacher outputs (full size) and code maps (1/8) come out cut and turned with their pair."""
+    from training.lq_pairs import PairSampler
+
+    rng = np.random.default_rng(0)
+    hq = rng.integers(0, 256, (3, 3, 64, 64), dtype=np.uint8)
+    np.savez(tmp_path / "p.npz", hq=hq, lq=255 - hq, level=np.zeros(3, np.float32))
+    codes = hq[:, 0, 3::8, 5::8].astype(np.int64)  # one value per 8 x 8 cell
+    sampler = PairSampler(str(tmp_path / "p.npz"), 32, seed=1, extra={"out": hq.copy(), "codes": codes})
+    assert sampler.align == 8
+    for _ in range(5):
+        h, lq, out, c = sampler.batch(4)
+        assert out.shape == h.shape == (4, 3, 32, 32) and c.shape == (4, 4, 4) and c.dtype == torch.int64
+        assert torch.equal(out, h) and torch.allclose(lq, 1 - h)
+        # each cut is on the 8-pixel grid, so the code map is the crop's own cells
+        for i in range(4):
+            crop = (h[i, 0] * 255).round().long()
+            cells = {(int(crop[y, x]), (y // 8, x // 8)) for y in range(32) for x in range(32)}
+            assert all((int(c[i, cy, cx]), (cy, cx)) in cells for cy in range(4) for cx in range(4))
+    with pytest.raises(ValueError, match="line up"):
+        PairSampler(str(tmp_path / "p.npz"), 32, extra={"bad": codes[:2]})
+
+
+def test_distilled_student_keeps_the_codebook_and_exports(pipeline, tmp_path):
+    from core.models import load_enhancer
+    from training import distill_enhancer
+
+    d, teacher_path = pipeline
+    teacher = load_enhancer(str(teacher_path)).net.float()
+    out = tmp_path / "distill"
+    args = ["--pairs", str(d / "pairs.npz"), "--val-pairs", str(d / "val.npz"), "--teacher", str(teacher_path),
+            "--channels", "4", "8", "16", "32", "--fuse-levels", "2", "3", "--out", str(out),
+            "--lpips-weight", "0", "--threads", "1", "--batch", "2", "--crop", "64",
+            "--val-every", "2", "--val-size", "64", "--val-limit", "2", "--log-every", "1", "--ckpt-every", "1"]
+    assert distill_enhancer.main([*args, "--steps", "2"]) == 0
+    # the targets are the teacher's own output on the degraded crops, and its codes
+    targets = np.load(out / "teacher.npz")
+    lq = torch.from_numpy(np.load(d / "pairs.npz")["lq"]).float() / 255
+    with torch.no_grad():
+        t_out, logits, _ = teacher(lq, 1.0)
+    assert np.abs(targets["out"].astype(int) - (t_out.clamp(0, 1) * 255).round().numpy().astype(int)).max() <= 1
+    assert np.array_equal(targets["codes"], logits.argmax(1).numpy())
+    # a restart continues (one more step), then the export is a loadable, slimmer enhancer
+    assert distill_enhancer.main([*args, "--steps", "3", "--resume"]) == 0
+    assert _load(out / "last.pt")["step"] == 3
+    weights = tmp_path / "student.safetensors"
+    assert distill_enhancer.main(["--out", str(out), "--export", str(weights)]) == 0
+    student = load_enhancer(str(weights)).net
+    assert student.cfg.channels == (4, 8, 16, 32) and student.cfg.fuse_levels == (2, 3)
+    assert sorted(student.fusion) == ["2", "3"]
+    assert torch.equal(student.quantizer.embedding, teacher.quantizer.embedding.to(student.quantizer.embedding.dtype))
+    x = torch.rand(1, 3, 40, 72)
+    y = student.float().enhance(x, 1.0)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    with pytest.raises(SystemExit, match="fidelity"):
+        distill_enhancer.main([*args, "--steps", "1", "--w", "0.5"])

@@ -112,33 +112,46 @@ def main(argv=None) -> int:
 
 
 class PairSampler:
-    """Random aligned sub-crops (with flips / 90-degree turns) of cached pairs -> float [0, 1]."""
+    """Random aligned sub-crops (with flips / 90-degree turns) of cached pairs -> float [0, 1].
 
-    def __init__(self, path: str, crop: int, seed: int = 0):
+    ``extra``: more arrays aligned with the pairs (N, ..., H / s, W / s), e.g. a teacher's
+    outputs (s = 1) or code maps (s = 8): ``batch`` returns them cut from the same place,
+    turned the same way (uint8 ones as float [0, 1], others as they are). Crop offsets are
+    multiples of the largest ``s``."""
+
+    def __init__(self, path: str, crop: int, seed: int = 0, extra: dict[str, np.ndarray] | None = None):
         d = np.load(path)
         self.hq, self.lq, self.level = d["hq"], d["lq"], d["level"]
         if crop > self.hq.shape[-1]:
             raise ValueError(f"crop {crop} is larger than the cached pairs ({self.hq.shape[-1]})")
         self.crop = crop
         self.rng = np.random.default_rng(seed)
+        self.extra = dict(extra or {})
+        for name, a in self.extra.items():
+            if len(a) != len(self.hq) or self.hq.shape[-1] % a.shape[-1]:
+                raise ValueError(f"{name}: {a.shape} does not line up with the pairs {self.hq.shape}")
+        self.align = max([self.hq.shape[-1] // a.shape[-1] for a in self.extra.values()] + [1])
 
     def __len__(self) -> int:
         return len(self.hq)
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, n: int):
+        """(hq, lq) float batches, followed by the ``extra`` arrays' when there are any."""
         c, size = self.crop, self.hq.shape[-1]
-        hq = np.empty((n, 3, c, c), np.uint8)
-        lq = np.empty((n, 3, c, c), np.uint8)
+        arrays = [self.hq, self.lq, *self.extra.values()]
+        outs = [np.empty((n, *a.shape[1:-2], c * a.shape[-1] // size, c * a.shape[-1] // size), a.dtype)
+                for a in arrays]
         for i, k in enumerate(self.rng.integers(0, len(self.hq), size=n)):
-            y, x = self.rng.integers(0, size - c + 1, size=2)
+            y, x = self.rng.integers(0, (size - c) // self.align + 1, size=2) * self.align
             flip, rot = self.rng.random() < 0.5, int(self.rng.integers(4))
-            for src, dst in ((self.hq, hq), (self.lq, lq)):
-                a = src[k, :, y : y + c, x : x + c]
+            for src, dst in zip(arrays, outs):
+                s = size // src.shape[-1]
+                a = src[k, ..., y // s : (y + c) // s, x // s : (x + c) // s]
                 if flip:
-                    a = a[:, :, ::-1]
-                dst[i] = np.rot90(a, k=rot, axes=(1, 2))
-        f = lambda a: torch.from_numpy(a).float().div_(255)  # noqa: E731
-        return f(hq), f(lq)
+                    a = a[..., ::-1]
+                dst[i] = np.rot90(a, k=rot, axes=(-2, -1))
+        f = lambda a: torch.from_numpy(a).float().div_(255) if a.dtype == np.uint8 else torch.from_numpy(a)  # noqa: E731
+        return tuple(f(a) for a in outs)
 
     def fixed(self, n: int, crop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` pairs, centre-cropped (deterministic)."""

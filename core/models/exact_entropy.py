@@ -132,8 +132,8 @@ class IntConv:
             acc = self._row_gemm(a)
         else:
             acc = F.conv2d(a, self.weight, None, self.stride, self.padding)
-        acc = acc + self.bias
-        return torch.floor(acc * self.down + 0.5).clamp_(-_ACT_MAX, _ACT_MAX)
+        # in place, the same exact steps: integer + bias, times 2**-shift, rounded half up
+        return acc.add_(self.bias).mul_(self.down).add_(0.5).floor_().clamp_(-_ACT_MAX, _ACT_MAX)
 
 
 class IntSequential:
@@ -225,14 +225,14 @@ class ExactElicEntropy:
         table = self.scale_tables[k]
         return torch.searchsorted(table[:-1].contiguous(), scales.contiguous(), right=False).to(torch.int32)
 
-    def _params(self, k: int, side: torch.Tensor, y_hat_group: torch.Tensor, half: int):
-        """Integer (scales, means) of one checkerboard half of group ``k``."""
+    def _params(self, k: int, side_half: torch.Tensor, halves: list[torch.Tensor], half: int):
+        """Integer (scales, means) of one checkerboard half of group ``k``, from its half of the
+        side information and the group's decoded ``halves`` so far (the anchors for ``half`` 1)."""
         parity = self.parity[k]
-        side_half = self._split(side, parity)[half]
         if half == 0:
             ctx = side_half.new_zeros((side_half.shape[0], 2 * self.groups[k], *side_half.shape[2:]))
         else:
-            ctx = self._split(self.spatial[k](y_hat_group), parity)[1]
+            ctx = self._split(self.spatial[k](self._join(halves, parity)), parity)[1]
         params = self.aggregation[k](torch.cat([ctx, side_half], dim=1))
         return params.chunk(2, 1)
 
@@ -254,12 +254,12 @@ class ExactElicEntropy:
         y_hat: list[torch.Tensor] = []
         cursor = 0
         for k, channels in enumerate(self.groups):
-            side = self._side(k, hyper_params, y_hat)
             parity = self.parity[k]
+            side_halves = self._split(self._side(k, hyper_params, y_hat), parity)
             halves = [torch.zeros((n, channels, h, w // 2), dtype=torch.float64, device=self.device) for _ in range(2)]
             y_halves = None if y_split is None else self._split(y_split[k], parity)
             for half in range(2):
-                scales, means = self._params(k, side, self._join(halves, parity), half)
+                scales, means = self._params(k, side_halves[half], halves, half)
                 indexes = self._indexes(k, scales)
                 gc = self.conditionals[k]
                 if y_halves is not None:

@@ -1,0 +1,178 @@
+"""Distil the Code-RSIC enhancer into a slimmer student that keeps the method.
+
+The student is an ``Enhancer`` too: the same codebook (frozen: it is the prior), code-lookup
+Transformer and HPIN fusion, with slimmer full- and half-resolution stages (``--channels``)
+and HPIN at ``--fuse-levels`` only, where most of the teacher's time goes (measured by
+``benchmarks/profile_enhancer.py``). Every student tensor whose name and shape match the
+teacher's starts as the teacher's; the rest starts fresh.
+
+Targets, made once by the teacher on the cached degraded crops (``training.lq_pairs``) and kept
+beside them (``teacher.npz``): its enhanced crop at fidelity ``--w`` and its code indices.
+Loss: L1 + ``--lpips-weight`` * LPIPS against the teacher's output, ``--ce-weight`` *
+cross-entropy against its codes (the lookup keeps choosing the teacher's codes), and
+``--hq-weight`` * L1 against the original crop. The learning rate follows a cosine over
+``--steps`` or, with ``--max-minutes``, over the wall time.
+
+    python -m training.distill_enhancer --pairs runs/distill/pairs.npz --val-pairs runs/distill/val_pairs.npz \\
+        --teacher enhancer-lite --out runs/distill --max-minutes 60 --threads 1
+    python -m training.distill_enhancer --out runs/distill --export core/weights/enhancer-lite-d.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.models import load_enhancer, save_enhancer
+from core.models.hpin import Enhancer
+from core.models.vqgan import EnhancerConfig
+
+from .enhance_common import Run, add_common_args, freeze, load_lpips, lr_at, setup_device
+from .lq_pairs import PairSampler
+from .train_lookup import validate
+
+
+def setup_args() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.distill_enhancer", description=__doc__.split("\n\n")[0])
+    add_common_args(p, steps=3000, batch=8, crop=128, lr=2e-4)
+    p.add_argument("--pairs", help="training pair cache (.npz from training.lq_pairs)")
+    p.add_argument("--val-pairs", help="validation pair cache (.npz)")
+    p.add_argument("--teacher", default="enhancer-lite", help="teacher enhancer: registry name or .safetensors")
+    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 96, 128],
+                   help="student feature widths at scales 1, 1/2, 1/4, 1/8")
+    p.add_argument("--fuse-levels", type=int, nargs="+", default=[2, 3], help="student HPIN scales (channel index)")
+    p.add_argument("--w", type=float, default=1.0, help="fidelity of the teacher targets and the student")
+    p.add_argument("--ce-weight", type=float, default=0.2, help="weight of the teacher-code cross-entropy")
+    p.add_argument("--hq-weight", type=float, default=0.25, help="weight of the L1 against the original crop")
+    p.add_argument("--export", help="write the student as fp16 safetensors and exit")
+    return p
+
+
+@torch.no_grad()
+def teacher_targets(teacher: Enhancer, lq: np.ndarray, w: float, batch: int = 8) -> dict[str, np.ndarray]:
+    """The teacher's enhanced crops (uint8, like a decoded GeoTIFF) and code maps (int64)."""
+    outs, codes = [], []
+    for i in range(0, len(lq), batch):
+        x = torch.from_numpy(lq[i : i + batch]).float().div_(255)
+        out, logits, _ = teacher(x, w)
+        outs.append(out.clamp(0, 1).mul(255).round().to(torch.uint8).numpy())
+        codes.append(logits.argmax(1).numpy())
+        if (i // batch) % 25 == 0:
+            print(f"teacher targets {i + len(x)}/{len(lq)}", file=sys.stderr)
+    return {"out": np.concatenate(outs), "codes": np.concatenate(codes)}
+
+
+def cached_targets(path: Path, teacher: Enhancer, pairs: str, w: float) -> dict[str, np.ndarray]:
+    if not path.exists():
+        targets = teacher_targets(teacher, np.load(pairs)["lq"], w)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, w=np.float32(w), **targets)
+        tmp.replace(path)
+    d = np.load(path)
+    if float(d["w"]) != w:
+        raise SystemExit(f"error: {path} holds targets at fidelity {float(d['w'])}, not {w}: delete it")
+    return {"out": d["out"], "codes": d["codes"]}
+
+
+def student_from(teacher: Enhancer, cfg: EnhancerConfig) -> tuple[Enhancer, list[str]]:
+    """A student with every teacher tensor whose name and shape match copied in -> (net, copied names)."""
+    net = Enhancer(cfg)
+    own, theirs = net.state_dict(), teacher.state_dict()
+    copied = [k for k, v in own.items() if k in theirs and theirs[k].shape == v.shape]
+    net.load_state_dict({**own, **{k: theirs[k].float() for k in copied}})
+    return net, copied
+
+
+def main(argv=None) -> int:
+    args = setup_args().parse_args(argv)
+    device = setup_device(args)
+    run = Run(args.out, args.max_minutes)
+    torch.manual_seed(args.seed)
+    ck = run.load(device) if (args.resume or args.export) else None
+    if args.export:
+        if ck is None:
+            print(f"no checkpoint at {run.ckpt}", file=sys.stderr)
+            return 2
+        net = Enhancer(EnhancerConfig.from_dict(ck["config"]))
+        net.load_state_dict(ck["model"])
+        info = {**ck.get("info", {}), "distill_steps": run.step, "distill_seconds": round(run.elapsed)}
+        sha = save_enhancer(net.eval(), args.export, info)
+        print(json.dumps({"export": args.export, "sha256": sha, "step": run.step}))
+        return 0
+    if not args.pairs:
+        print("--pairs is required for training", file=sys.stderr)
+        return 2
+    teacher = load_enhancer(args.teacher, "cpu").net.float().to(memory_format=torch.contiguous_format)
+    freeze(teacher)
+    targets = cached_targets(Path(args.out) / "teacher.npz", teacher, args.pairs, args.w)
+    cfg = replace(teacher.cfg, channels=tuple(args.channels), fuse_levels=tuple(sorted(args.fuse_levels)))
+    if ck is not None:
+        cfg = EnhancerConfig.from_dict(ck["config"])
+    net, copied = student_from(teacher, cfg)
+    if ck is not None:
+        net.load_state_dict(ck["model"])
+    net = net.to(device)
+    info = dict(ck["info"]) if ck else {"teacher": args.teacher, "copied_tensors": len(copied),
+                                        "student_tensors": len(net.state_dict()), "w": args.w}
+    freeze(net.quantizer)  # the codebook is the prior
+    trainable = [p for n, p in net.named_parameters() if not n.startswith("quantizer.")]
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(trainable, lr=args.lr)
+    if ck:
+        opt.load_state_dict(ck["opt"])
+    lpips = load_lpips(device, required=args.lpips_weight > 0)
+    sampler = PairSampler(args.pairs, args.crop, seed=args.seed + run.step, extra=targets)
+    val = PairSampler(args.val_pairs, args.val_size).fixed(args.val_limit, args.val_size) if args.val_pairs else None
+    if val is not None and ck is None:
+        run.log({"teacher_val": validate(teacher, *val, device, lpips, ws=(args.w,))}, echo=True)
+
+    def checkpoint():
+        run.save({"model": net.state_dict(), "opt": opt.state_dict(), "config": cfg.to_dict(), "stage": "distill",
+                  "info": info})
+
+    net.train()
+    net.quantizer.eval()
+    run.pause_clock()
+    while run.step < args.steps and not run.out_of_time():
+        lr = lr_at(run.schedule_step(args.steps), args.steps, args.lr, warmup=50)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        hq, lq, t_out, t_codes = (t.to(device) for t in sampler.batch(args.batch))
+        out, logits, _ = net(lq, args.w)
+        l1 = F.l1_loss(out, t_out)
+        ce = F.cross_entropy(logits, t_codes.long())
+        hq_l1 = F.l1_loss(out, hq)
+        loss = l1 + args.ce_weight * ce + args.hq_weight * hq_l1
+        rec = {"l1": float(l1), "ce": float(ce), "hq_l1": float(hq_l1)}
+        if lpips is not None and args.lpips_weight > 0:
+            lp = lpips(out, t_out).mean()
+            loss = loss + args.lpips_weight * lp
+            rec["lpips"] = float(lp)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, args.clip)
+        opt.step()
+        run.advance()
+        if run.step % args.log_every == 0:
+            run.log({"loss": float(loss), "lr": lr, **rec})
+        if run.step % args.ckpt_every == 0 or run.step == args.steps:
+            checkpoint()
+        if val is not None and (run.step % args.val_every == 0 or run.step == args.steps):
+            run.log({"val": validate(net, *val, device, lpips, ws=(0.0, 0.5, 1.0))}, echo=True)
+            net.train()
+            net.quantizer.eval()
+            run.pause_clock()
+    checkpoint()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
