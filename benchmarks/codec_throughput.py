@@ -193,6 +193,7 @@ def main(argv=None) -> int:
     p.add_argument("--tile", default=None, help="tile size (default: the codec's)")
     p.add_argument("--enhance", action="store_true",
                    help="also time decoding with the Code-RSIC enhancement (about 10x slower)")
+    p.add_argument("--enhancer", default=None, help="(--enhance) enhancer name or file (default: the CLI's)")
     p.add_argument("--no-avif", action="store_true", help="skip the AVIF reference")
     p.add_argument("--runtime", default=None, help="runtime of the float transforms (default: the CLI's)")
     p.add_argument("--baseline", nargs="*", default=[str(ROOT / "results/codec_throughput_v1.json"),
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
             line = f"{size!s:>6} {mp:>6.1f} {mp / te:>9.2f} {mp / td:>9.2f} {me:>12.0f} {md:>12.0f} {bpp:>7.3f}"
             if args.enhance:
                 dec.unlink()
-                tx, mx = run(decode)
+                tx, mx = run(decode + (["--enhancer", args.enhancer] if args.enhancer else []))
                 row.update(enhanced_decode_mp_s=mp / tx, enhanced_decode_peak_mb=mx)
                 line += f" {mp / tx:>9.2f} {mx:>12.0f}"
             if not args.no_avif:

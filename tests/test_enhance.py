@@ -449,8 +449,11 @@ def test_distilled_student_keeps_the_codebook_and_exports(pipeline, tmp_path):
     args = ["--pairs", str(d / "pairs.npz"), "--val-pairs", str(d / "val.npz"), "--teacher", str(teacher_path),
             "--channels", "4", "8", "16", "32", "--fuse-levels", "2", "3", "--out", str(out),
             "--lpips-weight", "0", "--threads", "1", "--batch", "2", "--crop", "64",
-            "--val-every", "2", "--val-size", "64", "--val-limit", "2", "--log-every", "1", "--ckpt-every", "1"]
+            "--val-every", "2", "--val-size", "64", "--val-limit", "2", "--log-every", "1", "--ckpt-every", "1",
+            "--w0-every", "2"]
     assert distill_enhancer.main([*args, "--steps", "2"]) == 0
+    trained = [json.loads(x).get("w") for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [w for w in trained if w is not None] == [1.0, 0.0]  # every second step learns fidelity 0
     # the targets are the teacher's own output on the degraded crops, and its codes
     targets = np.load(out / "teacher.npz")
     lq = torch.from_numpy(np.load(d / "pairs.npz")["lq"]).float() / 255
@@ -472,3 +475,8 @@ def test_distilled_student_keeps_the_codebook_and_exports(pipeline, tmp_path):
     assert y.shape == x.shape and torch.isfinite(y).all()
     with pytest.raises(SystemExit, match="fidelity"):
         distill_enhancer.main([*args, "--steps", "1", "--w", "0.5"])
+    from training import enhancer_card
+
+    assert enhancer_card.main(["--weights", str(weights), "--runs", str(out)]) == 0
+    card = weights.with_suffix(".md").read_text()
+    assert "| distillation | 3 |" in card and "codebook" not in card

@@ -10,7 +10,9 @@ Targets, made once by the teacher on the cached degraded crops (``training.lq_pa
 beside them (``teacher.npz``): its enhanced crop at fidelity ``--w`` and its code indices.
 Loss: L1 + ``--lpips-weight`` * LPIPS against the teacher's output, ``--ce-weight`` *
 cross-entropy against its codes (the lookup keeps choosing the teacher's codes), and
-``--hq-weight`` * L1 against the original crop. The learning rate follows a cosine over
+``--hq-weight`` * L1 against the original crop. Every ``--w0-every``-th step trains fidelity 0
+(the codes alone) against the teacher's decoder on the teacher's codes, so every fidelity
+the user may choose is learnt, not only the default. The learning rate follows a cosine over
 ``--steps`` or, with ``--max-minutes``, over the wall time.
 
     python -m training.distill_enhancer --pairs runs/distill/pairs.npz --val-pairs runs/distill/val_pairs.npz \\
@@ -51,6 +53,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--w", type=float, default=1.0, help="fidelity of the teacher targets and the student")
     p.add_argument("--ce-weight", type=float, default=0.2, help="weight of the teacher-code cross-entropy")
     p.add_argument("--hq-weight", type=float, default=0.25, help="weight of the L1 against the original crop")
+    p.add_argument("--w0-every", type=int, default=4,
+                   help="every N-th step trains fidelity 0 instead: the codes alone, against the teacher's "
+                        "codebook decoding of its own codes (0: never)")
     p.add_argument("--export", help="write the student as fp16 safetensors and exit")
     return p
 
@@ -146,23 +151,27 @@ def main(argv=None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         hq, lq, t_out, t_codes = (t.to(device) for t in sampler.batch(args.batch))
-        out, logits, _ = net(lq, args.w)
+        w0 = args.w0_every > 0 and run.step % args.w0_every == args.w0_every - 1
+        if w0:  # the prior path: what the teacher's decoder makes of the teacher's codes
+            with torch.no_grad():
+                t_out = teacher.decoder(teacher.quantizer.lookup(t_codes.long().to("cpu"))).clamp(0, 1).to(device)
+        out, logits, _ = net(lq, 0.0 if w0 else args.w)
         l1 = F.l1_loss(out, t_out)
         ce = F.cross_entropy(logits, t_codes.long())
         hq_l1 = F.l1_loss(out, hq)
-        loss = l1 + args.ce_weight * ce + args.hq_weight * hq_l1
-        rec = {"l1": float(l1), "ce": float(ce), "hq_l1": float(hq_l1)}
+        loss = l1 + args.ce_weight * ce + (0.0 if w0 else args.hq_weight) * hq_l1
+        rec = {"w": 0.0 if w0 else args.w, "l1": l1.item(), "ce": ce.item(), "hq_l1": hq_l1.item()}
         if lpips is not None and args.lpips_weight > 0:
             lp = lpips(out, t_out).mean()
             loss = loss + args.lpips_weight * lp
-            rec["lpips"] = float(lp)
+            rec["lpips"] = lp.item()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, args.clip)
         opt.step()
         run.advance()
         if run.step % args.log_every == 0:
-            run.log({"loss": float(loss), "lr": lr, **rec})
+            run.log({"loss": loss.item(), "lr": lr, **rec})
         if run.step % args.ckpt_every == 0 or run.step == args.steps:
             checkpoint()
         if val is not None and (run.step % args.val_every == 0 or run.step == args.steps):

@@ -1,8 +1,11 @@
-"""Write the model card of exported enhancer weights from the three run folders.
+"""Write the model card of exported enhancer weights from its run folders: the three stages,
+or the one distillation run of a student (``training.distill_enhancer``).
 
     python -m training.enhancer_card --weights core/weights/enhancer-lite.safetensors \
         --runs runs/enh-codebook runs/enh-lookup runs/enh-hpin --eval runs/eval-enhance.json \
         --hardware "2-core CPU, 1 thread, shared with other jobs"
+    python -m training.enhancer_card --weights core/weights/enhancer-fast.safetensors \
+        --runs runs/distill --eval runs/distill/eval.json --hardware "..."
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pathlib import Path
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.enhancer_card", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", required=True)
-    p.add_argument("--runs", nargs=3, required=True, help="stage 1, 2, 3 run folders")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="stage 1, 2, 3 run folders, or one distillation run folder")
     p.add_argument("--eval", help="JSON of training.eval_enhance")
     p.add_argument("--hardware", default="CPU")
     p.add_argument("--notes", default="", help="extra markdown appended to the card")
@@ -61,7 +65,10 @@ def main(argv=None) -> int:
              f"- hardware: {args.hardware}", ""]
     lines += ["| stage | steps | wall time (training, excl. validation) | last validation |", "|---|---|---|---|"]
     total = 0.0
-    for name, run in zip(("1 codebook (VQGAN)", "2 code lookup", "3 HPIN"), args.runs):
+    if len(args.runs) not in (1, 3):
+        raise SystemExit("error: --runs takes the three stage folders or one distillation folder")
+    stages = ("1 codebook (VQGAN)", "2 code lookup", "3 HPIN") if len(args.runs) == 3 else ("distillation",)
+    for name, run in zip(stages, args.runs):
         last, val = read_run(Path(run))
         total += float(last["elapsed_s"])
         lines.append(f"| {name} | {last['step']} | {last['elapsed_s'] / 60:.1f} min | "
