@@ -43,6 +43,7 @@ MAX_OVERLAP = MAX_TILE // 2
 LATENT_MARGIN = 2  # 81-84 dB against one whole-raster synthesis (1: 51 dB, 3: 114 dB)
 MAX_LATENT_MARGIN = MAX_TILE // TILE_MULTIPLE  # what a container may ask for (a tile's latent side / 4)
 ANALYSIS_MARGIN = 32  # < 0.01 % of symbols differ from a whole-raster analysis (16 px: 0.05-0.4 %)
+RATE_SAMPLE_TILES = 4  # --target-bpp: tiles the rate search codes at each trial level
 
 # ---------------------------------------------------------------- rate
 
