@@ -101,7 +101,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="4081c32049a233ea65db0cf6f38f0160e335a572ba82d9b85b7249400cbe5825",
+        sha256="a8975ae1657f759b210b44efd63eb2199d07302d79ec880a66cb4cc5aa27d9df",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (about equal to elic-v2 so far, higher ceiling; see its card)",
     ),
@@ -126,6 +126,16 @@ ENHANCERS: dict[str, EnhancerSpec] = {
                     "HPIN at 1/2, 1/4, 1/8, input gate), trained on one GPU on shipped-ELIC pairs",
         # trained on quality 0..4 pairs; there LPIPS, DISTS, FID and KID all improve (PSNR -0.3 to
         # -1.8 dB); above, FID stops improving and PSNR costs 2.2-2.5 dB (see the model card)
+        max_default_quality=AUTO_ENHANCE_MAX_QUALITY,
+    ),
+    "enhancer-fast": EnhancerSpec(
+        name="enhancer-fast",
+        weights_file="enhancer-fast.safetensors",
+        sha256="5a14f9bbe936c26ee9bf77f99a618f9b573c14c0b02551dc7a3cdb598f1f3aa3",
+        default_fidelity=1.0,
+        description="enhancer-lite distilled into a slimmer Code-RSIC student (same codebook, lookup Transformer "
+                    "and HPIN at 1/4 and 1/8; 16/32 channels at full/half resolution); about 2x faster, "
+                    "LPIPS slightly worse (see its model card)",
         max_default_quality=AUTO_ENHANCE_MAX_QUALITY,
     ),
 }
