@@ -480,3 +480,20 @@ def test_distilled_student_keeps_the_codebook_and_exports(pipeline, tmp_path):
     assert enhancer_card.main(["--weights", str(weights), "--runs", str(out)]) == 0
     card = weights.with_suffix(".md").read_text()
     assert "| distillation | 3 |" in card and "codebook" not in card
+
+
+def test_shipped_fast_enhancer_keeps_the_teachers_prior_and_method():
+    """enhancer-fast is a distilled Code-RSIC: the teacher's codebook, a lookup Transformer,
+    HPIN fusion and the input gate, with slimmer high-resolution stages."""
+    from core.models import ENHANCERS, load_enhancer
+
+    fast, lite = load_enhancer("enhancer-fast").net, load_enhancer("enhancer-lite").net
+    assert torch.equal(fast.quantizer.embedding, lite.quantizer.embedding)
+    assert len(fast.lookup.layers) == len(lite.lookup.layers) and sorted(fast.fusion) == ["2", "3"]
+    assert fast.skip is not None and fast.cfg.channels[:2] == (16, 32)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(fast.decoder) < count(lite.decoder) and count(fast.fusion) < count(lite.fusion)
+    assert ENHANCERS["enhancer-fast"].default_fidelity == ENHANCERS["enhancer-lite"].default_fidelity
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32))
+    y = fast.float().enhance(x, 1.0)
+    assert y.shape == x.shape and float((y - x).abs().mean()) < 0.2  # enhances, does not repaint
