@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from large_raster_rd import build_named_raster  # noqa: E402
 
+from core.models import REGISTRY  # noqa: E402
+
 ACCEPTED = (0.85, 1.15)  # the window, as a ratio achieved / target
 
 
@@ -53,8 +55,6 @@ def main(argv=None) -> int:
         src, dst = Path(tmp) / "raster.tif", Path(tmp) / "out.crsic"
         build_named_raster(src, args.raster, args.size, images)
         for model in args.models:
-            from core.models import REGISTRY
-
             top_q = str(REGISTRY[model].levels)
             lo = compress_bpp(src, dst, ["--model", model, "--quality", "0", *common])
             hi = compress_bpp(src, dst, ["--model", model, "--quality", top_q, *common])

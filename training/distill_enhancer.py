@@ -23,7 +23,6 @@ the user may choose is learnt, not only the default. The learning rate follows a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -32,11 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.models import load_enhancer, save_enhancer
+from core.models import load_enhancer
 from core.models.hpin import Enhancer
 from core.models.vqgan import EnhancerConfig
 
-from .enhance_common import Run, add_common_args, freeze, load_lpips, lr_at, setup_device
+from .enhance_common import Run, add_common_args, export_checkpoint, freeze, load_lpips, lr_at, setup_device
 from .lq_pairs import PairSampler
 from .train_lookup import validate
 
@@ -102,15 +101,8 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     ck = run.load(device) if (args.resume or args.export) else None
     if args.export:
-        if ck is None:
-            print(f"no checkpoint at {run.ckpt}", file=sys.stderr)
-            return 2
-        net = Enhancer(EnhancerConfig.from_dict(ck["config"]))
-        net.load_state_dict(ck["model"])
-        info = {**ck.get("info", {}), "distill_steps": run.step, "distill_seconds": round(run.elapsed)}
-        sha = save_enhancer(net.eval(), args.export, info)
-        print(json.dumps({"export": args.export, "sha256": sha, "step": run.step}))
-        return 0
+        return export_checkpoint(run, ck, args.export, lambda info: {
+            **info, "distill_steps": run.step, "distill_seconds": round(run.elapsed)})
     if not args.pairs:
         print("--pairs is required for training", file=sys.stderr)
         return 2

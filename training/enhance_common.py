@@ -166,3 +166,20 @@ def freeze(module: torch.nn.Module) -> None:
     module.eval()
     for prm in module.parameters():
         prm.requires_grad_(False)
+
+
+def export_checkpoint(run: Run, ck: dict | None, path: str, info_of) -> int:
+    """``--export``: the run's enhancer checkpoint as fp16 safetensors at ``path``, its metadata
+    ``info_of(checkpoint info)``; prints the sha256 as JSON. 2 when the run has no checkpoint."""
+    if ck is None:
+        print(f"no checkpoint at {run.ckpt}", file=sys.stderr)
+        return 2
+    from core.models import save_enhancer
+    from core.models.hpin import Enhancer
+    from core.models.vqgan import EnhancerConfig
+
+    net = Enhancer(EnhancerConfig.from_dict(ck["config"]))
+    net.load_state_dict(ck["model"])
+    sha = save_enhancer(net.eval(), path, info_of(ck.get("info", {})))
+    print(json.dumps({"export": path, "sha256": sha, "step": run.step}))
+    return 0

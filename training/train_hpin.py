@@ -19,18 +19,16 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
-from core.models import save_enhancer
 from core.models.hpin import Enhancer
 from core.models.vqgan import EnhancerConfig, PatchDiscriminator
 
-from .enhance_common import Run, add_common_args, freeze, load_lpips, lr_at, setup_device
+from .enhance_common import Run, add_common_args, export_checkpoint, freeze, load_lpips, lr_at, setup_device
 from .lq_pairs import PairSampler
 from .train_lookup import check_frozen, load_stage1, prior_snapshot, validate
 
@@ -63,15 +61,8 @@ def main(argv=None) -> int:
 
     ck = run.load(device) if (args.resume or args.export) else None
     if args.export:
-        if ck is None:
-            print(f"no checkpoint at {run.ckpt}", file=sys.stderr)
-            return 2
-        net = Enhancer(EnhancerConfig.from_dict(ck["config"]))
-        net.load_state_dict(ck["model"])
-        info = {"stage3_steps": run.step, "stage3_seconds": round(run.elapsed), **ck.get("info", {})}
-        sha = save_enhancer(net.eval(), args.export, info)
-        print(json.dumps({"export": args.export, "sha256": sha, "step": run.step}))
-        return 0
+        return export_checkpoint(run, ck, args.export, lambda info: {
+            "stage3_steps": run.step, "stage3_seconds": round(run.elapsed), **info})
     if not (args.pairs and args.codebook and (args.lookup or ck)):
         print("--pairs, --codebook and --lookup are required for training", file=sys.stderr)
         return 2
