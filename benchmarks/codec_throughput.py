@@ -107,20 +107,47 @@ def cli_roundtrip(src: Path, folder: Path, compress_args: list[str], common: lis
         return crsic.stat().st_size * 8 / (ds.width * ds.height), ds.read()
 
 def run(cmd: list[str]) -> tuple[float, float]:
-    """Run a command; return (seconds, peak RSS in MB of exactly that process)."""
+    """Run a command; return (seconds, peak resident memory in MB of its process tree)."""
     seconds, peak, _ = run_usage(cmd)
     return seconds, peak
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (worker processes), MB. Pages shared
+    between them (libraries) are counted once per process, so this errs on the high side."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
 def run_usage(cmd: list[str]) -> tuple[float, float, float]:
-    """Run a command -> (wall seconds, peak RSS in MB, CPU seconds (user + system) of that process)."""
+    """Run a command -> (wall seconds, peak resident MB of its process tree, CPU seconds (user +
+    system) of the process and the workers it waited for). The tree is sampled every 50 ms; the
+    process's own peak (exact) is the floor."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = 0.0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak = max(peak, tree_rss_mb(proc.pid))
+        time.sleep(0.05)
     seconds = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status):
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read()}")
-    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    return seconds, max(peak, usage.ru_maxrss / 1024), usage.ru_utime + usage.ru_stime
 
 
 def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
@@ -138,9 +165,9 @@ def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
                     crsic, dec = Path(tmp) / f"f{fmt}.crsic", Path(tmp) / f"f{fmt}.tif"
                     py = [sys.executable, "-m", "core.tile_codec"]
                     te, me, ce = run_usage(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality,
-                                                 "--threads", args.threads, "--quiet", "--overwrite", "--format", fmt,
+                                                 "--quiet", "--overwrite", "--format", fmt,
                                                  *runtime, *tile])
-                    td, md, cd = run_usage(py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads,
+                    td, md, cd = run_usage(py + ["decompress", str(crsic), "-o", str(dec),
                                                  "--quiet", "--overwrite", "--no-enhance", *runtime])
                     row = dict(size=size, format=int(fmt), repeat=rep, megapixels=mp, encode_s=te, decode_s=td,
                                encode_cpu_s=ce, decode_cpu_s=cd, encode_peak_mb=me, decode_peak_mb=md,
@@ -160,13 +187,13 @@ def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
     return 0
 
 
-def startup_seconds(folder: Path, images: list[Path], runtime: list[str], threads: str, runs: int = 3) -> float:
+def startup_seconds(folder: Path, images: list[Path], runtime: list[str], runs: int = 3) -> float:
     """Start-up to the first tile: the whole ``compress`` process on a 256 px raster (one small
     tile: imports, model and runtime loading, then almost nothing to code), median of ``runs``."""
     src, out = folder / "startup.tif", folder / "startup.crsic"
     build_raster(src, 256, images)
     cmd = [sys.executable, "-m", "core.tile_codec", "compress", str(src), "-o", str(out), "--quiet", "--overwrite",
-           "--threads", threads, *runtime]
+           *runtime]
     return float(np.median([run(cmd)[0] for _ in range(runs)]))
 
 
@@ -188,7 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", nargs="+", default=sorted(str(x) for x in (ROOT.parent / "shared/data/val/dubai").glob("*.jpg")))
     p.add_argument("--model", default=None, help="model name or .safetensors (default: the shipped one)")
     p.add_argument("--quality", default="3")
-    p.add_argument("--threads", default="2")
+    p.add_argument("--threads", default=None, help="torch threads per process (default: the CLI's)")
+    p.add_argument("--processes", default=None, help="worker processes (default: the CLI's, one per core)")
     p.add_argument("--device", default=None, help="torch device for our codec, e.g. cuda (default: the CLI's)")
     p.add_argument("--tile", default=None, help="tile size (default: the codec's)")
     p.add_argument("--enhance", action="store_true",
@@ -206,7 +234,8 @@ def main(argv=None) -> int:
     if not args.images:
         sys.exit("no source images: pass --images")
     runtime = (["--model", args.model] if args.model else []) + (["--device", args.device] if args.device else []) \
-        + (["--runtime", args.runtime] if args.runtime else [])
+        + (["--runtime", args.runtime] if args.runtime else []) + (["--threads", args.threads] if args.threads else []) \
+        + (["--processes", args.processes] if args.processes else [])
     tile = ["--tile", args.tile] if args.tile else []
     if args.formats:
         return compare_formats(args, runtime, tile)
@@ -219,7 +248,7 @@ def main(argv=None) -> int:
             for r in json.loads(Path(name).read_text())["rows"]:
                 baseline.setdefault(r["size"], {}).update(r)
     with tempfile.TemporaryDirectory() as tmp:
-        startup = startup_seconds(Path(tmp), [Path(i) for i in args.images], runtime, args.threads)
+        startup = startup_seconds(Path(tmp), [Path(i) for i in args.images], runtime)
         print(f"start-up to the first tile (compress of a 256 px raster, whole process, median of 3): {startup:.2f} s")
         for shape in sorted(args.sizes, key=lambda s: s[0] * s[1]):
             (width, height), size = shape, shape_label(shape)
@@ -227,9 +256,9 @@ def main(argv=None) -> int:
             build_raster(src, shape, [Path(i) for i in args.images])
             crsic, dec = src.with_suffix(".crsic"), Path(tmp) / f"dec_{size}.tif"
             py = [sys.executable, "-m", "core.tile_codec"]
-            te, me = run(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality, "--threads",
-                               args.threads, "--quiet", *runtime, *tile])
-            decode = py + ["decompress", str(crsic), "-o", str(dec), "--threads", args.threads, "--quiet", *runtime]
+            te, me = run(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality,
+                               "--quiet", *runtime, *tile])
+            decode = py + ["decompress", str(crsic), "-o", str(dec), "--quiet", *runtime]
             td, md = run(decode + ["--no-enhance"])
             mp = width * height / 1e6
             bpp = crsic.stat().st_size * 8 / (width * height)

@@ -22,7 +22,7 @@ from . import usecases
 from .cli_args import compress_params, decompress_params, enhance_params, normalise_argv, setup_args
 from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, BadInput, CodecError, exit_now, report
 from .format.json_values import json_safe
-from .options import CONTAINER_SUFFIX, DECODED_SUFFIX, ENHANCED_SUFFIX, RUNTIME_ENV, sizes_text
+from .options import CONTAINER_SUFFIX, DECODED_SUFFIX, ENHANCED_SUFFIX, PRECISION_ENV, RUNTIME_ENV, sizes_text
 
 
 def _default_output(src: str, suffix: str) -> str:
@@ -86,9 +86,11 @@ def _mapper(args):
 
 
 def _set_runtime(args) -> None:
-    """``--runtime`` for this process and the worker processes it starts (they inherit it)."""
+    """``--runtime`` and ``--precision`` for this process and the worker processes it starts (they inherit it)."""
     if getattr(args, "runtime", None):
         os.environ[RUNTIME_ENV] = args.runtime
+    if getattr(args, "precision", None):
+        os.environ[PRECISION_ENV] = args.precision
 
 
 def _set_threads(args) -> None:

@@ -28,6 +28,7 @@ from .options import (
     FIDELITY_RANGE,
     FORMAT_VERSIONS,
     MIN_QUALITY,
+    PRECISION_CHOICES,
     RUNTIME_CHOICES,
     RUNTIME_PREFERENCE,
     TILE_MULTIPLE,
@@ -67,6 +68,9 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default=None,
                    help="runtime of the float transforms on the CPU (default: $CODERSIC_RUNTIME, else auto: the "
                         f"fastest installed of {', '.join(RUNTIME_PREFERENCE)}); files decode under any runtime")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
+                   help="float precision of the transforms on OpenVINO (default: $CODERSIC_PRECISION, else auto: "
+                        "bf16 where the CPU computes it natively, else f32)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")

@@ -167,6 +167,13 @@ MAX_HEADER_BYTES = 1 << 24  # a container header (JSON) is refused beyond this, 
 RUNTIME_ENV = "CODERSIC_RUNTIME"
 RUNTIME_CHOICES = ("auto", "torch", "openvino", "onnxruntime")
 RUNTIME_PREFERENCE = ("openvino", "onnxruntime", "torch")
+# Float precision of the transforms on OpenVINO. ``auto``: bf16 where the CPU computes it
+# natively (AVX512-BF16 or AMX; OpenVINO says "BF16"), else f32; ``f32``: always f32.
+# bf16 analysis gives the same latents whatever the thread count, so a machine's containers
+# stay byte-identical; symbols never depend on it (the entropy path is integer). Speed and
+# rate-distortion cost: results/transform_precision.json (benchmarks/transform_precision.py).
+PRECISION_ENV = "CODERSIC_PRECISION"
+PRECISION_CHOICES = ("auto", "f32")
 
 # ---------------------------------------------------------------- memory
 

@@ -497,3 +497,28 @@ def test_shipped_fast_enhancer_keeps_the_teachers_prior_and_method():
     x = torch.from_numpy(np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32))
     y = fast.float().enhance(x, 1.0)
     assert y.shape == x.shape and float((y - x).abs().mean()) < 0.2  # enhances, does not repaint
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
+def test_bf16_enhancement_keeps_the_codes_and_stays_within_two_levels(neon_rgb, monkeypatch):
+    """On a CPU with native bf16 the decoder side runs in bf16 (options.PRECISION_ENV): the code
+    lookup stays f32, so the same codes are chosen and the pixels stay within 2/255 of f32."""
+    from core.enhance.windows import enhance_tile
+    from core.models import load_enhancer
+    from core.options import PRECISION_ENV
+
+    net = load_enhancer("enhancer-lite").net.float()
+    with rasterio.open(neon_rgb) as ds:
+        unit = ds.read(window=((0, 128), (0, 128))).astype(np.float32) / 255
+    x = torch.from_numpy(unit)[None]
+    with torch.no_grad():
+        f32, logits, _ = net(x, 1.0)
+        b16, logits_b, _ = net(x, 1.0, bf16=True)
+    assert torch.equal(logits.argmax(1), logits_b.argmax(1)) and b16.dtype == torch.float32
+    err = (b16 - f32).abs()
+    assert 0 < float(err.max()) < 2 / 255
+    monkeypatch.setenv(PRECISION_ENV, "auto")
+    auto = enhance_tile(net, unit, 1.0)
+    monkeypatch.setenv(PRECISION_ENV, "f32")
+    exact = enhance_tile(net, unit, 1.0)
+    assert np.array_equal(exact, f32[0].clamp(0, 1).numpy()) and 0 < np.abs(auto - exact).max() < 2 / 255

@@ -36,7 +36,7 @@ def _jobs(src: str, tiles, header: Header, params: CompressParams, masked: bool,
 
 
 def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Header, masked: bool,
-                   levels: int) -> float:
+                   levels: int, mapper=serial_map) -> float:
     """The 0-based rate level: from the quality, or bisected to hit ``target_bpp``."""
     if params.target_bpp is None:
         return quality_to_level(params.quality, levels)
@@ -55,7 +55,7 @@ def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Hea
 
     def bpp(lv):
         """Predicted bpp of the whole file: sampled payload rate, scaled to all tiles, plus framing."""
-        payload = sum(len(p) for _, p, _ in map(encode_job, _jobs(src, picks, header, params, masked, lv)))
+        payload = sum(len(p) for _, p, _ in mapper(encode_job, _jobs(src, picks, header, params, masked, lv)))
         return (payload * scale + framing) * 8 / header.pixels
 
     lo, hi = MIN_LEVEL, float(levels - 1)
@@ -114,7 +114,7 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
             problem = header.problem()  # never write a container that a reader would refuse
             if problem:
                 raise UnsupportedRaster(f"{src}: {problem}")
-            level = _quality_level(src, grid, params, header, masked, coder.model.spec.levels)
+            level = _quality_level(src, grid, params, header, masked, coder.model.spec.levels, mapper)
             header = header.with_rate(level + 1.0, level)
             writer = _writer(tmp, header, len(grid), dst)
             try:

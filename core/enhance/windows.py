@@ -30,12 +30,15 @@ Strip = tuple[int, np.ndarray, np.ndarray]  # (first row, values (bands, h, w) i
 
 def enhance_tile(net, unit: np.ndarray, fidelity: float) -> np.ndarray:
     """(bands, h, w) float in [0, 1] -> enhanced, same shape (bands in groups of three)."""
+    from ..models.runtime import cpu_bf16
+
     out = np.empty_like(unit)
     dev = next(net.parameters()).device
+    bf16 = dev.type == "cpu" and cpu_bf16()
     for group in band_groups(unit.shape[0]):
         x = torch.from_numpy(np.ascontiguousarray(unit[group]))[None].to(dev)
         with torch.inference_mode():
-            y = net.enhance(x, fidelity)[0].float().cpu().numpy()
+            y = net.enhance(x, fidelity, bf16=bf16)[0].float().cpu().numpy()
         for b in sorted(set(group)):
             copies = [j for j, g in enumerate(group) if g == b]
             out[b] = y[copies].mean(axis=0)

@@ -83,10 +83,13 @@ class Enhancer(nn.Module):
         self.lookup.encoder.load_state_dict(sub("encoder."))
 
     # ---- inference
-    def forward(self, x, w=1.0):
+    def forward(self, x, w=1.0, bf16: bool = False):
         """Degraded image (B, 3, H, W) in [0, 1], H and W multiples of ``cfg.pad_multiple``.
 
         Returns (enhanced image, code logits, E_L latent). ``w``: float or (B,) tensor.
+        ``bf16``: run the decoder, fusion and gate in bfloat16 on the CPU (where it is native:
+        about 1.5x faster, within 1.5/255 of f32); the code lookup stays f32, because
+        its argmax picks the codes and a flipped code changes the texture.
         """
         feats, logits, z_l = self.lookup(x)
         zq = self.quantizer.lookup(logits.argmax(1))
@@ -101,17 +104,18 @@ class Enhancer(nn.Module):
                 return f + w * self.fusion[key](f, feats[level])
             return f
 
-        out = self.decoder(zq, fuse=fuse)
-        if self.skip is not None and use_fusion:
-            out = out + w * self.skip(x, out) * (x - out)
-        return out, logits, z_l
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = self.decoder(zq, fuse=fuse)
+            if self.skip is not None and use_fusion:
+                out = out + w * self.skip(x, out) * (x - out)
+        return out.float(), logits, z_l
 
     @torch.no_grad()
-    def enhance(self, x, w: float = 0.5) -> torch.Tensor:
+    def enhance(self, x, w: float = 0.5, bf16: bool = False) -> torch.Tensor:
         """Any-size image (B, 3, H, W) in [0, 1] -> enhanced, same size, clamped to [0, 1]."""
         m = self.cfg.pad_multiple
         h, wd = x.shape[-2:]
         ph, pw = (-h) % m, (-wd) % m
         xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-        out = self(xp, w)[0]
+        out = self(xp, w, bf16=bf16 and x.device.type == "cpu")[0]
         return out[..., :h, :wd].clamp(0, 1)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..options import RUNTIME_CHOICES, RUNTIME_ENV, RUNTIME_PREFERENCE
+from ..options import PRECISION_CHOICES, PRECISION_ENV, RUNTIME_CHOICES, RUNTIME_ENV, RUNTIME_PREFERENCE
 
 OPSET = 17
 STAGES = ("analysis", "synthesis")
@@ -145,24 +145,55 @@ class OnnxRuntimeTransforms(_PerThreadCount):
 
 
 class OpenVinoTransforms(_PerThreadCount):
-    """OpenVINO's CPU plugin on the same ONNX files (f32 inference precision, latency hint)."""
+    """OpenVINO's CPU plugin on the same ONNX files (latency hint; bf16 or f32, see
+    ``options.PRECISION_ENV``)."""
 
     name = "openvino"
 
-    def __init__(self, loaded, files: dict[str, Path], threads: int | None = None):
+    def __init__(self, loaded, files: dict[str, Path], threads: int | None = None, precision: str | None = None):
         import openvino as ov
 
         self.core = ov.Core()
+        self.precision = precision or openvino_precision(self.core)
         super().__init__(files, threads)
 
     def _compile(self, path: Path, threads: int):
         # compiled networks are cached beside the ONNX files: later processes start faster
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+        config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": threads, "CACHE_DIR": str(Path(path).parent / "openvino")}
         return self.core.compile_model(self.core.read_model(str(path)), "CPU", config)
 
     def _run(self, compiled, x: np.ndarray) -> np.ndarray:
         return compiled(x)[compiled.output(0)]
+
+
+def requested_precision() -> str:
+    name = os.environ.get(PRECISION_ENV, "auto") or "auto"
+    if name not in PRECISION_CHOICES:
+        notice(f"{PRECISION_ENV}={name!r} is not one of {', '.join(PRECISION_CHOICES)}: using auto")
+        return "auto"
+    return name
+
+
+def openvino_precision(core) -> str:
+    """The inference precision OpenVINO computes the transforms in here: bf16 where the CPU
+    does it natively and ``auto`` is asked, else f32."""
+    if requested_precision() == "auto" and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return "bf16"
+    return "f32"
+
+
+def cpu_bf16() -> bool:
+    """Whether torch computes in bf16 here (the enhancer's decoder): ``auto`` is asked and the
+    CPU does bf16 natively (oneDNN says so: AVX512-BF16 or AMX)."""
+    if requested_precision() != "auto":
+        return False
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 RUNTIMES = {cls.name: cls for cls in (TorchTransforms, OnnxRuntimeTransforms, OpenVinoTransforms)}
