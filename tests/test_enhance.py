@@ -500,9 +500,10 @@ def test_shipped_fast_enhancer_keeps_the_teachers_prior_and_method():
 
 
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
-def test_bf16_enhancement_keeps_the_codes_and_stays_within_two_levels(neon_rgb, monkeypatch):
-    """On a CPU with native bf16 the decoder side runs in bf16 (options.PRECISION_ENV): the code
-    lookup stays f32, so the same codes are chosen and the pixels stay within 2/255 of f32."""
+def test_bf16_enhancement_stays_close_to_f32(neon_rgb, monkeypatch):
+    """On a CPU with native bf16 the enhancer computes in bf16 (options.PRECISION_ENV): codes
+    whose logits nearly tie may flip, the rest of the picture stays within rounding of f32;
+    ``--precision f32`` gives the f32 result exactly."""
     from core.enhance.windows import enhance_tile
     from core.models import load_enhancer
     from core.options import PRECISION_ENV
@@ -514,11 +515,14 @@ def test_bf16_enhancement_keeps_the_codes_and_stays_within_two_levels(neon_rgb, 
     with torch.no_grad():
         f32, logits, _ = net(x, 1.0)
         b16, logits_b, _ = net(x, 1.0, bf16=True)
-    assert torch.equal(logits.argmax(1), logits_b.argmax(1)) and b16.dtype == torch.float32
+    assert b16.dtype == logits_b.dtype == torch.float32
+    assert not torch.equal(logits, logits_b)  # really computed in bf16
+    assert float((logits.argmax(1) == logits_b.argmax(1)).float().mean()) > 0.95
     err = (b16 - f32).abs()
-    assert 0 < float(err.max()) < 2 / 255
-    monkeypatch.setenv(PRECISION_ENV, "auto")
-    auto = enhance_tile(net, unit, 1.0)
+    assert 0 < float(err.mean()) < 1 / 255 and float((err > 4 / 255).float().mean()) < 0.02
     monkeypatch.setenv(PRECISION_ENV, "f32")
     exact = enhance_tile(net, unit, 1.0)
-    assert np.array_equal(exact, f32[0].clamp(0, 1).numpy()) and 0 < np.abs(auto - exact).max() < 2 / 255
+    assert np.array_equal(exact, f32[0].clamp(0, 1).numpy())
+    monkeypatch.setenv(PRECISION_ENV, "auto")
+    auto = enhance_tile(net, unit, 1.0)
+    assert np.allclose(auto, b16[0].clamp(0, 1).numpy(), atol=1e-6)
