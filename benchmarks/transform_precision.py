@@ -8,6 +8,7 @@ precisions (plainly), and reports bpp, PSNR and the BD-rate (PSNR) of bf16 again
 
     python benchmarks/transform_precision.py --out results/transform_precision.json
     python benchmarks/transform_precision.py --raster val-mosaic --skip-speed
+    python benchmarks/transform_precision.py --skip-speed --skip-rd --int8   # NNCF int8 (pip install nncf)
 """
 
 from __future__ import annotations
@@ -57,6 +58,94 @@ def stage_seconds(model: str, threads: int, repeat: int) -> dict:
     return {f"{p} {s}": float(np.median(v)) for (p, s), v in times.items()}
 
 
+def calibration_crops(count: int, side: int = 256) -> list[np.ndarray]:
+    """Random side x side crops of the training images (never val), (1, 3, side, side) in [0, 1]."""
+    from PIL import Image
+
+    files = sorted(p for p in (ROOT.parent / "shared/data/train").rglob("*")
+                   if p.suffix.lower() in (".jpg", ".png", ".webp", ".tif"))
+    rng = np.random.default_rng(0)
+    crops = []
+    while len(crops) < count:
+        img = np.asarray(Image.open(files[rng.integers(len(files))]).convert("RGB"))
+        if min(img.shape[:2]) < side:
+            continue
+        y, x = rng.integers(0, img.shape[0] - side + 1), rng.integers(0, img.shape[1] - side + 1)
+        crops.append(np.ascontiguousarray(img[y:y + side, x:x + side].transpose(2, 0, 1)[None], np.float32) / 255)
+    return crops
+
+
+def int8_transforms(model: str, folder: Path, count: int) -> dict[str, Path]:
+    """Post-training int8 quantisation of both transforms with NNCF (default preset), calibrated
+    on training crops (the synthesis on their rounded latents) -> OpenVINO IR files."""
+    import nncf
+    import openvino as ov
+
+    from core.models import get_model
+    from core.models.runtime import cached_export
+
+    files = cached_export(get_model(model))
+    core = ov.Core()
+    crops = calibration_crops(count)
+    analysis = core.compile_model(core.read_model(str(files["analysis"])), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    data = {"analysis": crops, "synthesis": [np.round(analysis(c)[0]) for c in crops]}
+    out = {}
+    for stage in ("analysis", "synthesis"):
+        quantised = nncf.quantize(core.read_model(str(files[stage])), nncf.Dataset(data[stage]), subset_size=count)
+        out[stage] = folder / f"{stage}_int8.xml"
+        ov.save_model(quantised, str(out[stage]))
+    return out
+
+
+def int8_results(model: str, src: Path, tmp: Path, threads: int, repeat: int, count: int) -> dict:
+    """Speed per stage and rate-distortion of int8 analysis / synthesis against bf16 (in this
+    process: each variant is a coder whose OpenVINO transforms read the int8 IR for one stage)."""
+    import openvino as ov
+
+    from core.codec import tile_coder
+    from core.models import get_model
+    from core.models.runtime import OpenVinoTransforms, cached_export, openvino_precision
+    from core.options import CompressParams, DecompressParams
+    from core.usecases import compress, decompress, psnr
+
+    loaded = get_model(model)
+    onnx = cached_export(loaded)
+    int8 = int8_transforms(model, tmp, count)
+    base = openvino_precision(ov.Core())  # what the other layers run in (bf16 where native)
+    variants = {base: onnx, "int8 analysis": {**onnx, "analysis": int8["analysis"]},
+                "int8 synthesis": {**onnx, "synthesis": int8["synthesis"]}}
+    x = calibration_crops(1, 832)[0]
+    seconds = {}
+    for name, files in variants.items():
+        rt = OpenVinoTransforms(loaded, files, threads, precision=base)
+        y = np.round(rt.analysis(x))
+        for stage, arg in (("analysis", x), ("synthesis", y)):
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                getattr(rt, stage)(arg)
+                times.append(time.perf_counter() - t0)
+            seconds[f"{name}: {stage}"] = float(np.median(times))
+    rows = []
+    for name, files in variants.items():
+        coder = tile_coder.get_coder(model)
+        coder.__dict__["transforms"] = OpenVinoTransforms(loaded, files, None, precision=base)
+        for q in qualities(model):
+            crsic, out = tmp / f"{q}.crsic", tmp / f"{q}.tif"
+            compress(str(src), str(crsic), CompressParams(model=model, quality=float(q), overwrite=True))
+            decompress(str(crsic), str(out), DecompressParams(enhance=False, overwrite=True))
+            rows.append(dict(variant=name, quality=float(q), bpp=crsic.stat().st_size * 8 / _pixels(src),
+                             psnr=psnr(src, out)["psnr"]))
+            print(json.dumps(rows[-1]), flush=True)
+        coder.__dict__.pop("transforms")
+    curve = lambda v: np.array([(r["bpp"], r["psnr"]) for r in rows if r["variant"] == v])  # noqa: E731
+    ref = curve(base)
+    summary = {v: {"bd_rate_vs_" + base: float(bd_rate(ref[:, 0], ref[:, 1], curve(v)[:, 0], curve(v)[:, 1])),
+                   "max_psnr_drop_db_same_quality": float(np.max(ref[:, 1] - curve(v)[:, 1]))}
+               for v in variants if v != base}
+    return {"calibration_crops": count, "seconds": seconds, "threads": threads, "rows": rows, "summary": summary}
+
+
 def cli(args: list[str], precision: str) -> None:
     env = {**os.environ, PRECISION_ENV: precision, "CODERSIC_RUNTIME": "openvino"}
     subprocess.run([sys.executable, "-m", "core.tile_codec", *args, "--quiet", "--overwrite"], cwd=ROOT, env=env,
@@ -98,6 +187,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-rd", action="store_true")
+    p.add_argument("--int8", action="store_true",
+                   help="also measure NNCF int8 transforms against bf16 (needs pip install nncf)")
+    p.add_argument("--calibration", type=int, default=256, help="(--int8) calibration crops")
     p.add_argument("--out")
     args = p.parse_args(argv)
     result = {"command": " ".join(["benchmarks/transform_precision.py", *(argv or sys.argv[1:])]), "model": args.model}
@@ -120,6 +212,12 @@ def main(argv=None) -> int:
             result["bd_rate_vs_f32"][f"encode {enc}, decode {dec}"] = bd
             result[f"max_psnr_drop_db encode {enc}, decode {dec}"] = float(np.max(ref[:, 1] - test[:, 1]))
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
+    if args.int8:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / f"{args.raster}.tif"
+            build_named_raster(src, args.raster, args.size, [])
+            result["int8"] = int8_results(args.model, src, Path(tmp), args.threads, args.repeat, args.calibration)
+        print(json.dumps({k: v for k, v in result["int8"].items() if k != "rows"}, indent=1))
     if args.out:  # a run with --skip-speed or --skip-rd updates the other part's file
         out = Path(args.out)
         old = json.loads(out.read_text()) if out.exists() else {}

@@ -56,7 +56,7 @@ class _IdentityNet(torch.nn.Module):
         super().__init__()
         self.p = torch.nn.Parameter(torch.zeros(1))  # a device for the windows code to read
 
-    def enhance(self, x, fidelity):
+    def enhance(self, x, fidelity, bf16=False):
         return x
 
 

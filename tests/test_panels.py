@@ -32,7 +32,7 @@ class _BlurNet(torch.nn.Module):
         super().__init__()
         self.p = torch.nn.Parameter(torch.zeros(1))
 
-    def enhance(self, x, fidelity):
+    def enhance(self, x, fidelity, bf16=False):
         blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
         return (x + torch.tanh(4 * (blurred - x))) * fidelity + x * (1 - fidelity)
 

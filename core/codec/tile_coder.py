@@ -30,7 +30,7 @@ from ..format.tiling import PAD_MULTIPLE, padded
 from ..models import LoadedModel, get_model
 from ..models.compressai_backend import record_symbols
 from ..models.exact_entropy import SCHEME, ExactElicEntropy
-from ..models.runtime import load_transforms, requested_runtime
+from ..models.runtime import load_transforms, requested_precision, requested_runtime
 from ..options import DEFAULT_MODEL, MAX_BANDS, MAX_TILE, MIN_TILE, TILE_MULTIPLE, band_groups
 
 
@@ -270,8 +270,9 @@ _CODERS: dict[tuple[str, str, str], TileCoder] = {}
 
 
 def get_coder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TileCoder:
-    """The process-wide coder for ``model`` (loaded on first use) on the runtime requested now."""
-    key = (str(model), str(device), requested_runtime())
+    """The process-wide coder for ``model`` (loaded on first use) on the runtime and precision
+    requested now."""
+    key = (str(model), str(device), requested_runtime(), requested_precision())
     if key not in _CODERS:
         _CODERS[key] = TileCoder(get_model(model, device))
     return _CODERS[key]
