@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--runtime", default=None, help="runtime of the float transforms (default: the CLI's)")
     p.add_argument("--baseline", nargs="*", default=[str(ROOT / "results/codec_throughput_v1.json"),
                                                      str(ROOT / "results/enhance_throughput_v1.json")],
-                   help="previous version's results (JSONs of this script, merged per size) for the ratios")
+                   help="previous version's results (JSONs of this script, merged per size; a later file wins) for the ratios")
     p.add_argument("--out", help="also write the rows as JSON here")
     p.add_argument("--formats", nargs="+", help="compare container formats (e.g. 2 3) instead, in turns")
     p.add_argument("--repeat", type=int, default=1, help="(--formats) rounds of the comparison")
