@@ -190,3 +190,13 @@ def test_cli_rejects_an_unknown_runtime(neon_rgb, tmp_path):
                           str(tmp_path / "a.crsic"), "--runtime", "tensorrt"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode != 0 and "invalid choice: 'tensorrt'" in res.stderr
     assert not (tmp_path / "a.crsic").exists()
+
+
+def test_an_unknown_precision_in_the_environment_means_auto_with_one_line(monkeypatch, capsys):
+    import core.models.runtime as rt
+
+    monkeypatch.setattr(rt, "_NOTICES", set())
+    monkeypatch.setenv(PRECISION_ENV, "fp8")
+    assert rt.requested_precision() == rt.requested_precision() == "auto"
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "code-rsic: CODERSIC_PRECISION='fp8' is not one of auto, f32: using auto"]

@@ -168,11 +168,7 @@ class OpenVinoTransforms(_PerThreadCount):
 
 
 def requested_precision() -> str:
-    name = os.environ.get(PRECISION_ENV, "auto") or "auto"
-    if name not in PRECISION_CHOICES:
-        notice(f"{PRECISION_ENV}={name!r} is not one of {', '.join(PRECISION_CHOICES)}: using auto")
-        return "auto"
-    return name
+    return _env_choice(PRECISION_ENV, PRECISION_CHOICES)
 
 
 def openvino_precision(core) -> str:
@@ -234,12 +230,17 @@ def notice(text: str) -> None:
         print(f"code-rsic: {text}", file=sys.stderr)
 
 
-def requested_runtime() -> str:
-    name = os.environ.get(RUNTIME_ENV, "auto") or "auto"
-    if name not in RUNTIME_CHOICES:
-        notice(f"{RUNTIME_ENV}={name!r} is not one of {', '.join(RUNTIME_CHOICES)}: using auto")
+def _env_choice(env: str, choices: tuple[str, ...]) -> str:
+    """The choice named by ``$env`` (default ``auto``); anything else is ``auto``, with a notice."""
+    name = os.environ.get(env, "auto") or "auto"
+    if name not in choices:
+        notice(f"{env}={name!r} is not one of {', '.join(choices)}: using auto")
         return "auto"
     return name
+
+
+def requested_runtime() -> str:
+    return _env_choice(RUNTIME_ENV, RUNTIME_CHOICES)
 
 
 def load_transforms(loaded, device: str = "cpu"):
