@@ -30,6 +30,7 @@ lazily: the real module, imported on its first use (``LazyModule``).
 
 from __future__ import annotations
 
+import array
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -42,6 +43,8 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
+
+import numpy as np
 
 from ..errors import CodecError
 
@@ -398,7 +401,8 @@ def rans_decode(model: EntropyModel, string: bytes, indexes: torch.Tensor) -> to
         raise TypeError(f"{type(model).__name__} has an unbounded rANS decoder")
     values = model.entropy_coder.decode_with_indexes(string, indexes.reshape(-1).to(torch.int32).tolist(),
                                                      *cdf_tables(model))
-    return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
+    # through a C int array: a third of the time of torch.tensor(list) (3 % of a tile's decoding)
+    return torch.from_numpy(np.frombuffer(array.array("i", values), dtype=np.int32)).reshape(indexes.shape)
 
 
 __all__ = ["SUPPORTED_VERSION", "BackendVersionError", "BoundedEntropyBottleneck", "BoundedGaussianConditional",
