@@ -25,13 +25,12 @@ on every IEEE-754 machine. Only the analysis / synthesis transforms stay float: 
 may differ by rounding, symbols may not.
 
 The integer weights are derived from the model's float weights when it is loaded, by a
-deterministic rule (exact float64 scaling, ``math.frexp`` for the exponent), so a
+deterministic rule (exact float64 scaling, ``frexp`` for the exponent), so a
 weights file serves both the float (format 1) and the exact (format 2) path.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from contextlib import contextmanager
 
@@ -75,18 +74,15 @@ class IntConv:
         self.transposed = isinstance(module, nn.ConvTranspose2d)
         out_dim = 1 if self.transposed else 0
         w_out = weight.transpose(0, 1) if self.transposed else weight  # (out, in, kh, kw)
-        shifts = []
-        for c in range(w_out.shape[0]):
-            peak = float(w_out[c].abs().max())
-            # peak < 2**e: scale so that |w| * 2**shift <= 2**(WEIGHT_BITS - 1)
-            e = math.frexp(peak)[1] if peak > 0 else 0
-            shifts.append(WEIGHT_BITS - 1 - e)
-        shift = torch.tensor(shifts, dtype=torch.float64)
+        # per output channel, peak < 2**e (frexp; 0 for an all-zero channel): scale so that
+        # |w| * 2**shift <= 2**(WEIGHT_BITS - 1)
+        e = torch.frexp(w_out.abs().flatten(1).amax(1)).exponent
+        shift = (WEIGHT_BITS - 1 - e).to(torch.float64)
         view = [1] * weight.dim()
         view[out_dim] = -1
         scale = torch.pow(2.0, shift).view(view)
         wq = torch.round(weight * scale)
-        bias = module.bias.detach().to("cpu", torch.float64) if module.bias is not None else torch.zeros(len(shifts))
+        bias = module.bias.detach().to("cpu", torch.float64) if module.bias is not None else torch.zeros(len(shift), dtype=torch.float64)
         bq = torch.round(bias * torch.pow(2.0, shift + FRAC_BITS))
         wq_out = wq.transpose(0, 1) if self.transposed else wq
         bound = _ACT_MAX * wq_out.abs().flatten(1).sum(1) + bq.abs()
