@@ -92,19 +92,24 @@ def build_raster(path: Path, size: int | tuple[int, int], images: list[Path]) ->
 
 
 
-def cli_roundtrip(src: Path, folder: Path, compress_args: list[str], common: list[str] = ()
-                  ) -> tuple[float, np.ndarray]:
+def cli_roundtrip(src: Path, folder: Path, compress_args: list[str], common: list[str] = (),
+                  decodes: dict[str, list[str]] | None = None) -> tuple[float, np.ndarray] | tuple[float, dict]:
     """``compress`` then plain ``decompress`` through the CLI, each its own process, ``common``
     arguments (e.g. ``--threads 1``) given to both -> (bits per pixel of the whole container,
-    decoded pixels (bands, h, w))."""
+    decoded pixels (bands, h, w)). ``decodes``: decode the container once per entry, with its
+    arguments (e.g. ``{"plain": ["--no-enhance"], "enhanced": ["--enhance"]}``) -> (bpp, {name: pixels})."""
     crsic, dec = folder / "roundtrip.crsic", folder / "roundtrip.tif"
     py = [sys.executable, "-m", "core.tile_codec"]
     subprocess.run(py + ["compress", str(src), "-o", str(crsic), "--quiet", "--overwrite", *compress_args, *common],
                    check=True, cwd=ROOT)
-    subprocess.run(py + ["decompress", str(crsic), "-o", str(dec), "--no-enhance", "--quiet", "--overwrite",
-                         *common], check=True, cwd=ROOT)
-    with rasterio.open(dec) as ds:
-        return crsic.stat().st_size * 8 / (ds.width * ds.height), ds.read()
+    pixels = {}
+    for name, decode_args in (decodes or {"plain": ["--no-enhance"]}).items():
+        subprocess.run(py + ["decompress", str(crsic), "-o", str(dec), *decode_args, "--quiet", "--overwrite",
+                             *common], check=True, cwd=ROOT)
+        with rasterio.open(dec) as ds:
+            bpp, pixels[name] = crsic.stat().st_size * 8 / (ds.width * ds.height), ds.read()
+    return (bpp, pixels) if decodes else (bpp, pixels["plain"])
+
 
 def run(cmd: list[str]) -> tuple[float, float]:
     """Run a command; return (seconds, peak resident memory in MB of its process tree)."""

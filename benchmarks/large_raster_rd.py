@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--bpp", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.4])
     p.add_argument("--metrics", default="psnr,ms-ssim", help="psnr, ms-ssim, lpips (needs metric_setup)")
     p.add_argument("--threads", help="torch threads of our CLI runs (default: the CLI's)")
+    p.add_argument("--enhance", type=float, default=None, metavar="Q",
+                   help="also decode the qualities up to Q with the default enhancer (points named MODEL+enh)")
     p.add_argument("--out", help="also write the points and BD-rates as JSON here")
     args = p.parse_args(argv)
     metrics = [m.replace("-", "_") for m in args.metrics.split(",")]
@@ -122,14 +124,19 @@ def main(argv=None) -> int:
         for model in args.models:
             for q in qualities(model):
                 t0 = time.perf_counter()
-                bpp, out = cli_roundtrip(src, Path(tmp), ["--quality", q, "--model", model],
-                                         ["--threads", args.threads] if args.threads else [])
-                pt = dict(codec=model, param=float(q), bpp=bpp, seconds=time.perf_counter() - t0,
-                          **measure(ref, out.transpose(1, 2, 0), metrics))
-                points.append(pt)
-                show(pt)
+                decodes = {model: ["--no-enhance"]}
+                if args.enhance is not None and float(q) <= args.enhance:
+                    decodes[f"{model}+enh"] = ["--enhance"]
+                bpp, outs = cli_roundtrip(src, Path(tmp), ["--quality", q, "--model", model],
+                                          ["--threads", args.threads] if args.threads else [], decodes)
+                for name, out in outs.items():
+                    pt = dict(codec=name, param=float(q), bpp=bpp, seconds=time.perf_counter() - t0,
+                              **measure(ref, out.transpose(1, 2, 0), metrics))
+                    points.append(pt)
+                    show(pt)
         anchors = json.loads(Path(args.anchors).read_text())["points"] if args.anchors else []
-        points.extend(pt for pt in anchors if pt["codec"] not in args.models and pt["codec"] not in CODECS)
+        ours = {*args.models, *(f"{m}+enh" for m in args.models)}
+        points.extend(pt for pt in anchors if pt["codec"] not in ours and pt["codec"] not in CODECS)
         for name in args.codecs.split(","):
             reused = [pt for pt in anchors if pt["codec"] == name]
             if reused:
@@ -149,7 +156,7 @@ def main(argv=None) -> int:
     summary = {}
     from core.models import REGISTRY
 
-    for model in dict.fromkeys(pt["codec"] for pt in points if pt["codec"] in REGISTRY):
+    for model in dict.fromkeys(pt["codec"] for pt in points if pt["codec"].removesuffix("+enh") in REGISTRY):
         ours = [pt for pt in points if pt["codec"] == model]
         for anchor in ("avif", "jp2"):
             theirs = [pt for pt in points if pt["codec"] == anchor]
