@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from core.compare.psnr import psnr_from_mse
 
+from .clock import TrainingClock
+
 
 def add_common_args(p: argparse.ArgumentParser, steps: int, batch: int, crop: int, lr: float) -> None:
     p.add_argument("--data", nargs="+", help="training folders/files (images, GeoTIFFs)")
@@ -104,8 +106,8 @@ class Run:
         self.dir = Path(out)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ckpt = self.dir / "last.pt"
-        self.step, self.elapsed = 0, 0.0
-        self.tick = time.time()
+        self.step = 0
+        self.clock = TrainingClock()
         self.start = time.time()
         self.max_s = max_minutes * 60
         self._log = None
@@ -114,7 +116,7 @@ class Run:
         if not self.ckpt.exists():
             return None
         ck = torch.load(self.ckpt, map_location=device, weights_only=True)
-        self.step, self.elapsed = int(ck["step"]), float(ck["elapsed"])
+        self.step, self.clock.elapsed = int(ck["step"]), float(ck["elapsed"])
         print(f"resumed from {self.ckpt} at step {self.step}", file=sys.stderr)
         return ck
 
@@ -124,15 +126,18 @@ class Run:
         torch.save(state, tmp)
         tmp.replace(self.ckpt)
 
+    @property
+    def elapsed(self) -> float:
+        """Training time (seconds) over every session of the run, pauses left out."""
+        return self.clock.elapsed
+
     def advance(self) -> None:
         self.step += 1
-        now = time.time()
-        self.elapsed += now - self.tick
-        self.tick = now
+        self.clock.step()
 
     def pause_clock(self) -> None:
         """Do not count validation time as training time."""
-        self.tick = time.time()
+        self.clock.skip()
 
     def schedule_step(self, total: int) -> int:
         """Step that the schedules read: the real step, or further on when ``--max-minutes`` ends first.

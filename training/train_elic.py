@@ -27,6 +27,7 @@ import torch
 from core.compare.psnr import psnr_from_mse
 from core.models import REGISTRY, build_model, save_weights
 
+from .clock import TrainingClock
 from .data import CropSampler, center_crops, list_images
 
 
@@ -232,7 +233,7 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(args.seed + step)
     level_probs = level_weights(spec.levels, args.high_rate_weight)
     net.train()
-    tick = time.time()
+    clock = TrainingClock(elapsed)  # pauses (SIGSTOP while benchmarks run) are not training time
     budget = args.max_minutes * 60 if args.max_minutes else None
     while step < args.steps and (budget is None or elapsed < budget):
         progress = elapsed / budget if budget else step / args.steps
@@ -251,9 +252,7 @@ def main(argv=None) -> int:
         aux.backward()
         aux_opt.step()
         step += 1
-        now = time.time()
-        elapsed += now - tick
-        tick = now
+        elapsed = clock.step()
         if step % args.log_every == 0:
             rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": loss.item(), "mse": mse.item(),
                    "bpp": bpp.item(), "aux": aux.item(), "lr": lr}
@@ -271,7 +270,7 @@ def main(argv=None) -> int:
             log.flush()
             print(f"step {step} {elapsed / 60:.1f} min val " +
                   " ".join(f"{k}:{v['bpp']:.3f}bpp/{v['psnr']:.2f}dB" for k, v in res.items()), file=sys.stderr)
-            tick = time.time()
+            clock.skip()
     return 0
 
 
