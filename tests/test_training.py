@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from core.models import REGISTRY, build_model, load_model
@@ -120,3 +121,33 @@ def test_slim_context_training_lowers_the_rate_of_a_fresh_context(tmp_path, neon
               and "quantized_cdf" not in k]
     base_state = base.net.state_dict()
     assert all(torch.equal(slim.net.state_dict()[k], base_state[k]) for k in frozen)
+
+
+def test_the_lr_schedule_spans_the_run_or_this_session():
+    """--max-minutes counts the whole run's training time; --run-minutes starts a new window (a new
+    learning-rate cycle) where this session resumes, whatever the earlier sessions took."""
+    from training.train_elic import out_of_time, progress, time_window
+
+    assert time_window(3600.0, None, None) is None and progress(30, 120, 3600.0, None) == 0.25
+    whole = time_window(3600.0, 120, None)  # resumed after 60 of 120 minutes
+    assert progress(0, 10**6, 3600.0, whole) == 0.5 and not out_of_time(7199.0, whole) and out_of_time(7200.0, whole)
+    cycle = time_window(3600.0, None, 30)  # a fresh 30-minute cycle from here
+    assert progress(0, 10**6, 3600.0, cycle) == 0.0 and progress(0, 10**6, 3600.0 + 1350, cycle) == 0.75
+    assert out_of_time(3600.0 + 1800, cycle) and not out_of_time(3600.0 + 1799, cycle)
+    with pytest.raises(SystemExit, match="not both"):
+        time_window(0.0, 60, 30)
+
+
+def test_a_resumed_run_with_run_minutes_trains_a_new_window(tmp_path, neon_rgb):
+    out = tmp_path / "run"
+    common = ["--model", "elic-tiny", "--data", str(neon_rgb), "--out", str(out), "--batch", "2", "--crop", "64",
+              "--ckpt-every", "1", "--log-every", "1", "--threads", "1", "--lr", "1e-3", "--decay-at", "0.5"]
+    assert train_main(common + ["--steps", "3"]) == 0
+    first = torch.load(out / "last.pt", weights_only=True)["elapsed"]
+    # the whole run's budget is already spent: --max-minutes trains nothing more
+    assert train_main(common + ["--steps", "100", "--resume", "--max-minutes", str(first / 60 / 2)]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+    # a new window of its own: it trains, starting at the full learning rate
+    assert train_main(common + ["--steps", "5", "--resume", "--run-minutes", "10"]) == 0
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if '"lr"' in l]
+    assert [r["step"] for r in log][-2:] == [4, 5] and log[-1]["lr"] == 1e-3

@@ -60,6 +60,9 @@ def setup_args() -> argparse.ArgumentParser:
                    help="train with the entropy path quantised like the bit-exact integer coder")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much training time; the lr decay then follows the time, not the steps")
+    p.add_argument("--run-minutes", type=float, default=None,
+                   help="like --max-minutes, counted from this start (with --resume, a new lr cycle: --lr until "
+                        "--decay-at of it, then x0.1), whatever the earlier sessions took")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--seed", type=int, default=0)
@@ -175,6 +178,29 @@ def fit_quantiles(net, steps: int = 4000, lr: float = 0.05) -> tuple[float, floa
     return before, float(net.aux_loss())
 
 
+def time_window(elapsed: float, max_minutes: float | None, run_minutes: float | None) -> tuple[float, float] | None:
+    """The training time (start, length in seconds) the schedule spans: the whole run's first
+    ``max_minutes``, or ``run_minutes`` from now (``elapsed``: the run's training time so far);
+    None: the schedule follows the steps."""
+    if max_minutes and run_minutes:
+        raise SystemExit("give --max-minutes or --run-minutes, not both")
+    if run_minutes:
+        return elapsed, run_minutes * 60
+    return (0.0, max_minutes * 60) if max_minutes else None
+
+
+def progress(step: int, steps: int, elapsed: float, window: tuple[float, float] | None) -> float:
+    """How far the schedule is, 0 to 1: along the time window if there is one, else the steps."""
+    if window is None:
+        return step / steps
+    start, length = window
+    return (elapsed - start) / length
+
+
+def out_of_time(elapsed: float, window: tuple[float, float] | None) -> bool:
+    return window is not None and elapsed - window[0] >= window[1]
+
+
 def main(argv=None) -> int:
     args = setup_args().parse_args(argv)
     if args.threads:
@@ -234,10 +260,9 @@ def main(argv=None) -> int:
     level_probs = level_weights(spec.levels, args.high_rate_weight)
     net.train()
     clock = TrainingClock(elapsed)  # pauses (SIGSTOP while benchmarks run) are not training time
-    budget = args.max_minutes * 60 if args.max_minutes else None
-    while step < args.steps and (budget is None or elapsed < budget):
-        progress = elapsed / budget if budget else step / args.steps
-        lr = args.lr * (0.1 if progress >= args.decay_at else 1.0)
+    window = time_window(elapsed, args.max_minutes, args.run_minutes)
+    while step < args.steps and not out_of_time(elapsed, window):
+        lr = args.lr * (0.1 if progress(step, args.steps, elapsed, window) >= args.decay_at else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
         x = sampler.batch(args.batch).to(device)
@@ -258,7 +283,7 @@ def main(argv=None) -> int:
                    "bpp": bpp.item(), "aux": aux.item(), "lr": lr}
             log.write(json.dumps(rec) + "\n")
             log.flush()
-        last = step == args.steps or (budget is not None and elapsed >= budget)
+        last = step == args.steps or out_of_time(elapsed, window)
         if step % args.ckpt_every == 0 or last:
             tmp = out_dir / "last.pt.tmp"
             torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
