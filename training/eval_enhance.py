@@ -90,12 +90,15 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from core.evaluation.codec_adapters import CODECS, EvalOptions
     from core.models import get_enhancer
+    from core.enhance.runtime import enhancer_runtime
+    from core.enhance.windows import window_runner
     from core.models.runtime import cpu_bf16
 
     ours = CODECS["ours"](EvalOptions(model=args.elic))
     classical = [(CODECS[name](EvalOptions()), qs) for name, qs in (("jpeg", args.jpeg), ("webp", args.webp))]
     enh = get_enhancer(args.enhancer)
     bf16 = cpu_bf16()  # as the decoder runs it (options.PRECISION_ENV)
+    runner = enhancer_runtime(enh)  # and on its runtime
     crops = center_crops(list_images(args.val), args.size, args.limit)
     scores = Scores(dists=not args.no_dists)
     t_dec, t_enh, px_dec, px_enh = 0.0, 0.0, 0, 0
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
             xin = torch.from_numpy(dec_u8.transpose(2, 0, 1).astype(np.float32) / 255)[None]
             for fw in fids:
                 t = time.perf_counter()
-                out = enh.net.enhance(xin, fw, bf16=bf16)[0].numpy()
+                out = window_runner(runner, fw)(xin.numpy())
                 t_enh += time.perf_counter() - t
                 px_enh += h * w
                 scores.add(f"elic+enh(w={fw:g})/{q}", ref, to_u8(out), bpp=bpp)
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
         print(f"{n + 1}/{len(crops)} crops, {time.time() - t0:.0f} s", file=sys.stderr)
     res = {"crops": len(crops), "size": args.size, "elic": args.elic, "enhancer": args.enhancer,
            "enhancer_sha256": enh.sha256, "threads": torch.get_num_threads(),
-           "enhancer_precision": "bf16" if bf16 else "f32",
+           "enhancer_precision": "bf16" if bf16 else "f32", "enhancer_runtime": getattr(runner, "name", "torch"),
            "decode_s_per_mp": t_dec / px_dec * 1e6, "enhance_s_per_mp": t_enh / px_enh * 1e6,
            "results": scores.summary()}
     with open(args.out, "w") as f:

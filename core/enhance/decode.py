@@ -19,6 +19,7 @@ from ..errors import CodecError
 from ..format.raster_io import describe_bands, raster_output
 from ..format.tiling import Tally, TileGrid
 from ..options import DecompressParams
+from .runtime import enhancer_runtime
 from .windows import StripEnhancer
 
 PhaseProgress = Callable[[str, int, int], None]  # (phase "decode" | "enhance", done, total)
@@ -86,6 +87,7 @@ def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressPara
         if enhancing:
             loaded = get_enhancer(ep.enhancer, params.device)
             fidelity = loaded.default_fidelity if ep.fidelity is None else float(ep.fidelity)
+            runner = enhancer_runtime(loaded)
         panels = plan.panels(ep.window, ep.overlap) if enhancing else plan.panels()
         parts = [plan.columns(p.read0, p.read1) for p in panels]
         phase = (lambda name: (lambda done, total: progress(name, done, total))) if progress else (lambda name: None)
@@ -98,7 +100,7 @@ def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressPara
             for panel, part in zip(panels, parts):
                 strips = decoded_strips(part, mapper, decoding.part())
                 if enhancing:
-                    enh = StripEnhancer(loaded.net, fidelity, part.width, part.height, plan.ranges, plan.header.dtype,
+                    enh = StripEnhancer(runner, fidelity, part.width, part.height, plan.ranges, plan.header.dtype,
                                         plan.header.nodata, ep.window, ep.overlap, windows.part())
                     strips = enh.run(strips)
                 for row, values, invalid in strips:

@@ -29,6 +29,7 @@ from ..format.raster_io import (
 )
 from ..format.tiling import Tally, TileGrid, panels
 from ..options import DTYPE_RANGES, PANEL_WIDTH, EnhanceParams, band_count_problem
+from .runtime import enhancer_runtime
 from .windows import Strip, StripEnhancer
 
 STRIP_ROWS = 256  # rows read from the source at a time
@@ -86,8 +87,9 @@ def enhance_raster(src: str | Path, dst: str | Path, params: EnhanceParams | Non
             for i, desc in enumerate(ds.descriptions, start=1):
                 if desc:
                     out.set_band_description(i, desc)
+            runner = enhancer_runtime(loaded)
             for panel in parts:
-                enh = StripEnhancer(loaded.net, fidelity, panel.read_width, ds.height, ranges,
+                enh = StripEnhancer(runner, fidelity, panel.read_width, ds.height, ranges,
                                     ds.dtypes[0], ds.nodata, params.window, params.overlap, tally.part())
                 for row, values, invalid in enh.run(_source_strips(ds, masked, panel.read0, panel.read1)):
                     values, invalid = panel.crop(values, invalid)

@@ -29,20 +29,35 @@ Strip = tuple[int, np.ndarray, np.ndarray]  # (first row, values (bands, h, w) i
 
 
 def enhance_tile(net, unit: np.ndarray, fidelity: float) -> np.ndarray:
-    """(bands, h, w) float in [0, 1] -> enhanced, same shape (bands in groups of three)."""
-    from ..models.runtime import cpu_bf16
-
+    """(bands, h, w) float in [0, 1] -> enhanced, same shape (bands in groups of three).
+    ``net``: what ``core.enhance.runtime.enhancer_runtime`` gave, or any torch module with
+    ``enhance(x, fidelity, bf16)``."""
     out = np.empty_like(unit)
-    dev = next(net.parameters()).device
-    bf16 = dev.type == "cpu" and cpu_bf16()
+    run = window_runner(net, fidelity)
     for group in band_groups(unit.shape[0]):
-        x = torch.from_numpy(np.ascontiguousarray(unit[group]))[None].to(dev)
-        with torch.inference_mode():
-            y = net.enhance(x, fidelity, bf16=bf16)[0].float().cpu().numpy()
+        y = run(np.ascontiguousarray(unit[group])[None])
         for b in sorted(set(group)):
             copies = [j for j, g in enumerate(group) if g == b]
             out[b] = y[copies].mean(axis=0)
     return out
+
+
+def window_runner(net, fidelity: float):
+    """(1, 3, h, w) float32 -> enhanced (3, h, w), on the enhancer's runtime."""
+    from .runtime import OpenVinoEnhancer
+
+    if isinstance(net, OpenVinoEnhancer):
+        return lambda x: net.enhance(x, fidelity)[0]
+    from ..models.runtime import cpu_bf16
+
+    dev = next(net.parameters()).device
+    bf16 = dev.type == "cpu" and cpu_bf16()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net.enhance(torch.from_numpy(x).to(dev), fidelity, bf16=bf16)[0].float().cpu().numpy()
+
+    return run
 
 
 class StripEnhancer:
@@ -135,11 +150,12 @@ def enhance_array(img: np.ndarray, fidelity: float | None = None, enhancer: str 
                   window: int = DEFAULT_ENHANCE_WINDOW, overlap: int = DEFAULT_ENHANCE_OVERLAP) -> np.ndarray:
     """Enhance an in-memory uint8 (h, w, bands) image with the same windows and blending as rasters."""
     from ..models import get_enhancer
+    from .runtime import enhancer_runtime
 
     loaded = get_enhancer(enhancer)
     w = loaded.default_fidelity if fidelity is None else fidelity
     h, wd, bands = img.shape
-    enh = StripEnhancer(loaded.net, w, wd, h, [BandRange(0.0, 255.0)] * bands, "uint8", None, window, overlap)
+    enh = StripEnhancer(enhancer_runtime(loaded), w, wd, h, [BandRange(0.0, 255.0)] * bands, "uint8", None, window, overlap)
     strips = enh.run([(0, np.ascontiguousarray(img.transpose(2, 0, 1)), np.zeros((h, wd), bool))])
     out = np.concatenate([values for _, values, _ in strips], axis=1)
     return out.transpose(1, 2, 0)

@@ -1,0 +1,86 @@
+"""The enhancer on OpenVINO: export, agreement with torch, fallback, and what decoding uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from core.enhance.runtime import OpenVinoEnhancer, enhancer_runtime
+from core.enhance.windows import enhance_tile
+from core.models import load_enhancer
+from core.models.runtime import runtime_problem
+from core.options import PRECISION_ENV, RUNTIME_ENV
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.skipif(runtime_problem("openvino") is not None, reason="OpenVINO is not installed")]
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return load_enhancer("enhancer-lite")
+
+
+def _crop(neon_rgb, h=120, w=136) -> np.ndarray:  # not multiples of the enhancer's padding
+    with rasterio.open(neon_rgb) as ds:
+        return ds.read(window=((0, h), (0, w))).astype(np.float32) / 255
+
+
+@pytest.mark.parametrize("fidelity", [1.0, 0.0])
+def test_openvino_f32_agrees_with_torch_at_any_size_and_fidelity(lite, neon_rgb, monkeypatch, fidelity):
+    monkeypatch.setenv(PRECISION_ENV, "f32")
+    runner = OpenVinoEnhancer(lite)
+    x = _crop(neon_rgb)[None]
+    with torch.inference_mode():
+        ref = lite.net.enhance(torch.from_numpy(x), fidelity).numpy()
+    out = runner.enhance(x, fidelity)
+    assert out.shape == x.shape and runner.precision == "f32"
+    assert np.abs(out - ref).max() < 1e-4
+
+
+def test_decoding_enhances_on_openvino_unless_torch_is_asked(lite, neon_rgb, monkeypatch):
+    monkeypatch.setenv(RUNTIME_ENV, "auto")
+    runner = enhancer_runtime(lite)
+    assert isinstance(runner, OpenVinoEnhancer)
+    unit = _crop(neon_rgb)
+    monkeypatch.setenv(PRECISION_ENV, "f32")
+    f32 = OpenVinoEnhancer(lite)
+    with torch.inference_mode():
+        ref = lite.net.enhance(torch.from_numpy(unit)[None], 1.0)[0].numpy()
+    assert np.abs(enhance_tile(f32, unit, 1.0) - ref).max() < 1e-4
+    for name in ("torch", "onnxruntime"):  # onnxruntime is not measured for the enhancer: torch
+        monkeypatch.setenv(RUNTIME_ENV, name)
+        assert enhancer_runtime(lite) is lite.net
+
+
+def test_a_missing_openvino_falls_back_to_torch_with_one_line(lite, monkeypatch, capsys):
+    import core.enhance.runtime as er
+    import core.models.runtime as rt
+
+    monkeypatch.setattr(rt, "_NOTICES", set())
+    monkeypatch.setattr(er, "runtime_problem", lambda name: "openvino is not installed (pip install openvino)")
+    monkeypatch.setenv(RUNTIME_ENV, "auto")
+    assert enhancer_runtime(lite) is lite.net
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "code-rsic: enhancer on openvino openvino is not installed (pip install openvino): using torch"]
+
+
+def test_a_broken_export_falls_back_to_torch(lite, monkeypatch, capsys):
+    import core.enhance.runtime as er
+    import core.models.runtime as rt
+
+    def broken(*a, **k):
+        raise RuntimeError("export failed\ndetail")
+
+    monkeypatch.setattr(rt, "_NOTICES", set())
+    monkeypatch.setattr(er, "OpenVinoEnhancer", broken)
+    assert enhancer_runtime(lite) is lite.net
+    assert capsys.readouterr().err.strip() == "code-rsic: enhancer on openvino failed: export failed: using torch"
+
+
+def test_stand_in_networks_are_used_as_they_are(identity_enhancer):
+    from core.models import get_enhancer
+
+    loaded = get_enhancer(None)
+    assert enhancer_runtime(loaded) is loaded.net
