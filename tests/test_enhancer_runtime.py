@@ -84,3 +84,14 @@ def test_stand_in_networks_are_used_as_they_are(identity_enhancer):
 
     loaded = get_enhancer(None)
     assert enhancer_runtime(loaded) is loaded.net
+
+
+def test_compiled_window_shapes_are_bounded(lite):
+    from core.enhance.runtime import MAX_COMPILED_SHAPES
+
+    runner = OpenVinoEnhancer(lite)
+    for side in (64, 96, 128, 64):
+        out = runner.enhance(np.full((1, 3, side, side), 0.5, np.float32), 1.0)
+        assert out.shape == (1, 3, side, side)
+        assert len(runner._compiled) <= MAX_COMPILED_SHAPES
+    assert (64, 64) in {k[:2] for k in runner._compiled}  # the most recent shape is kept

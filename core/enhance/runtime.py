@@ -65,6 +65,12 @@ def cached_enhancer_export(loaded) -> Path:
     return path
 
 
+# Windows come in a few shapes (full, right edge, bottom edge, corner) and are enhanced row by
+# row: two compiled shapes cover a row, and a third compiled network would add about 100 MB
+# (1.61 GB peak at 8192 px with one network per shape, results/codec_throughput_bf16.json).
+MAX_COMPILED_SHAPES = 2
+
+
 class OpenVinoEnhancer:
     """``enhance(x, fidelity)`` like ``Enhancer.enhance``, on numpy, through OpenVINO."""
 
@@ -75,16 +81,21 @@ class OpenVinoEnhancer:
 
         self.core = ov.Core()
         self.path = cached_enhancer_export(loaded)
-        self.model = self.core.read_model(str(self.path))
         self.multiple = loaded.net.cfg.pad_multiple
         self.precision = precision or openvino_precision(self.core)
         self.fixed, self._compiled = threads, {}
-        self._compile(self.multiple * 2, self.multiple * 2)  # fail here, where the caller can fall back
+        # compile once here, where the caller can fall back, then free it (memory: see above)
+        self._compile(self.multiple, self.multiple)
+        self._compiled.clear()
 
     def _compile(self, h: int, w: int):
         key = (h, w, _threads(self.fixed))
-        if key not in self._compiled:
-            model = self.model.clone()
+        if key in self._compiled:
+            self._compiled[key] = self._compiled.pop(key)  # most recently used last
+        else:
+            while len(self._compiled) >= MAX_COMPILED_SHAPES:  # memory: each holds its buffers
+                self._compiled.pop(next(iter(self._compiled)))
+            model = self.core.read_model(str(self.path))  # not kept: the compiled network suffices
             model.reshape({"input": [1, 3, h, w], "fidelity": [1]})
             config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
                       "INFERENCE_NUM_THREADS": key[2], "CACHE_DIR": str(self.path.parent / "openvino")}
