@@ -39,8 +39,8 @@ def test_openvino_f32_agrees_with_torch_at_any_size_and_fidelity(lite, neon_rgb,
     assert np.abs(out - ref).max() < 1e-4
 
 
-def test_decoding_enhances_on_openvino_unless_torch_is_asked(lite, neon_rgb, monkeypatch):
-    monkeypatch.setenv(RUNTIME_ENV, "auto")
+def test_decoding_enhances_on_openvino_only_when_asked(lite, neon_rgb, monkeypatch):
+    monkeypatch.setenv(RUNTIME_ENV, "openvino")
     runner = enhancer_runtime(lite)
     assert isinstance(runner, OpenVinoEnhancer)
     unit = _crop(neon_rgb)
@@ -49,7 +49,7 @@ def test_decoding_enhances_on_openvino_unless_torch_is_asked(lite, neon_rgb, mon
     with torch.inference_mode():
         ref = lite.net.enhance(torch.from_numpy(unit)[None], 1.0)[0].numpy()
     assert np.abs(enhance_tile(f32, unit, 1.0) - ref).max() < 1e-4
-    for name in ("torch", "onnxruntime"):  # onnxruntime is not measured for the enhancer: torch
+    for name in ("auto", "torch", "onnxruntime"):  # auto: torch (memory); onnxruntime: not measured
         monkeypatch.setenv(RUNTIME_ENV, name)
         assert enhancer_runtime(lite) is lite.net
 
@@ -60,7 +60,7 @@ def test_a_missing_openvino_falls_back_to_torch_with_one_line(lite, monkeypatch,
 
     monkeypatch.setattr(rt, "_NOTICES", set())
     monkeypatch.setattr(er, "runtime_problem", lambda name: "openvino is not installed (pip install openvino)")
-    monkeypatch.setenv(RUNTIME_ENV, "auto")
+    monkeypatch.setenv(RUNTIME_ENV, "openvino")
     assert enhancer_runtime(lite) is lite.net
     assert capsys.readouterr().err.strip().splitlines() == [
         "code-rsic: enhancer on openvino openvino is not installed (pip install openvino): using torch"]
@@ -75,6 +75,7 @@ def test_a_broken_export_falls_back_to_torch(lite, monkeypatch, capsys):
 
     monkeypatch.setattr(rt, "_NOTICES", set())
     monkeypatch.setattr(er, "OpenVinoEnhancer", broken)
+    monkeypatch.setenv(RUNTIME_ENV, "openvino")
     assert enhancer_runtime(lite) is lite.net
     assert capsys.readouterr().err.strip() == "code-rsic: enhancer on openvino failed: export failed: using torch"
 
