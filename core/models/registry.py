@@ -101,7 +101,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="a8975ae1657f759b210b44efd63eb2199d07302d79ec880a66cb4cc5aa27d9df",
+        sha256="a0ad515ac0d233b9d5b85a91c598f88ed49022d6a2bb9b694501c3551b91c29f",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (about equal to elic-v2 so far, higher ceiling; see its card)",
     ),
