@@ -1,6 +1,8 @@
-"""The enhancer on OpenVINO: the whole network (code lookup, codebook decoder, HPIN fusion,
-gate) exported to ONNX once per weights into the transforms' cache, compiled once per window
-shape and thread count, in bf16 where the CPU computes it natively (``options.PRECISION_ENV``).
+"""The enhancer on OpenVINO (``--runtime openvino``), with torch as reference and fallback.
+
+The whole network (code lookup, codebook decoder, HPIN fusion, gate) is exported to ONNX once
+per weights into the transforms' cache, compiled once per window shape and thread count, in
+bf16 where the CPU computes it natively (``options.PRECISION_ENV``).
 
 Used when ``--runtime openvino`` is asked for explicitly. ``auto`` (the default) keeps the
 enhancer on torch (in bf16 where native): OpenVINO's buffers take the enhanced decoding of an
