@@ -13,20 +13,18 @@ path, and the fallback when OpenVINO is missing or fails (one-line notice), on a
 Measured: per 256 px window, 1 thread, bf16, 0.221 s against torch's 0.254 s (enhancer-lite,
 ad hoc); whole process with enhancer-fast ``results/codec_throughput_bf16_fast_enhancer.json``;
 memory ``results/enhancer_openvino_memory.json``; LPIPS, PSNR and FID on the val crops as with
-torch (``results/eval_enhancer_lite_bf16.json``, ``training.eval_enhance`` under ``--runtime
-openvino``).
+torch (``results/eval_enhancer_lite_bf16.json``, ``training.eval_enhance`` with
+``CODERSIC_RUNTIME=openvino``).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..models.runtime import (OPSET, _threads, cache_dir, notice, openvino_precision, requested_runtime,
-                              runtime_problem)
+from ..models.runtime import (OPSET, _threads, cached_files, failure, notice, openvino_precision,
+                              requested_runtime, runtime_problem)
 
 
 def export_enhancer_onnx(net, path: Path) -> Path:
@@ -55,26 +53,13 @@ def export_enhancer_onnx(net, path: Path) -> Path:
 
 
 def cached_enhancer_export(loaded) -> Path:
-    """The enhancer's ONNX file from the cache, exported (atomically) on first use."""
-    path = cache_dir() / f"{loaded.sha256[:16]}-enhancer-opset{OPSET}" / "enhancer.onnx"
-    if not path.exists():
-        path.parent.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent.parent, prefix=".export-"))
-        try:
-            export_enhancer_onnx(loaded.net, tmp / path.name)
-            try:
-                tmp.rename(path.parent)
-            except OSError:  # another process exported it meanwhile
-                if not path.exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    """The enhancer's ONNX file from the cache, exported on first use."""
+    return cached_files(f"{loaded.sha256[:16]}-enhancer-opset{OPSET}", {"enhancer": "enhancer.onnx"},
+                        lambda folder: export_enhancer_onnx(loaded.net, folder / "enhancer.onnx"))["enhancer"]
 
 
 # Windows come in a few shapes (full, right edge, bottom edge, corner) and are enhanced row by
-# row: two compiled shapes cover a row, and a third compiled network would add about 100 MB
-# (1.61 GB peak at 8192 px with one network per shape, results/codec_throughput_bf16.json).
+# row: two compiled shapes cover a row, and every compiled network holds its own buffers.
 MAX_COMPILED_SHAPES = 2
 
 
@@ -133,7 +118,6 @@ def enhancer_runtime(loaded):
         try:
             return OpenVinoEnhancer(loaded)
         except Exception as exc:  # a broken install or export must not stop the job
-            text = str(exc).strip()
-            problem = f"failed: {text.splitlines()[0][:160] if text else type(exc).__name__}"
+            problem = failure(exc)
     notice(f"enhancer on openvino {problem}: using torch")
     return net

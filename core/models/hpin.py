@@ -87,7 +87,7 @@ class Enhancer(nn.Module):
         """Degraded image (B, 3, H, W) in [0, 1], H and W multiples of ``cfg.pad_multiple``.
 
         Returns (enhanced image, code logits, E_L latent), float32. ``w``: float or (B,) tensor.
-        ``bf16``: compute in bfloat16 on the CPU (where it is native: about 2x faster). A code
+        ``bf16``: compute in bfloat16 on the CPU (where it is native: about 1.5x faster). A code
         whose logits nearly tie may then flip (about 1 % of them); LPIPS, PSNR and FID on the
         val crops are unchanged (results/eval_enhancer_*_bf16.json).
         """

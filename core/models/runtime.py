@@ -180,8 +180,8 @@ def openvino_precision(core) -> str:
 
 
 def cpu_bf16() -> bool:
-    """Whether torch computes in bf16 here (the enhancer's decoder): ``auto`` is asked and the
-    CPU does bf16 natively (oneDNN says so: AVX512-BF16 or AMX)."""
+    """Whether torch computes in bf16 here (the enhancer): ``auto`` is asked and the CPU does
+    bf16 natively (oneDNN says so: AVX512-BF16 or AMX)."""
     if requested_precision() != "auto":
         return False
     import torch
@@ -201,15 +201,17 @@ def cache_dir() -> Path:
     return (Path(env).expanduser() if env else Path.home() / ".cache" / "code-rsic") / "transforms"
 
 
-def cached_export(loaded) -> dict[str, Path]:
-    """The model's ONNX transforms from the cache, exported (atomically) on first use."""
-    folder = cache_dir() / f"{loaded.sha256[:16]}-opset{OPSET}"
-    files = {stage: folder / f"{stage}.onnx" for stage in STAGES}
+def cached_files(folder_name: str, names: dict[str, str], write) -> dict[str, Path]:
+    """Files of the cache folder ``folder_name`` (key -> path), written on first use by
+    ``write(folder)`` into a temporary folder renamed into place: atomic, and a process that
+    loses the race uses the winner's files."""
+    folder = cache_dir() / folder_name
+    files = {key: folder / name for key, name in names.items()}
     if not all(f.exists() for f in files.values()):
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".export-"))
         try:
-            export_onnx(loaded, tmp)
+            write(tmp)
             try:
                 tmp.rename(folder)
             except OSError:  # another process exported it meanwhile
@@ -218,6 +220,18 @@ def cached_export(loaded) -> dict[str, Path]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return files
+
+
+def cached_export(loaded) -> dict[str, Path]:
+    """The model's ONNX transforms from the cache, exported on first use."""
+    return cached_files(f"{loaded.sha256[:16]}-opset{OPSET}", {stage: f"{stage}.onnx" for stage in STAGES},
+                        lambda folder: export_onnx(loaded, folder))
+
+
+def failure(exc: Exception) -> str:
+    """``failed: <the first line of the error>``, for a fallback notice."""
+    text = str(exc).strip()
+    return f"failed: {text.splitlines()[0][:160] if text else type(exc).__name__}"
 
 
 _NOTICES: set[str] = set()
@@ -260,8 +274,7 @@ def load_transforms(loaded, device: str = "cpu"):
             try:
                 transforms = RUNTIMES[name](loaded, cached_export(loaded))
             except Exception as exc:  # a broken install or export must not stop the job
-                text = str(exc).strip()
-                problem = f"failed: {text.splitlines()[0][:160] if text else type(exc).__name__}"
+                problem = failure(exc)
             else:
                 if failed:
                     notice(f"{'; '.join(failed)}: using {name}")
