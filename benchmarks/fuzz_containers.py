@@ -80,9 +80,11 @@ def setup_args() -> argparse.ArgumentParser:
     return p
 
 
-def watch_overreads(net, counter: dict) -> None:
-    """Decode every rANS stream with zeros and with a canary beyond the slack; count differences."""
-    from core.models.compressai_backend import BoundedRansCoder, EntropyModel, rans_slack
+def watch_overreads(coder, counter: dict) -> None:
+    """Decode every rANS stream with zeros and with a canary beyond the slack; count differences
+    (the integer path's coder, and the float path's entropy models for format 1)."""
+    from core.models.compressai_backend import EntropyModel
+    from core.models.rans import BoundedRansCoder, rans_slack
 
     class Watched(BoundedRansCoder):
         def decode_with_indexes(self, string, indexes, *rest):
@@ -92,7 +94,8 @@ def watch_overreads(net, counter: dict) -> None:
                 counter["overreads"] += 1
             return zeros
 
-    for module in net.modules():
+    coder.exact.coder = Watched()
+    for module in coder.model.net.modules():
         if isinstance(module, EntropyModel):
             module.entropy_coder = Watched()
 
@@ -179,7 +182,7 @@ def main(argv=None) -> int:
         if args.canary:
             from core.codec.tile_coder import get_coder
 
-            watch_overreads(get_coder(weights).model.net, overreads)
+            watch_overreads(get_coder(weights), overreads)
         (tmp / "out").mkdir()
         case_path, out = tmp / "case.crsic", tmp / "out" / "case.tif"
 

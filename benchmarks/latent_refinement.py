@@ -37,10 +37,10 @@ from training.train_elic import likelihood_bits  # noqa: E402
 
 def code(coder, y: torch.Tensor, level: torch.Tensor, shape) -> tuple[int, np.ndarray]:
     """Bit-exact coding of a latent: (bytes, decoded uint8 image (h, w, 3))."""
-    out = coder.exact.compress(y.detach())
+    out = coder.exact.compress(y.detach().numpy())
     nbytes = sum(len(s) for s in out["strings"])
     with torch.inference_mode():
-        x_hat = coder.model.net.synthesis(out["y_hat"], level)[0]
+        x_hat = coder.model.net.synthesis(torch.from_numpy(out["y_hat"]), level)[0]
     img = (x_hat.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     return nbytes, img[: shape[0], : shape[1]]
 

@@ -24,7 +24,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from core.codec.tile_coder import get_coder  # noqa: E402
 from core.format.tiling import padded  # noqa: E402
 from core.models import get_enhancer, quality_to_level  # noqa: E402
+from core.models.runtime import set_threads  # noqa: E402
 from core.options import DEFAULT_ENHANCE_OVERLAP, DEFAULT_ENHANCE_WINDOW, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE  # noqa: E402,E501
 
 
@@ -71,14 +71,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     side = padded(DEFAULT_TILE)  # a default tile (overlap included), as the codec pads it
     img = np.asarray(Image.open(args.image).convert("RGB"))[:side, :side]
     tile = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / 255.0
     coder = get_coder(args.model)
     exact = coder.exact
     level = quality_to_level(DEFAULT_QUALITY, coder.model.spec.levels)
-    lv = torch.tensor([level], dtype=torch.float32)
     totals: dict[str, float] = defaultdict(float)
     exact.h_s = Timed(exact.h_s, "hyper-synthesis (int)", totals)
     exact.channel_context = {k: Timed(v, "channel context (int)", totals) for k, v in exact.channel_context.items()}
@@ -91,10 +90,9 @@ def main(argv=None) -> int:
     stages = defaultdict(list)
     for run in range(args.repeat + 1):
         totals.clear()
-        x = torch.from_numpy(tile)[None]
+        x = tile[None]
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            y = coder.analysis(x, lv)
+        y = coder.analysis(x, level)
         t1 = time.perf_counter()
         enc = exact.compress(y)
         t2 = time.perf_counter()
@@ -103,8 +101,7 @@ def main(argv=None) -> int:
         dec = exact.decompress(enc["strings"], (side // 64, side // 64))
         t3 = time.perf_counter()
         dec_parts = dict(totals)
-        with torch.inference_mode():
-            coder.synthesis(dec["y_hat"], lv)
+        coder.synthesis(dec["y_hat"], level)
         t4 = time.perf_counter()
         totals.clear()
         enhance_array(img, enhancer.default_fidelity, args.enhancer, DEFAULT_ENHANCE_WINDOW, DEFAULT_ENHANCE_OVERLAP)

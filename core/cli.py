@@ -98,9 +98,9 @@ def _set_threads(args) -> None:
     if threads < 0:
         raise BadInput(f"--threads must be 0 (all cores) or more, got {threads}")
     if threads:
-        import torch
+        from .codec.tile_coder import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
 
 
 # ---------------------------------------------------------------- commands: arguments -> use case -> printout

@@ -181,7 +181,9 @@ def _set_threads(job: dict) -> None:
     except (TypeError, ValueError):
         raise BadInput(f"the job's 'threads' is not valid: {job.get('threads')!r}") from None
     if threads > 0:
-        torch.set_num_threads(threads)
+        from .codec.tile_coder import set_threads
+
+        set_threads(threads)
     device = str(job.get("device") or DEFAULT_DEVICE)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadInput(f"device '{device}' was requested but this worker has no usable CUDA GPU: choose cpu")

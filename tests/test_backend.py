@@ -24,18 +24,24 @@ def test_version_check_names_the_supported_version(monkeypatch):
         line = backend.version_problem(installed)
         assert "\n" not in line and f"compressai {backend.SUPPORTED_VERSION} only" in line
         assert f"pip install compressai=={backend.SUPPORTED_VERSION}" in line
-    monkeypatch.setattr(backend.metadata, "version", lambda name: "9.9.9")
+    from core.models import rans
+
+    monkeypatch.setattr(rans.metadata, "version", lambda name: "9.9.9")
     with pytest.raises(CodecError, match=r"compressai 9\.9\.9 is installed, but Code-RSIC supports compressai "):
         backend.check_version()
 
 
-def test_a_wrong_compressai_fails_the_cli_with_one_line():
-    """Loading the backend with another version installed: one ``error:`` line, exit status 1."""
+def test_a_wrong_compressai_fails_the_cli_with_one_line(tmp_path, tiny_weights):
+    """Decoding with another version installed (its rANS coder is loaded, torch or not): one
+    ``error:`` line, exit status 1, nothing written."""
+    out_tif = tmp_path / "out.tif"
     code = ("import importlib.metadata as m; real = m.version\n"
             "m.version = lambda name: '1.3.0' if name == 'compressai' else real(name)\n"
             "from core.tile_codec import main; from core.errors import exit_now\n"
-            "exit_now(main(['info', 'tests/data/golden_v2_elic-tiny.crsic']))")
+            f"exit_now(main(['decompress', 'tests/data/golden_v2_elic-tiny.crsic', '-o', {str(out_tif)!r}, "
+            f"'--model', {str(tiny_weights)!r}, '--no-enhance']))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert not out_tif.exists()
     assert out.returncode == 1, out.stderr
     assert out.stderr.strip() == ("error: compressai 1.3.0 is installed, but Code-RSIC supports compressai "
                                   f"{backend.SUPPORTED_VERSION} only: pip install compressai=={backend.SUPPORTED_VERSION}")
@@ -114,7 +120,7 @@ def test_damaged_streams_never_read_past_the_buffer(tiny_weights, how):
             got = backend.rans_decode(model, string, indexes).reshape(-1).tolist()
             padded = string + bytes(backend.rans_slack(len(string), len(indexes)))
             for canary in (b"\x00", b"\xa5", b"\x5a"):
-                raw = coder.raw_decoder.decode_with_indexes(padded + canary * 65536, indexes.tolist(), *tables)
+                raw = coder.raw_decoder.decode_with_indexes(padded + canary * 65536, indexes.tolist(), *tables.as_args())
                 assert raw == got
 
 

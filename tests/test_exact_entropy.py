@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,14 @@ from torch import nn
 
 from core.models import REGISTRY, build_model
 from core.models import exact_entropy
-from core.models.exact_entropy import ExactElicEntropy, ExactnessError, IntConv, to_fixed
+from core.models.exact_entropy import ExactElicEntropy, ExactnessError, IntegerTables, to_fixed
+from core.models.tables_from_torch import integer_sequence, integer_tables
+
+
+def int_conv(module):
+    """The integer layer of one torch convolution."""
+    (layer,) = integer_sequence(module).layers
+    return layer
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +34,7 @@ def _latent(net, seed=0, size=128, level=1.0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand((1, 3, size, size), generator=g)
     with torch.inference_mode():
-        return net.g_a(x) * net._interp(net.log_gain, torch.tensor([level]))
+        return (net.g_a(x) * net._interp(net.log_gain, torch.tensor([level]))).numpy()
 
 
 @contextlib.contextmanager
@@ -58,19 +66,46 @@ def perturbed_float_kernels(rel: float = 1e-6, seed: int = 0):
 
 
 def test_decode_reproduces_encoder_symbols(tiny_net):
-    ex = ExactElicEntropy(tiny_net)
+    ex = ExactElicEntropy(integer_tables(tiny_net))
     y = _latent(tiny_net)
     enc = ex.compress(y)
     dec = ex.decompress(enc["strings"], (2, 2))
     assert dec["crc"] == enc["crc"]
-    assert torch.equal(dec["y_hat"], enc["y_hat"])
+    assert np.array_equal(dec["y_hat"], enc["y_hat"])
     # the decoded latent is the quantised input: within half a step of y (plus the mean's grid)
-    assert float((dec["y_hat"] - y).abs().max()) <= 0.5 + 2**-7
+    assert float(np.abs(dec["y_hat"] - y).max()) <= 0.5 + 2**-7
+
+
+def test_saved_tables_code_the_same_bytes(tiny_net, tmp_path):
+    """Tables saved and loaded (what coding runs on) give the converted network's streams."""
+    tables = integer_tables(tiny_net)
+    tables.save(tmp_path / "tables.npz")
+    y = _latent(tiny_net, seed=5, level=2.0)
+    a = ExactElicEntropy(tables).compress(y, 7)
+    b = ExactElicEntropy(IntegerTables.load(tmp_path / "tables.npz")).compress(y, 7)
+    assert a["strings"] == b["strings"] and a["crc"] == b["crc"]
+
+
+def test_tables_gains_follow_the_network(tiny_net):
+    """NumPy's interpolated gains are torch's within a float32 rounding, at and between levels."""
+    tables = integer_tables(tiny_net)
+    for level in (-1.0, 0.0, 0.5, 1.75, tiny_net.levels - 1.0):
+        for inverse, table in ((False, tiny_net.log_gain), (True, tiny_net.log_inv_gain)):
+            want = tiny_net._interp(table, torch.tensor([level])).detach().numpy()
+            assert np.allclose(tables.gains(level, inverse), want, rtol=2e-7, atol=0), (level, inverse)
+
+
+def test_tables_of_another_layout_are_refused(tiny_net, tmp_path):
+    tables = integer_tables(tiny_net)
+    tables.arrays["tables_version"] = np.asarray(99)
+    tables.save(tmp_path / "old.npz")
+    with pytest.raises(ValueError, match="another layout"):
+        IntegerTables.load(tmp_path / "old.npz")
 
 
 @pytest.mark.parametrize("setting", ["perturbed", "threads1", "threads2", "no-onednn"])
 def test_decode_is_independent_of_float_kernels(tiny_net, setting):
-    ex = ExactElicEntropy(tiny_net)
+    ex = ExactElicEntropy(integer_tables(tiny_net))
     enc = ex.compress(_latent(tiny_net, seed=3))
     threads = torch.get_num_threads()
     if setting == "perturbed":
@@ -82,11 +117,11 @@ def test_decode_is_independent_of_float_kernels(tiny_net, setting):
         ctx = contextlib.nullcontext()
     try:
         with ctx:
-            dec = ExactElicEntropy(tiny_net).decompress(enc["strings"], (2, 2))
+            dec = ExactElicEntropy(integer_tables(tiny_net)).decompress(enc["strings"], (2, 2))
     finally:
         torch.set_num_threads(threads)
     assert dec["crc"] == enc["crc"]
-    assert torch.equal(dec["y_hat"], enc["y_hat"])
+    assert np.array_equal(dec["y_hat"], enc["y_hat"])
 
 
 def test_perturbation_helper_changes_float_results():
@@ -109,14 +144,14 @@ def test_perturbation_helper_changes_float_results():
 def test_int_conv_is_close_to_float(module):
     torch.manual_seed(0)
     x = torch.randn(1, 8, 12, 12) * 3
-    xq = to_fixed(x) / 256
+    xq = to_fixed(x.numpy()) / 256
     with torch.no_grad():
-        want = module(xq.float()).double()
-    got = IntConv(module, torch.device("cpu"))(to_fixed(xq)) / 256
+        want = module(torch.from_numpy(xq).float()).double().numpy()
+    got = int_conv(module)(to_fixed(xq)) / 256
     assert got.shape == want.shape
-    assert float((got - want).abs().max()) < 0.02
+    assert float(np.abs(got - want).max()) < 0.02
     # integers out: the layer's output is on the activation grid
-    assert torch.equal(got * 256, torch.round(got * 256))
+    assert np.array_equal(got * 256, np.round(got * 256))
 
 
 def test_layer_that_could_overflow_is_refused():
@@ -124,7 +159,7 @@ def test_layer_that_could_overflow_is_refused():
     with torch.no_grad():
         wide.weight.fill_(1.0)
     with pytest.raises(ExactnessError):
-        IntConv(wide, torch.device("cpu"))
+        int_conv(wide)
 
 
 def test_qat_matches_integer_network(tiny_net):
@@ -139,8 +174,8 @@ def test_qat_matches_integer_network(tiny_net):
     z = torch.randint(-4, 5, (1, 16, 3, 3)).float()
     with torch.no_grad():
         fake = h_s(z).double()
-    exact = ExactElicEntropy(tiny_net).h_s(to_fixed(z)) / 256
-    assert float((fake - exact).abs().max()) <= 2 / 256
+    exact = ExactElicEntropy(integer_tables(tiny_net)).h_s(to_fixed(z.numpy())) / 256
+    assert float(np.abs(fake.numpy() - exact).max()) <= 2 / 256
 
 
 @pytest.mark.parametrize("band_bytes", [None, 1])
@@ -154,6 +189,23 @@ def test_row_gemm_equals_convolution(monkeypatch, band_bytes):
     with torch.no_grad():
         conv.weight[:, :, 3:] = 0  # like a causal mask: the last kernel rows are zero
     for module in (nn.Conv2d(6, 5, 5, padding=2), conv, nn.Conv2d(6, 4, 1), nn.Conv2d(6, 4, 3, padding=1)):
-        layer = IntConv(module, torch.device("cpu"))
+        layer = int_conv(module)
         a = torch.randint(-2**20, 2**20, (2, 6, 9, 7)).double()
-        assert torch.equal(layer._row_gemm(a), F.conv2d(a, layer.weight, None, 1, module.padding))
+        want = F.conv2d(a, torch.from_numpy(layer.weight), None, 1, module.padding).numpy()
+        assert np.array_equal(layer._row_gemm(a.numpy()), want)
+
+
+@pytest.mark.parametrize("stride, padding, output_padding", [(1, 1, 0), (2, 2, 1), (2, 1, 0), (3, 0, 2)])
+def test_numpy_convolutions_equal_torch(stride, padding, output_padding):
+    """The NumPy convolutions the integer path runs are torch's, exactly, on integer inputs."""
+    from core.models.exact_entropy import conv2d, conv_transpose2d
+
+    g = torch.Generator().manual_seed(stride * 10 + padding)
+    a = torch.randint(-2**20, 2**20, (2, 5, 7, 6), generator=g).double()
+    w = torch.randint(-2**15, 2**15, (4, 5, 3, 3), generator=g).double()
+    want = F.conv2d(a, w, None, stride, padding).numpy()
+    assert np.array_equal(conv2d(a.numpy(), w.numpy(), (stride, stride), (padding, padding)), want)
+    wt = torch.randint(-2**15, 2**15, (5, 4, 5, 5), generator=g).double()
+    want = F.conv_transpose2d(a, wt, None, stride, padding, output_padding).numpy()
+    got = conv_transpose2d(a.numpy(), wt.numpy(), (stride,) * 2, (padding,) * 2, (output_padding,) * 2)
+    assert np.array_equal(got, want)

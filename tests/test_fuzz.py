@@ -120,7 +120,7 @@ def test_hostile_header_messages_name_the_problem(originals, cases, tiny_weights
 def test_container_model_is_only_ever_a_registry_name(originals, cases, tiny_weights, monkeypatch):
     """A model named by the file is looked up in the registry, never opened as a path; a path
     is opened only when the user passes one."""
-    import core.models.weights as weights
+    import core.models.files as weights
 
     opened = []
     resolve = weights.resolve_weights

@@ -200,3 +200,49 @@ def test_an_unknown_precision_in_the_environment_means_auto_with_one_line(monkey
     assert rt.requested_precision() == rt.requested_precision() == "auto"
     assert capsys.readouterr().err.strip().splitlines() == [
         "code-rsic: CODERSIC_PRECISION='fp8' is not one of auto, f32: using auto"]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_coding_runs_without_torch_once_the_cache_is_made(tiny_weights, tmp_path, neon_rgb, monkeypatch, name):
+    """With the integer tables and the exported transforms in the cache, compress and plain
+    decompress never import torch (about 1.1 s of every command's start-up)."""
+    monkeypatch.setenv(RUNTIME_ENV, name)
+    coder = get_coder(tiny_weights)
+    assert coder.transforms.name == name and coder.tables is not None  # the cache is made (torch, here)
+    out, decoded = tmp_path / "a.crsic", tmp_path / "a.tif"
+    code = ("import sys\nfrom core.tile_codec import main\n"
+            f"assert main(['compress', {str(neon_rgb)!r}, '-o', {str(out)!r}, '--model', {tiny_weights!r}, "
+            f"'--tile', '128', '--quality', '2', '--runtime', {name!r}, '--quiet']) == 0\n"
+            f"assert main(['decompress', {str(out)!r}, '-o', {str(decoded)!r}, '--model', {tiny_weights!r}, "
+            f"'--runtime', {name!r}, '--no-enhance', '--quiet']) == 0\n"
+            "print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "False"
+    with rasterio.open(neon_rgb) as src, rasterio.open(decoded) as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform
+        pixels = dst.read().astype(np.int16)
+    # the same pixels as this process's decoding (which had torch at hand), to float rounding
+    assert np.abs(pixels - _decoded(out, tiny_weights, name, monkeypatch, tmp_path / "b.tif")).max() <= 1
+
+
+def test_a_damaged_tables_cache_is_converted_again_with_one_line(tiny_weights, monkeypatch, capsys):
+    import core.models.runtime as rt
+    from core.codec.tile_coder import LazyModel
+    from core.models.exact_entropy import ExactElicEntropy
+
+    monkeypatch.setattr(rt, "_NOTICES", set())
+    model = LazyModel(tiny_weights)
+    good = rt.cached_tables(model)
+    path = next(rt.cache_dir().glob(f"{model.sha256[:16]}-tables-*/tables.npz"))
+    data = path.read_bytes()
+    try:
+        path.write_bytes(data[: len(data) // 2])
+        again = rt.cached_tables(model)
+    finally:
+        path.write_bytes(data)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreadable" in err[0] and "converting again" in err[0]
+    assert sorted(again.arrays) == sorted(good.arrays)
+    assert all(np.array_equal(again.arrays[k], good.arrays[k]) for k in good.arrays)
+    assert ExactElicEntropy(again).groups == ExactElicEntropy(good).groups

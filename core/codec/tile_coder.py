@@ -12,7 +12,9 @@ thread count, device or torch version; format 1 (the float path of CompressAI) i
 read and write version-1 containers.
 
 The model is loaded once per process (``get_coder``), so the tile jobs that call it can be sent
-to a process pool or a Dask cluster as they are.
+to a process pool or a Dask cluster as they are. Formats 2 and 3 run on NumPy (the integer
+tables, cached per weights) and the transforms' runtime: torch is imported only when a
+network must be built (the tables' first conversion, the torch runtime, format 1).
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import torch
 
 from ..errors import CorruptContainer, DesyncError, OutOfMemory
 from ..format.tiling import PAD_MULTIPLE, padded
-from ..models import LoadedModel, get_model
-from ..models.compressai_backend import record_symbols
-from ..models.exact_entropy import SCHEME, ExactElicEntropy
-from ..models.runtime import load_transforms, requested_precision, requested_runtime
+from ..models.exact_entropy import SCHEME, ExactElicEntropy, IntegerTables
+from ..models.files import model_info
+from ..models.runtime import cached_tables, load_transforms, requested_precision, requested_runtime
+from ..models.runtime import set_threads  # noqa: F401 (for the front ends: the process's thread count)
 from ..options import DEFAULT_MODEL, MAX_BANDS, MAX_TILE, MIN_TILE, TILE_MULTIPLE, band_groups
 
 
@@ -88,35 +89,65 @@ def _shape_problem(bands: int, h: int, w: int, expected: tuple[int, int, int] | 
     return None
 
 
+class LazyModel:
+    """A model as coding sees it: its spec and sha256 at once (no torch), the torch network
+    (``net``, ``loaded``) on first use only."""
+
+    def __init__(self, name: str, device: str = "cpu"):
+        info = model_info(name)  # resolves and checks the weights file
+        self.name, self.device, self.path, self.spec, self.sha256 = str(name), str(device), info.path, info.spec, info.sha256
+
+    @cached_property
+    def loaded(self):
+        from ..models.weights import get_model
+
+        return get_model(self.name, self.device)
+
+    @property
+    def net(self):
+        return self.loaded.net
+
+
 @dataclass
 class TileCoder:
-    """A loaded ELIC model and the per-tile encode/decode around it."""
+    """A model and the per-tile encode/decode around it."""
 
-    model: LoadedModel
+    model: LazyModel
+
+    @cached_property
+    def tables(self) -> IntegerTables:
+        """The integer tables (from the cache; converted from the network on first use)."""
+        return cached_tables(self.model)
 
     @cached_property
     def exact(self) -> ExactElicEntropy:
-        """The integer entropy path (built from the float weights on first use)."""
-        return ExactElicEntropy(self.model.net)
+        """The integer entropy path."""
+        return ExactElicEntropy(self.tables)
 
     @cached_property
     def transforms(self):
         """The float transforms' runtime (``core.models.runtime``; ``.name`` says which)."""
         return load_transforms(self.model, self.model.device)
 
-    def analysis(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """Image (1, 3, H, W) -> gain-scaled latent, by the process's runtime."""
-        net = self.model.net
+    def gain(self, level: float, inverse: bool = False) -> np.ndarray:
+        """(1, M, 1, 1) gains of the latent at ``level``: the torch runtime takes torch's own
+        (its exp may differ from NumPy's in the last bit, and torch is the reference)."""
         if self.transforms.name == "torch":
-            return net.analysis(x, level)
-        return torch.from_numpy(self.transforms.analysis(x.numpy())) * net.gain(level)
+            import torch
 
-    def synthesis(self, y_hat: torch.Tensor, level: torch.Tensor) -> np.ndarray:
+            net = self.model.net
+            table = net.log_inv_gain if inverse else net.log_gain
+            with torch.inference_mode():
+                return net._interp(table, torch.tensor([level], dtype=torch.float32)).cpu().numpy()
+        return self.tables.gains(level, inverse)
+
+    def analysis(self, x: np.ndarray, level: float) -> np.ndarray:
+        """Image (1, 3, H, W) -> gain-scaled latent (float32), by the process's runtime."""
+        return self.transforms.analysis(x) * self.gain(level)
+
+    def synthesis(self, y_hat: np.ndarray, level: float) -> np.ndarray:
         """Latent (1, M, h, w) -> (3, 16 h, 16 w) float pixels in [0, 1], by the process's runtime."""
-        net = self.model.net
-        if self.transforms.name == "torch":
-            return net.synthesis(y_hat.to(self.model.device), level)[0].cpu().numpy()
-        x = self.transforms.synthesis((y_hat * net.inverse_gain(level)).numpy())[0]
+        x = self.transforms.synthesis(y_hat * self.gain(level, inverse=True))[0]
         return np.clip(x, 0, 1, out=x)
 
     @property
@@ -127,7 +158,6 @@ class TileCoder:
         groups = self.model.spec.groups
         return {"y": [(c, h // 16, w // 16) for c in groups], "hyper": (h // 64, w // 64)}
 
-    @torch.inference_mode()
     def encode_tile(self, tile: np.ndarray, quality_level: float, exact: bool = True,
                     seed: int = 0, crop: tuple[int, int, int, int] | None = None) -> tuple[bytes, int]:
         """(bands, H, W) float in [0,1], H and W multiples of 64 -> (bytes, symbols CRC).
@@ -143,20 +173,34 @@ class TileCoder:
         if (top % 16 or left % 16 or ch % PAD_MULTIPLE or cw % PAD_MULTIPLE
                 or top + ch > h or left + cw > w):
             raise ValueError(f"crop {crop} of a {h} x {w} tile is not on the latent grid")
-        level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
+        if not exact:
+            return self._encode_float(tile, quality_level)
         parts = [struct.pack("<HHH", bands, ch, cw)]
-        net, crc = self.model.net, seed  # format 2 seeds the symbols CRC with the tile's index
-        with record_symbols(net, "encode") as log, _out_of_memory(h, w, self.model.device):
+        crc = seed  # format 2 seeds the symbols CRC with the tile's index
+        with _out_of_memory(h, w, self.model.device):
             for group in band_groups(bands):
-                x = torch.from_numpy(np.ascontiguousarray(tile[group], dtype=np.float32))[None].to(self.model.device)
-                if exact:
-                    y = self.analysis(x, level)[:, :, top // 16 : (top + ch) // 16, left // 16 : (left + cw) // 16]
-                    out = self.exact.compress(y.contiguous(), crc)
-                    crc = out["crc"]
-                    parts.append(_pack_strings([[s] for s in out["strings"]]))
-                else:
-                    parts.append(_pack_strings(net.compress(x, level)["strings"]))
-        return b"".join(parts), crc if exact else log.value
+                x = np.ascontiguousarray(tile[group], dtype=np.float32)[None]
+                y = self.analysis(x, quality_level)[:, :, top // 16 : (top + ch) // 16, left // 16 : (left + cw) // 16]
+                out = self.exact.compress(np.ascontiguousarray(y), crc)
+                crc = out["crc"]
+                parts.append(_pack_strings([[s] for s in out["strings"]]))
+        return b"".join(parts), crc
+
+    def _encode_float(self, tile: np.ndarray, quality_level: float) -> tuple[bytes, int]:
+        """Format 1: CompressAI's float entropy path (torch)."""
+        import torch
+
+        from ..models.compressai_backend import record_symbols
+
+        bands, h, w = tile.shape
+        net, device = self.model.net, self.model.device
+        level = torch.tensor([quality_level], dtype=torch.float32, device=device)
+        parts = [struct.pack("<HHH", bands, h, w)]
+        with torch.inference_mode(), record_symbols(net, "encode") as log, _out_of_memory(h, w, device):
+            for group in band_groups(bands):
+                x = torch.from_numpy(np.ascontiguousarray(tile[group], dtype=np.float32))[None].to(device)
+                parts.append(_pack_strings(net.compress(x, level)["strings"]))
+        return b"".join(parts), log.value
 
     def _framing(self, data: bytes, shape: tuple[int, int, int] | None):
         """Check a tile stream's framing before any decoding -> (bands, h, w, streams per band group)."""
@@ -179,7 +223,6 @@ class TileCoder:
             raise CorruptContainer(f"tile stream is corrupt ({len(buf) - pos} bytes after its end)")
         return bands, h, w, groups
 
-    @torch.inference_mode()
     def decode_latents(self, data: bytes, expected_crc: int | None = None,
                        shape: tuple[int, int, int] | None = None, seed: int = 0) -> tuple[int, list[np.ndarray]]:
         """Entropy-decode a format-2/3 stream -> (bands, the latent ``y_hat`` (M, H/16, W/16) of
@@ -192,23 +235,20 @@ class TileCoder:
                 for strings in groups:
                     dec = self.exact.decompress([s for (s,) in strings], latent["hyper"], crc)
                     crc = dec["crc"]
-                    out.append(dec["y_hat"][0].cpu().numpy())
+                    out.append(dec["y_hat"][0])
         except (struct.error, ValueError, IndexError, OverflowError) as exc:
             raise CorruptContainer(f"tile stream is corrupt ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
         if expected_crc is not None and crc != expected_crc:
             raise DesyncError("decoded latent symbols differ from the encoder's")
         return bands, out
 
-    @torch.inference_mode()
     def synthesise(self, latents: list[np.ndarray], bands: int, quality_level: float) -> np.ndarray:
         """Latents (one (M, h, w) per band group) -> (bands, 16 h, 16 w) float pixels in [0, 1]."""
-        level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
         h, w = 16 * latents[0].shape[1], 16 * latents[0].shape[2]
         with _out_of_memory(h, w, self.model.device):
-            x_hats = [self.synthesis(torch.from_numpy(y)[None], level) for y in latents]
+            x_hats = [self.synthesis(np.asarray(y, np.float32)[None], quality_level) for y in latents]
         return _merge_groups(x_hats, bands)
 
-    @torch.inference_mode()
     def decode_tile(self, data: bytes, quality_level: float, expected_crc: int | None = None,
                     exact: bool = True, shape: tuple[int, int, int] | None = None, seed: int = 0) -> np.ndarray:
         """Inverse of ``encode_tile``; raises DesyncError if the symbols CRC differs.
@@ -218,12 +258,21 @@ class TileCoder:
         if exact:
             bands, latents = self.decode_latents(data, expected_crc, shape, seed)
             return self.synthesise(latents, bands, quality_level)
+        return self._decode_float(data, quality_level, expected_crc, shape)
+
+    def _decode_float(self, data: bytes, quality_level: float, expected_crc: int | None,
+                      shape: tuple[int, int, int] | None) -> np.ndarray:
+        """Format 1: CompressAI's float entropy path (torch)."""
+        import torch
+
+        from ..models.compressai_backend import record_symbols
+
         bands, h, w, groups = self._framing(data, shape)
         level = torch.tensor([quality_level], dtype=torch.float32, device=self.model.device)
         latent = self._latent_shape(h, w)
         net = self.model.net
         try:
-            with record_symbols(net, "decode") as log, _out_of_memory(h, w, self.model.device):
+            with torch.inference_mode(), record_symbols(net, "decode") as log, _out_of_memory(h, w, self.model.device):
                 x_hats = [net.decompress(strings, latent, level)["x_hat"][0].cpu().numpy() for strings in groups]
         except (struct.error, ValueError, IndexError, OverflowError) as exc:
             raise CorruptContainer(f"tile stream is corrupt ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
@@ -274,5 +323,5 @@ def get_coder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TileCoder:
     requested now."""
     key = (str(model), str(device), requested_runtime(), requested_precision())
     if key not in _CODERS:
-        _CODERS[key] = TileCoder(get_model(model, device))
+        _CODERS[key] = TileCoder(LazyModel(model, device))
     return _CODERS[key]

@@ -20,7 +20,6 @@ from ..format.raster_io import describe_bands, raster_output
 from ..format.tiling import Tally, TileGrid
 from ..options import DecompressParams
 from .runtime import enhancer_runtime
-from .windows import StripEnhancer
 
 PhaseProgress = Callable[[str, int, int], None]  # (phase "decode" | "enhance", done, total)
 
@@ -75,8 +74,6 @@ def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressPara
     ``enhance="auto"``) the plain decode is written, with ``"enhanced": False`` and the
     reason in ``"enhancement"``.
     """
-    from ..models import get_enhancer
-
     params = (params or DecompressParams()).validate()
     ep = params.enhancement
     t0 = time.perf_counter()
@@ -85,8 +82,12 @@ def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressPara
         reason = enhancement_reason(params, plan.header.quality)
         enhancing = reason is None
         if enhancing:
+            from ..models import get_enhancer  # torch: only when enhancing
+
             loaded = get_enhancer(ep.enhancer, params.device)
             fidelity = loaded.default_fidelity if ep.fidelity is None else float(ep.fidelity)
+            from .windows import StripEnhancer  # torch: only when enhancing
+
             runner = enhancer_runtime(loaded)
         panels = plan.panels(ep.window, ep.overlap) if enhancing else plan.panels()
         parts = [plan.columns(p.read0, p.read1) for p in panels]

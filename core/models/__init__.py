@@ -1,24 +1,29 @@
-"""Networks and their weights: the registry, ELIC, the enhancer, one load / save path."""
+"""Networks and their weights: the registry, ELIC, the enhancer, one load / save path.
 
-from .elic import MIN_LEVEL, VariableRateElic, build_model, quality_to_level
-from .registry import DEFAULT_MODEL, ENHANCERS, REGISTRY, WEIGHTS_DIR, EnhancerSpec, ModelSpec
-from .weights import (
-    LoadedEnhancer,
-    LoadedModel,
-    enhancer_available,
-    file_sha256,
-    get_enhancer,
-    get_model,
-    load_enhancer,
-    load_model,
-    read_spec,
-    resolve_enhancer,
-    resolve_weights,
-    save_enhancer,
-    save_weights,
-)
+Names are imported on first use (PEP 562): the registry and the weights files' helpers
+need no torch, so decoding and encoding, which run on NumPy and an inference runtime,
+start without importing it.
+"""
 
-__all__ = ["DEFAULT_MODEL", "ENHANCERS", "MIN_LEVEL", "REGISTRY", "WEIGHTS_DIR", "EnhancerSpec", "LoadedEnhancer",
-           "LoadedModel", "ModelSpec", "VariableRateElic", "build_model", "enhancer_available", "file_sha256",
-           "get_enhancer", "get_model", "load_enhancer", "load_model", "quality_to_level", "read_spec",
-           "resolve_enhancer", "resolve_weights", "save_enhancer", "save_weights"]
+from importlib import import_module
+
+_WHERE = {
+    "MIN_LEVEL": "registry", "VariableRateElic": "elic", "build_model": "elic", "quality_to_level": "registry",
+    "DEFAULT_MODEL": "registry", "ENHANCERS": "registry", "REGISTRY": "registry", "WEIGHTS_DIR": "registry",
+    "EnhancerSpec": "registry", "ModelSpec": "registry",
+    "ModelInfo": "files", "file_sha256": "files", "model_info": "files", "read_spec": "files",
+    "resolve_weights": "files",
+    "LoadedEnhancer": "weights", "LoadedModel": "weights", "enhancer_available": "files",
+    "get_enhancer": "weights", "get_model": "weights", "load_enhancer": "weights", "load_model": "weights",
+    "resolve_enhancer": "files", "save_enhancer": "weights", "save_weights": "weights",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value

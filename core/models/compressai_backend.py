@@ -30,7 +30,6 @@ lazily: the real module, imported on its first use (``LazyModule``).
 
 from __future__ import annotations
 
-import array
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -39,40 +38,14 @@ import sys
 import threading
 import types
 import warnings
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
-
-import numpy as np
-
-from ..errors import CodecError
-
-SUPPORTED_VERSION = "1.2.8"
 
 
-class BackendVersionError(CodecError):
-    """The installed CompressAI is not the release this code reads the private parts of."""
-
-
-def version_problem(installed: str | None) -> str | None:
-    """One line when ``installed`` (None: not installed) is not the supported CompressAI."""
-    if installed == SUPPORTED_VERSION:
-        return None
-    found = f"compressai {installed} is installed" if installed else "compressai is not installed"
-    return (f"{found}, but Code-RSIC supports compressai {SUPPORTED_VERSION} only: "
-            f"pip install compressai=={SUPPORTED_VERSION}")
-
-
-def check_version() -> None:
-    try:
-        installed = metadata.version("compressai")
-    except metadata.PackageNotFoundError:
-        installed = None
-    problem = version_problem(installed)
-    if problem:
-        raise BackendVersionError(problem)
-
+from .rans import (SUPPORTED_VERSION, BackendVersionError, BoundedRansCoder, CdfTables, SymbolCRC,  # noqa: F401
+                   check_version, rans_slack, version_problem)
+from .rans import rans_decode as _rans_decode
+from .rans import rans_encode as _rans_encode
 
 # ---------------------------------------------------------------- importing CompressAI
 
@@ -190,64 +163,16 @@ def import_compressai() -> types.ModuleType:
 
 
 check_version()
+# torch before the lazy scipy.stats: importing torch walks sys.modules (inspect), which would
+# import the real module; after the version check, so a wrong compressai fails before the slow part
+import torch  # noqa: E402
 import_compressai()
-
-import torch  # noqa: E402  (after the version check: a wrong compressai fails before the slow part)
-from compressai import ans  # noqa: E402
 from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional  # noqa: E402
 from compressai.models import Elic2022Official  # noqa: E402
 
 
 # ---------------------------------------------------------------- rANS coding, bounded
-
-def rans_slack(length: int, symbols: int) -> int:
-    """Zero bytes to append to a ``length``-byte stream of ``symbols`` symbols so that
-    CompressAI's rANS decoder, which never checks the end of its buffer, stays inside it on
-    a damaged stream.
-
-    Past the stream's end a symbol reads at most one 32-bit word when it renormalises
-    (``4 * symbols``); runs of bypass chunks the damaged bytes themselves encode read at
-    most 16 bytes per stream byte (``16 * length``). An escaped symbol past the end (the
-    state, fed zeros, landing in a ~2**-16 sliver of the table) reads at most 35 words
-    more: the slack doubles the per-symbol words and adds 4 KB for those. Measured on
-    random and crafted streams: never more than ``4 * symbols + 16 * length + 64``.
-    """
-    return 16 * length + 8 * symbols + 4096
-
-
-class BoundedRansCoder:
-    """CompressAI's rANS encoder and decoder, the decoder always handed a zero-padded copy
-    of the stream (``rans_slack``), so a damaged stream never makes it read outside our
-    buffer. A valid stream decodes the same: the decoder reads forward and stops after its
-    symbols. Pickles as a fresh coder (the native coders do not pickle)."""
-
-    name = "ans"  # what CompressAI's EntropyModel.__getstate__ records
-
-    def __init__(self):
-        self._encoder = ans.RansEncoder()
-        self.raw_decoder = ans.RansDecoder()  # unguarded: for measurements only (benchmarks/fuzz_containers.py)
-
-    def encode_with_indexes(self, symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
-        return self._encoder.encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets)
-
-    def decode_with_indexes(self, string, indexes, cdfs, cdf_lengths, offsets) -> list[int]:
-        padded = bytes(string) + bytes(rans_slack(len(string), len(indexes)))
-        return self.raw_decoder.decode_with_indexes(padded, indexes, cdfs, cdf_lengths, offsets)
-
-    def __reduce__(self):
-        return (BoundedRansCoder, ())
-
-
-class SymbolCRC:
-    """CRC32 of coded symbols, in coding order (format 2 seeds it with the tile's index)."""
-
-    def __init__(self, value: int = 0):
-        self.value = value
-
-    def add(self, symbols: torch.Tensor) -> None:
-        data = symbols.detach().to("cpu", torch.int32).contiguous().numpy().tobytes()
-        self.value = zlib.crc32(data, self.value)
-
+# (the coder, its slack and the symbols CRC live in the torch-free ``core.models.rans``)
 
 class _Bounded:
     """What our entropy models add to CompressAI's: the bounded coder, made in ``__init__``
@@ -375,38 +300,31 @@ def bottleneck_medians(bottleneck: EntropyBottleneck) -> torch.Tensor:
 _TABLES: dict[int, tuple] = {}
 
 
-def cdf_tables(model: EntropyModel) -> tuple[list, list, list]:
+def cdf_tables(model: EntropyModel) -> CdfTables:
     """An entropy model's stored integer CDF tables as the rANS coder takes them (cached)."""
     key = id(model)
     cached = _TABLES.get(key)
     if cached is None or cached[0] is not model:
-        cached = _TABLES[key] = (
-            model,
-            model._quantized_cdf.tolist(),
-            model._cdf_length.reshape(-1).int().tolist(),
-            model._offset.reshape(-1).int().tolist(),
-        )
-    return cached[1:]
+        cached = _TABLES[key] = (model, CdfTables(model._quantized_cdf.tolist(),
+                                                  model._cdf_length.reshape(-1).int().tolist(),
+                                                  model._offset.reshape(-1).int().tolist()))
+    return cached[1]
 
 
 def rans_encode(model: EntropyModel, symbols: torch.Tensor, indexes: torch.Tensor) -> bytes:
     """rANS-encode integer symbols with an entropy model's stored CDF tables."""
-    return model.entropy_coder.encode_with_indexes(
-        symbols.reshape(-1).tolist(), indexes.reshape(-1).to(torch.int32).tolist(), *cdf_tables(model))
+    return _rans_encode(model.entropy_coder, cdf_tables(model), symbols.cpu().numpy(), indexes.cpu().numpy())
 
 
 def rans_decode(model: EntropyModel, string: bytes, indexes: torch.Tensor) -> torch.Tensor:
     """Inverse of ``rans_encode`` (through the model's bounded coder), shaped as ``indexes``."""
     if not isinstance(model.entropy_coder, BoundedRansCoder):
         raise TypeError(f"{type(model).__name__} has an unbounded rANS decoder")
-    values = model.entropy_coder.decode_with_indexes(string, indexes.reshape(-1).to(torch.int32).tolist(),
-                                                     *cdf_tables(model))
-    # through a C int array: a third of the time of torch.tensor(list) (3 % of a tile's decoding)
-    return torch.from_numpy(np.frombuffer(array.array("i", values), dtype=np.int32)).reshape(indexes.shape)
+    return torch.from_numpy(_rans_decode(model.entropy_coder, cdf_tables(model), string, indexes.cpu().numpy()))
 
 
 __all__ = ["SUPPORTED_VERSION", "BackendVersionError", "BoundedEntropyBottleneck", "BoundedGaussianConditional",
-           "BoundedRansCoder", "Elic2022Official", "ElicEntropyParts", "EntropyModel", "GroupParts", "SymbolCRC",
-           "bottleneck_medians", "cdf_tables", "check_version", "elic_entropy_parts", "import_compressai",
+           "BoundedRansCoder", "CdfTables", "Elic2022Official", "ElicEntropyParts", "EntropyModel", "GroupParts",
+           "SymbolCRC", "bottleneck_medians", "cdf_tables", "check_version", "elic_entropy_parts", "import_compressai",
            "rans_decode", "rans_encode", "rans_slack", "record_symbols", "use_bounded_entropy_models",
            "version_problem"]

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import BadInput
-from ..options import MIN_QUALITY, quality_problem
 from .compressai_backend import Elic2022Official, use_bounded_entropy_models
-from .registry import ModelSpec
+from .registry import MIN_LEVEL, ModelSpec
 
-# Lowest 0-based rate level: one below the lowest trained one, by extrapolating the gains.
-MIN_LEVEL = MIN_QUALITY - 1.0
 
 class VariableRateElic(Elic2022Official):
     """``Elic2022Official`` with per-level channel gains on the latent (gain units)."""
@@ -97,11 +93,3 @@ def channel_context_net(inputs: int, group: int, widths) -> torch.nn.Sequential:
 
 def build_model(spec: ModelSpec) -> VariableRateElic:
     return VariableRateElic(spec.N, spec.M, spec.groups, spec.levels, spec.lambdas, spec.context)
-
-
-def quality_to_level(quality: float, levels: int) -> float:
-    """User quality 0..levels (float allowed) -> 0-based level (-1 .. levels - 1)."""
-    problem = quality_problem(quality, levels)
-    if problem:
-        raise BadInput(problem)
-    return float(quality) - 1.0

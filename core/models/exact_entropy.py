@@ -1,9 +1,9 @@
-"""Bit-exact entropy parameters for ELIC: the same networks, in integer arithmetic.
+"""Bit-exact entropy parameters for ELIC: the same networks, in integer arithmetic, in NumPy.
 
 Which probability table codes a latent symbol is decided by ELIC's hyper-synthesis,
 its channel and spatial context models and its parameter aggregation. In float32 those
 results differ in the last bits between machines, thread counts, BLAS / oneDNN builds,
-devices and torch versions, and a different table desyncs the arithmetic decoder
+devices and library versions, and a different table desyncs the arithmetic decoder
 (CompressAI issue #279). Here every one of those networks runs as an *integer network*
 (Balle et al. 2019, "Integer networks for data compression with latent-variable
 models"):
@@ -13,7 +13,7 @@ models"):
 - each output channel's weights are integers of at most ``WEIGHT_BITS`` bits with a
   power-of-two scale, the bias an integer at the accumulator's scale;
 - convolutions accumulate integer products in float64: every partial sum is an integer
-  below ``2**53`` (checked per layer when the weights are loaded), so the result is
+  below ``2**53`` (checked per layer when the weights are converted), so the result is
   exact and does not depend on the order of summation;
 - the rescale to the activation scale is a division by a power of two and a rounding
   (exact), ReLU a comparison.
@@ -24,27 +24,30 @@ and the decoded latents ``symbol + mean`` fed back into the context models are t
 on every IEEE-754 machine. Only the analysis / synthesis transforms stay float: pixels
 may differ by rounding, symbols may not.
 
-The integer weights are derived from the model's float weights when it is loaded, by a
-deterministic rule (exact float64 scaling, ``frexp`` for the exponent), so a
-weights file serves both the float (format 1) and the exact (format 2) path.
+The integer weights are derived from the model's float weights by a deterministic rule
+(exact float64 scaling, ``frexp`` for the exponent), so a weights file serves both the
+float (format 1) and the exact (format 2/3) path. ``tables_from_torch.integer_tables``
+converts a torch network once; the tables (integer layers, the hyper-analysis, CDF and scale
+tables, the rate gains) are saved as one ``.npz`` per weights, and coding runs on NumPy
+alone: decoding and encoding never need torch.
 """
 
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
+import json
+from dataclasses import dataclass
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+import numpy as np
 
-from .compressai_backend import SymbolCRC, bottleneck_medians, elic_entropy_parts, rans_decode, rans_encode
+from .rans import BoundedRansCoder, CdfTables, SymbolCRC, rans_decode, rans_encode
 
 FRAC_BITS = 8  # activations and outputs are multiples of 2**-FRAC_BITS
 ACT_BITS = 24  # |activation integer| <= 2**ACT_BITS
 WEIGHT_BITS = 16  # |weight integer| <= 2**(WEIGHT_BITS - 1)
 EXACT_LIMIT = 2.0**53  # float64 represents every integer below this exactly
 SCHEME = f"int-f{FRAC_BITS}-a{ACT_BITS}-w{WEIGHT_BITS}"  # recorded in format-2 containers
+TABLES_VERSION = 1  # the layout of the saved tables (a new layout is a new cache file)
 
 _ONE = float(2**FRAC_BITS)
 _ACT_MAX = float(2**ACT_BITS)
@@ -55,110 +58,246 @@ class ExactnessError(ValueError):
     """A layer's integer accumulator could exceed 2**53 (the weights cannot be run exactly)."""
 
 
-@contextmanager
-def _plain_kernels():
-    """Integer-valued float64 convolutions through im2col + GEMM only (no Winograd/FFT)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch's note on TF32, irrelevant to float64
-        with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
-            yield
+# ---------------------------------------------------------------- convolutions in NumPy
+
+def _conv_columns(a: np.ndarray, kh: int, kw: int, stride: tuple[int, int], padding: tuple[int, int]):
+    """im2col of one image (c, h, w) -> ((c * kh * kw, oh * ow), oh, ow), weight order."""
+    (sh, sw), (ph, pw) = stride, padding
+    c, h, w = a.shape
+    padded = np.pad(a, ((0, 0), (ph, ph), (pw, pw)))
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    cols = np.empty((c, kh, kw, oh, ow), a.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = padded[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+    return cols.reshape(c * kh * kw, oh * ow), oh, ow
+
+
+def conv2d(a: np.ndarray, weight: np.ndarray, stride=(1, 1), padding=(0, 0)) -> np.ndarray:
+    """``F.conv2d`` without bias: (n, c, h, w) x (out, c, kh, kw) -> (n, out, oh, ow)."""
+    out_ch, _, kh, kw = weight.shape
+    flat = weight.reshape(out_ch, -1)
+    outs = []
+    for image in a:
+        cols, oh, ow = _conv_columns(image, kh, kw, tuple(stride), tuple(padding))
+        outs.append((flat @ cols).reshape(out_ch, oh, ow))
+    return np.stack(outs)
+
+
+def conv_transpose2d(a: np.ndarray, weight: np.ndarray, stride, padding, output_padding) -> np.ndarray:
+    """``F.conv_transpose2d`` without bias: (n, c, h, w) x (c, out, kh, kw) -> (n, out, oh, ow):
+    one GEMM for every tap, scattered onto the strided output grid."""
+    n, c, h, w = a.shape
+    _, out_ch, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (oph, opw) = stride, padding, output_padding
+    oh, ow = (h - 1) * sh - 2 * ph + kh + oph, (w - 1) * sw - 2 * pw + kw + opw
+    full_h, full_w = max((h - 1) * sh + kh, ph + oh), max((w - 1) * sw + kw, pw + ow)
+    taps = weight.transpose(2, 3, 1, 0).reshape(kh * kw * out_ch, c)  # (tap, out) rows, c columns
+    result = np.empty((n, out_ch, oh, ow), a.dtype)
+    for b in range(n):
+        contrib = (taps @ a[b].reshape(c, h * w)).reshape(kh, kw, out_ch, h, w)
+        full = np.zeros((out_ch, full_h, full_w), a.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                full[:, i : i + sh * (h - 1) + 1 : sh, j : j + sw * (w - 1) + 1 : sw] += contrib[i, j]
+        result[b] = full[:, ph : ph + oh, pw : pw + ow]
+    return result
+
+
+def _layer_arrays(prefix: str, arrays: dict, **values) -> None:
+    for key, value in values.items():
+        arrays[f"{prefix}.{key}"] = np.asarray(value)
 
 
 class IntConv:
     """A Conv2d / ConvTranspose2d (masked convs included) as an integer layer."""
 
-    def __init__(self, module: nn.Module, device: torch.device):
-        weight = module.weight.detach().to("cpu", torch.float64)
-        if hasattr(module, "mask"):  # MaskedConv2d multiplies its weight by the mask
-            weight = weight * module.mask.detach().to("cpu", torch.float64)
-        self.transposed = isinstance(module, nn.ConvTranspose2d)
-        out_dim = 1 if self.transposed else 0
-        w_out = weight.transpose(0, 1) if self.transposed else weight  # (out, in, kh, kw)
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, down: np.ndarray, stride, padding,
+                 output_padding=(0, 0), transposed: bool = False):
+        self.weight = np.ascontiguousarray(weight, np.float64)  # integers; torch's layout
+        self.bias = np.asarray(bias, np.float64).reshape(1, -1, 1, 1)
+        self.down = np.asarray(down, np.float64).reshape(1, -1, 1, 1)
+        self.stride, self.padding = tuple(int(s) for s in stride), tuple(int(p) for p in padding)
+        self.output_padding, self.transposed = tuple(int(p) for p in output_padding), bool(transposed)
+        # stride-1 convolutions run as one GEMM per kernel row: (out, kw*in) @ (kw*in, rows*W)
+        kh = self.weight.shape[2]
+        self.row_taps = [] if self.transposed else [
+            (i, np.ascontiguousarray(self.weight[:, :, i, :].transpose(0, 2, 1).reshape(self.weight.shape[0], -1)))
+            for i in range(kh) if self.weight[:, :, i, :].any()]
+
+    @classmethod
+    def quantise(cls, weight: np.ndarray, bias: np.ndarray | None, stride, padding, output_padding=(0, 0),
+                 transposed: bool = False, name: str = "layer") -> "IntConv":
+        """Float weights (float64, torch's layout; a mask already applied) -> the integer layer."""
+        w_out = weight.transpose(1, 0, 2, 3) if transposed else weight  # (out, in, kh, kw)
         # per output channel, peak < 2**e (frexp; 0 for an all-zero channel): scale so that
         # |w| * 2**shift <= 2**(WEIGHT_BITS - 1)
-        e = torch.frexp(w_out.abs().flatten(1).amax(1)).exponent
-        shift = (WEIGHT_BITS - 1 - e).to(torch.float64)
-        view = [1] * weight.dim()
-        view[out_dim] = -1
-        scale = torch.pow(2.0, shift).view(view)
-        wq = torch.round(weight * scale)
-        bias = module.bias.detach().to("cpu", torch.float64) if module.bias is not None else torch.zeros(len(shift), dtype=torch.float64)
-        bq = torch.round(bias * torch.pow(2.0, shift + FRAC_BITS))
-        wq_out = wq.transpose(0, 1) if self.transposed else wq
-        bound = _ACT_MAX * wq_out.abs().flatten(1).sum(1) + bq.abs()
+        e = np.frexp(np.abs(w_out).reshape(w_out.shape[0], -1).max(1))[1]
+        shift = (WEIGHT_BITS - 1 - e).astype(np.float64)
+        view = [1] * weight.ndim
+        view[1 if transposed else 0] = -1
+        wq = np.round(weight * np.power(2.0, shift).reshape(view))
+        bias = np.zeros(len(shift)) if bias is None else bias
+        bq = np.round(bias * np.power(2.0, shift + FRAC_BITS))
+        wq_out = wq.transpose(1, 0, 2, 3) if transposed else wq
+        bound = _ACT_MAX * np.abs(wq_out).reshape(wq_out.shape[0], -1).sum(1) + np.abs(bq)
         if float(bound.max()) >= EXACT_LIMIT:
-            raise ExactnessError(f"layer {module} may accumulate beyond 2**53")
-        self.weight = wq.to(device)
-        self.bias = bq.to(device).view(1, -1, 1, 1)
-        self.down = torch.pow(2.0, -shift).to(device).view(1, -1, 1, 1)
-        self.stride, self.padding = module.stride, module.padding
-        self.output_padding = getattr(module, "output_padding", (0, 0))
-        # stride-1 convolutions run as one GEMM per kernel row: (out, kw*in) @ (kw*in, rows*W)
-        kh, kw = self.weight.shape[2:]
-        self.row_taps = [(i, self.weight[:, :, i, :].permute(0, 2, 1).reshape(self.weight.shape[0], -1).contiguous())
-                         for i in range(kh) if not self.transposed and bool(self.weight[:, :, i, :].any())]
+            raise ExactnessError(f"{name} may accumulate beyond 2**53")
+        return cls(wq, bq, np.power(2.0, -shift), stride, padding, output_padding, transposed)
 
-    def _row_gemm(self, a: torch.Tensor) -> torch.Tensor:
-        """Same result as ``F.conv2d`` (every partial sum is an exact integer, so the order of
-        summation does not matter), about 1.6x faster than its float64 im2col path: the kw
-        column shifts of the input are stacked once, then each kernel row is one GEMM.
-        Output rows go in bands so the stacked buffer stays under ``_BAND_BYTES``."""
+    def _row_gemm(self, a: np.ndarray) -> np.ndarray:
+        """Same result as ``conv2d`` (every partial sum is an exact integer, so the order of
+        summation does not matter), faster: the kw column shifts of the input are stacked
+        once, then each kernel row is one GEMM. Output rows go in bands so the stacked
+        buffer stays under ``_BAND_BYTES``."""
         n, c, h, w = a.shape
         ph, pw = self.padding
-        padded = F.pad(a, (pw, pw, ph, ph))
-        kh, kw = self.weight.shape[2:]
+        padded = np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        out_ch, _, kh, kw = self.weight.shape
         oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-        out = a.new_empty((n, self.weight.shape[0], oh, ow))  # every band of rows is written below
+        out = np.empty((n, out_ch, oh, ow), a.dtype)  # every band of rows is written below
         band = max(1, _BAND_BYTES // (8 * kw * c * ow) - (kh - 1))
         for b in range(n):
             for r0 in range(0, oh, band):
                 r1 = min(oh, r0 + band)
                 rows = padded[b, :, r0 : r1 + kh - 1]
-                shifted = torch.cat([rows[:, :, j : j + ow] for j in range(kw)], 0)  # (kw*c, rows, ow)
-                acc = torch.zeros((self.weight.shape[0], (r1 - r0) * ow), dtype=a.dtype, device=a.device)
+                shifted = np.concatenate([rows[:, :, j : j + ow] for j in range(kw)], 0)  # (kw*c, rows, ow)
+                acc = np.zeros((out_ch, (r1 - r0) * ow), a.dtype)
                 for i, tap in self.row_taps:
-                    acc.addmm_(tap, shifted[:, i : i + r1 - r0].reshape(kw * c, -1))
-                out[b, :, r0:r1] = acc.view(-1, r1 - r0, ow)
+                    acc += tap @ shifted[:, i : i + r1 - r0].reshape(kw * c, -1)
+                out[b, :, r0:r1] = acc.reshape(out_ch, r1 - r0, ow)
         return out
 
-    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+    def __call__(self, a: np.ndarray) -> np.ndarray:
         if self.transposed:
-            acc = F.conv_transpose2d(a, self.weight, None, self.stride, self.padding, self.output_padding)
+            acc = conv_transpose2d(a, self.weight, self.stride, self.padding, self.output_padding)
         elif self.stride == (1, 1):
             acc = self._row_gemm(a)
         else:
-            acc = F.conv2d(a, self.weight, None, self.stride, self.padding)
+            acc = conv2d(a, self.weight, self.stride, self.padding)
         # in place, the same exact steps: integer + bias, times 2**-shift, rounded half up
-        return acc.add_(self.bias).mul_(self.down).add_(0.5).floor_().clamp_(-_ACT_MAX, _ACT_MAX)
+        acc += self.bias
+        acc *= self.down
+        acc += 0.5
+        np.floor(acc, out=acc)
+        return np.clip(acc, -_ACT_MAX, _ACT_MAX, out=acc)
+
+    def to_arrays(self, prefix: str, arrays: dict) -> None:
+        _layer_arrays(prefix, arrays, weight=self.weight, bias=self.bias.reshape(-1), down=self.down.reshape(-1),
+                      stride=self.stride, padding=self.padding, output_padding=self.output_padding,
+                      transposed=self.transposed)
+
+    @classmethod
+    def from_arrays(cls, prefix: str, arrays) -> "IntConv":
+        return cls(*(arrays[f"{prefix}.{k}"] for k in ("weight", "bias", "down", "stride", "padding",
+                                                        "output_padding")), bool(arrays[f"{prefix}.transposed"]))
 
 
-class IntSequential:
-    """``nn.Sequential`` of convolutions and ReLUs as integer layers."""
+class FloatConv:
+    """A float32 Conv2d (the hyper-analysis: encoder side only, its output is rounded to
+    symbols that are sent, so it need not be exact)."""
 
-    def __init__(self, module: nn.Module, device: torch.device):
-        layers = module if isinstance(module, nn.Sequential) else [module]
-        self.layers = []
-        for layer in layers:
-            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-                self.layers.append(IntConv(layer, device))
-            elif isinstance(layer, nn.ReLU):
-                self.layers.append(torch.relu)
-            else:
-                raise ExactnessError(f"no integer version of {type(layer).__name__}")
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, stride, padding):
+        self.weight = np.ascontiguousarray(weight, np.float32)
+        self.bias = np.asarray(bias, np.float32).reshape(1, -1, 1, 1)
+        self.stride, self.padding = tuple(int(s) for s in stride), tuple(int(p) for p in padding)
 
-    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        return conv2d(np.asarray(a, np.float32), self.weight, self.stride, self.padding) + self.bias
+
+    def to_arrays(self, prefix: str, arrays: dict) -> None:
+        _layer_arrays(prefix, arrays, weight=self.weight, bias=self.bias.reshape(-1), stride=self.stride,
+                      padding=self.padding)
+
+    @classmethod
+    def from_arrays(cls, prefix: str, arrays) -> "FloatConv":
+        return cls(*(arrays[f"{prefix}.{k}"] for k in ("weight", "bias", "stride", "padding")))
+
+
+def _relu(a: np.ndarray) -> np.ndarray:
+    return np.maximum(a, 0, out=a)
+
+
+class Sequence:
+    """Convolutions and ReLUs in a row (``nn.Sequential``), integer or float."""
+
+    def __init__(self, layers: list):
+        self.layers = layers
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
         for layer in self.layers:
             a = layer(a)
         return a
 
+    def to_arrays(self, prefix: str, arrays: dict) -> None:
+        kinds = []
+        for i, layer in enumerate(self.layers):
+            if layer is _relu:
+                kinds.append("relu")
+            else:
+                kinds.append(type(layer).__name__)
+                layer.to_arrays(f"{prefix}.{i}", arrays)
+        arrays[f"{prefix}.kinds"] = np.asarray(kinds)
 
-def to_fixed(x: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def from_arrays(cls, prefix: str, arrays) -> "Sequence":
+        layers = []
+        for i, kind in enumerate(arrays[f"{prefix}.kinds"].tolist()):
+            layers.append(_relu if kind == "relu" else _LAYERS[kind].from_arrays(f"{prefix}.{i}", arrays))
+        return cls(layers)
+
+
+_LAYERS = {"IntConv": IntConv, "FloatConv": FloatConv}
+
+
+def to_fixed(x) -> np.ndarray:
     """Exact float (symbols, table medians) -> activation integers (float64)."""
-    return torch.round(x.to(torch.float64) * _ONE).clamp_(-_ACT_MAX, _ACT_MAX)
+    return np.clip(np.round(np.asarray(x, np.float64) * _ONE), -_ACT_MAX, _ACT_MAX)
 
 
-def from_fixed(a: torch.Tensor) -> torch.Tensor:
-    return (a * (1.0 / _ONE)).to(torch.float32)
+def from_fixed(a: np.ndarray) -> np.ndarray:
+    return (a * (1.0 / _ONE)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- the tables of one model
+
+@dataclass
+class IntegerTables:
+    """Everything coding needs besides the float transforms, as NumPy arrays (one ``.npz``):
+    the integer entropy networks, the float hyper-analysis, the CDF and scale tables, the
+    hyper-latent medians and the per-level gains of the latent."""
+
+    arrays: dict
+
+    def save(self, path: str | Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **self.arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "IntegerTables":
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        if int(arrays.get("tables_version", -1)) != TABLES_VERSION or str(arrays.get("scheme")) != SCHEME:
+            raise ValueError(f"{path}: integer tables of another layout or scheme")
+        return cls(arrays)
+
+    @property
+    def meta(self) -> dict:
+        return json.loads(str(self.arrays["meta"]))
+
+    def gains(self, level: float, inverse: bool = False) -> np.ndarray:
+        """(1, M, 1, 1) float32 gains of the latent at 0-based ``level`` (geometric
+        interpolation between trained levels, as ``VariableRateElic``)."""
+        table = self.arrays["log_inv_gain" if inverse else "log_gain"]
+        levels = table.shape[0]
+        level = np.float32(min(max(level, self.meta["min_level"]), levels - 1))
+        if levels == 1:
+            log_g = table[0]
+        else:
+            low = int(np.clip(np.floor(level), 0, levels - 2))
+            t = np.float32(level - np.float32(low))
+            log_g = table[low] * (np.float32(1) - t) + table[low + 1] * t
+        return np.exp(log_g.astype(np.float32))[None, :, None, None]
 
 
 class ExactElicEntropy:
@@ -169,34 +308,30 @@ class ExactElicEntropy:
     channel group its anchor then non-anchor half, then the hyper-latent ``z``.
     """
 
-    def __init__(self, net: nn.Module):
-        device = next(net.parameters()).device
-        self.device = device
-        parts = elic_entropy_parts(net)
-        self.h_a = parts.h_a
-        self.bottleneck = parts.bottleneck
-        self.h_s = IntSequential(parts.h_s, device)
-        self.groups = list(parts.groups)
-        self.channel_context = {k: IntSequential(parts.channel_context[k - 1], device)
-                                for k in range(1, len(self.groups))}
-        self.spatial = [IntSequential(g.context_prediction, device) for g in parts.group_parts]
-        self.aggregation = [IntSequential(g.entropy_parameters, device) for g in parts.group_parts]
-        self.conditionals = [g.gaussian_conditional for g in parts.group_parts]
-        self.parity = [g.anchor_parity for g in parts.group_parts]
-        medians = bottleneck_medians(self.bottleneck)
-        self.z_medians = medians.to(torch.float32)
-        self.z_medians_fixed = to_fixed(medians).to(device)
-        # scale tables (float32 values, compared exactly in float64)
-        self.scale_tables = [gc.scale_table.to(device, torch.float64) for gc in self.conditionals]
-        self.scale_bounds = [float(gc.lower_bound_scale.bound) for gc in self.conditionals]
+    def __init__(self, tables: IntegerTables):
+        a, meta = tables.arrays, tables.meta
+        self.groups = list(meta["groups"])
+        self.parity = list(meta["parity"])
+        self.h_a = Sequence.from_arrays("h_a", a)
+        self.h_s = Sequence.from_arrays("h_s", a)
+        self.channel_context = {k: Sequence.from_arrays(f"channel_context.{k}", a) for k in range(1, len(self.groups))}
+        self.spatial = [Sequence.from_arrays(f"spatial.{k}", a) for k in range(len(self.groups))]
+        self.aggregation = [Sequence.from_arrays(f"aggregation.{k}", a) for k in range(len(self.groups))]
+        self.z_medians = a["z_medians"].astype(np.float32)  # (1, C, 1, 1)
+        self.z_medians_fixed = to_fixed(self.z_medians)
+        self.scale_tables = [a[f"scale_table.{k}"].astype(np.float64) for k in range(len(self.groups))]
+        self.scale_bounds = list(meta["scale_bounds"])
+        self.z_tables = CdfTables.from_arrays(a, "bottleneck")
+        self.y_tables = [CdfTables.from_arrays(a, f"conditional.{k}") for k in range(len(self.groups))]
+        self.coder = BoundedRansCoder()
 
     # ------------------------------------------------------------ checkerboard helpers
 
     @staticmethod
-    def _split(t: torch.Tensor, parity: str) -> list[torch.Tensor]:
+    def _split(t: np.ndarray, parity: str) -> list[np.ndarray]:
         """(n, c, h, w) -> [anchors, non-anchors], each (n, c, h, w // 2)."""
         n, c, h, w = t.shape
-        halves = t.new_zeros((2, n, c, h, w // 2))
+        halves = np.zeros((2, n, c, h, w // 2), t.dtype)
         a, b = (0, 1) if parity == "even" else (1, 0)
         halves[0, ..., 0::2, :] = t[..., 0::2, a::2]
         halves[0, ..., 1::2, :] = t[..., 1::2, b::2]
@@ -205,9 +340,9 @@ class ExactElicEntropy:
         return [halves[0], halves[1]]
 
     @staticmethod
-    def _join(halves: list[torch.Tensor], parity: str) -> torch.Tensor:
+    def _join(halves: list[np.ndarray], parity: str) -> np.ndarray:
         n, c, h, w2 = halves[0].shape
-        t = halves[0].new_zeros((n, c, h, w2 * 2))
+        t = np.zeros((n, c, h, w2 * 2), halves[0].dtype)
         a, b = (0, 1) if parity == "even" else (1, 0)
         t[..., 0::2, a::2] = halves[0][..., 0::2, :]
         t[..., 1::2, b::2] = halves[0][..., 1::2, :]
@@ -215,91 +350,86 @@ class ExactElicEntropy:
         t[..., 1::2, a::2] = halves[1][..., 1::2, :]
         return t
 
-    def _indexes(self, k: int, scales_fixed: torch.Tensor) -> torch.Tensor:
+    def _indexes(self, k: int, scales_fixed: np.ndarray) -> np.ndarray:
         """Scale table index, as GaussianConditional.build_indexes, on exact values."""
-        scales = (scales_fixed * (1.0 / _ONE)).clamp_min(self.scale_bounds[k])
-        table = self.scale_tables[k]
-        return torch.searchsorted(table[:-1].contiguous(), scales.contiguous(), right=False).to(torch.int32)
+        scales = np.maximum(scales_fixed * (1.0 / _ONE), self.scale_bounds[k])
+        return np.searchsorted(self.scale_tables[k][:-1], scales, side="left").astype(np.int32)
 
-    def _params(self, k: int, side_half: torch.Tensor, halves: list[torch.Tensor], half: int):
+    def _params(self, k: int, side_half: np.ndarray, halves: list[np.ndarray], half: int):
         """Integer (scales, means) of one checkerboard half of group ``k``, from its half of the
         side information and the group's decoded ``halves`` so far (the anchors for ``half`` 1)."""
         parity = self.parity[k]
         if half == 0:
-            ctx = side_half.new_zeros((side_half.shape[0], 2 * self.groups[k], *side_half.shape[2:]))
+            ctx = np.zeros((side_half.shape[0], 2 * self.groups[k], *side_half.shape[2:]), side_half.dtype)
         else:
             ctx = self._split(self.spatial[k](self._join(halves, parity)), parity)[1]
-        params = self.aggregation[k](torch.cat([ctx, side_half], dim=1))
-        return params.chunk(2, 1)
+        params = self.aggregation[k](np.concatenate([ctx, side_half], axis=1))
+        return np.split(params, 2, axis=1)
 
-    def _side(self, k: int, hyper_params: torch.Tensor, y_hat: list[torch.Tensor]) -> torch.Tensor:
+    def _side(self, k: int, hyper_params: np.ndarray, y_hat: list[np.ndarray]) -> np.ndarray:
         if k == 0:
             return hyper_params
-        return torch.cat([self.channel_context[k](torch.cat(y_hat[:k], dim=1)), hyper_params], dim=1)
+        return np.concatenate([self.channel_context[k](np.concatenate(y_hat[:k], axis=1)), hyper_params], axis=1)
 
     # ------------------------------------------------------------ coding
 
-    def _code(self, y: torch.Tensor | None, z_symbols: torch.Tensor, strings, crc: SymbolCRC):
+    def _code(self, y: np.ndarray | None, z_symbols: np.ndarray, strings, crc: SymbolCRC) -> np.ndarray:
         """Shared encoder/decoder walk. With ``y`` it encodes into ``strings`` (a list to fill);
         without, it decodes from ``strings``. Returns the decoded latent (float32)."""
-        n, _, hz, wz = z_symbols.shape
-        z_fixed = z_symbols.to(torch.float64) * _ONE + self.z_medians_fixed
+        n = z_symbols.shape[0]
+        z_fixed = z_symbols.astype(np.float64) * _ONE + self.z_medians_fixed
         hyper_params = self.h_s(z_fixed)
         h, w = hyper_params.shape[2:]
-        y_split = None if y is None else torch.split(y.to(torch.float64), self.groups, dim=1)
-        y_hat: list[torch.Tensor] = []
+        bounds = np.cumsum(self.groups)[:-1]
+        y_split = None if y is None else np.split(np.asarray(y, np.float64), bounds, axis=1)
+        y_hat: list[np.ndarray] = []
         cursor = 0
         for k, channels in enumerate(self.groups):
             parity = self.parity[k]
             side_halves = self._split(self._side(k, hyper_params, y_hat), parity)
-            halves = [torch.zeros((n, channels, h, w // 2), dtype=torch.float64, device=self.device) for _ in range(2)]
+            halves = [np.zeros((n, channels, h, w // 2), np.float64) for _ in range(2)]
             y_halves = None if y_split is None else self._split(y_split[k], parity)
             for half in range(2):
                 scales, means = self._params(k, side_halves[half], halves, half)
                 indexes = self._indexes(k, scales)
-                gc = self.conditionals[k]
                 if y_halves is not None:
-                    symbols = torch.round(y_halves[half] - means * (1.0 / _ONE))
-                    symbols = symbols.to(torch.int32)
-                    strings.append(rans_encode(gc, symbols, indexes))
+                    symbols = np.round(y_halves[half] - means * (1.0 / _ONE)).astype(np.int32)
+                    strings.append(rans_encode(self.coder, self.y_tables[k], symbols, indexes))
                 else:
-                    symbols = rans_decode(gc, strings[cursor], indexes)
+                    symbols = rans_decode(self.coder, self.y_tables[k], strings[cursor], indexes)
                     cursor += 1
                 crc.add(symbols)
-                halves[half] = (symbols.to(torch.float64) * _ONE + means).clamp_(-_ACT_MAX, _ACT_MAX)
+                halves[half] = np.clip(symbols.astype(np.float64) * _ONE + means, -_ACT_MAX, _ACT_MAX)
             y_hat.append(self._join(halves, parity))
-        return from_fixed(torch.cat(y_hat, dim=1))
+        return from_fixed(np.concatenate(y_hat, axis=1))
 
-    @torch.inference_mode()
-    def compress(self, y: torch.Tensor, crc_start: int = 0) -> dict:
-        """Gain-scaled latent (1, M, H, W) -> {"strings", "y_hat", "crc"} (the CRC continues
-        from ``crc_start``)."""
-        with _plain_kernels():
-            z = self.h_a(y)
-            z_symbols = torch.round(z - self.z_medians.to(z.device)).to(torch.int32)
-            crc = SymbolCRC(crc_start)
-            crc.add(z_symbols)
-            z_string = rans_encode(self.bottleneck, z_symbols, _channel_indexes(z_symbols))
-            strings: list[bytes] = []
-            y_hat = self._code(y, z_symbols, strings, crc)
+    def compress(self, y: np.ndarray, crc_start: int = 0) -> dict:
+        """Gain-scaled latent (1, M, H, W) float32 -> {"strings", "y_hat", "crc"} (the CRC
+        continues from ``crc_start``)."""
+        y = np.asarray(y, np.float32)
+        z = self.h_a(y)
+        z_symbols = np.round(z - self.z_medians).astype(np.int32)
+        crc = SymbolCRC(crc_start)
+        crc.add(z_symbols)
+        z_string = rans_encode(self.coder, self.z_tables, z_symbols, _channel_indexes(z_symbols.shape))
+        strings: list[bytes] = []
+        y_hat = self._code(y, z_symbols, strings, crc)
         return {"strings": strings + [z_string], "y_hat": y_hat, "crc": crc.value}
 
-    @torch.inference_mode()
     def decompress(self, strings: list[bytes], z_shape: tuple[int, int], crc_start: int = 0) -> dict:
-        """Streams (as ``compress`` made them) -> {"y_hat", "crc"}."""
+        """Streams (as ``compress`` made them) -> {"y_hat" (1, M, H, W) float32, "crc"}."""
         expected = 2 * len(self.groups) + 1
         if len(strings) != expected:
             raise ValueError(f"expected {expected} streams, got {len(strings)}")
-        with _plain_kernels():
-            *y_strings, z_string = strings
-            size = (1, self.z_medians.shape[1], *z_shape)
-            z_symbols = rans_decode(self.bottleneck, z_string, _channel_indexes(torch.empty(size)))
-            crc = SymbolCRC(crc_start)
-            crc.add(z_symbols)
-            y_hat = self._code(None, z_symbols.to(self.device), y_strings, crc)
+        *y_strings, z_string = strings
+        size = (1, self.z_medians.shape[1], *z_shape)
+        z_symbols = rans_decode(self.coder, self.z_tables, z_string, _channel_indexes(size))
+        crc = SymbolCRC(crc_start)
+        crc.add(z_symbols)
+        y_hat = self._code(None, z_symbols, y_strings, crc)
         return {"y_hat": y_hat, "crc": crc.value}
 
 
-def _channel_indexes(like: torch.Tensor) -> torch.Tensor:
-    n, c, h, w = like.shape
-    return torch.arange(c, dtype=torch.int32).view(1, c, 1, 1).expand(n, c, h, w)
+def _channel_indexes(shape) -> np.ndarray:
+    n, c, h, w = shape
+    return np.broadcast_to(np.arange(c, dtype=np.int32).reshape(1, c, 1, 1), (n, c, h, w))

@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..options import AUTO_ENHANCE_MAX_QUALITY, DEFAULT_ENHANCER, DEFAULT_MODEL
+from ..errors import BadInput
+from ..options import AUTO_ENHANCE_MAX_QUALITY, DEFAULT_ENHANCER, DEFAULT_MODEL, MIN_QUALITY, quality_problem
+
+# Lowest 0-based rate level: one below the lowest trained one, by extrapolating the gains.
+MIN_LEVEL = MIN_QUALITY - 1.0
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -142,3 +146,11 @@ ENHANCERS: dict[str, EnhancerSpec] = {
 
 __all__ = ["DEFAULT_ENHANCER", "DEFAULT_LAMBDAS", "DEFAULT_MODEL", "ENHANCERS", "EnhancerSpec", "ModelSpec",
            "REGISTRY", "WEIGHTS_DIR"]
+
+
+def quality_to_level(quality: float, levels: int) -> float:
+    """User quality 0..levels (float allowed) -> 0-based level (-1 .. levels - 1)."""
+    problem = quality_problem(quality, levels)
+    if problem:
+        raise BadInput(problem)
+    return float(quality) - 1.0

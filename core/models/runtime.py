@@ -81,9 +81,10 @@ class TorchTransforms:
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
 
+        device = next(self.net.parameters()).device
         with torch.inference_mode():
-            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            return _module(stage, self.net)(t.contiguous(memory_format=torch.channels_last)).contiguous().numpy()
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+            return _module(stage, self.net)(t.contiguous(memory_format=torch.channels_last)).contiguous().cpu().numpy()
 
     def analysis(self, x: np.ndarray) -> np.ndarray:
         return self._run("analysis", x)
@@ -92,14 +93,33 @@ class TorchTransforms:
         return self._run("synthesis", y)
 
 
+_THREADS: list[int] = []  # the process's thread count, once set (``set_threads``)
+
+
+def set_threads(threads: int) -> None:
+    """The process's thread count (the CLI's ``--threads``): the transforms' runtime's, the
+    BLAS's that runs the integer entropy path, and torch's (now, or when it is imported)."""
+    from threadpoolctl import threadpool_limits
+
+    _THREADS[:] = [threads]
+    threadpool_limits(limits=threads, user_api="blas")  # stays in effect for the process
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def _threads(threads: int | None) -> int:
-    """The thread count to run with: ``threads``, else torch's current one (``--threads``
-    sets it), so a runtime follows the thread count the way torch does."""
+    """The thread count to run with: ``threads``, else the process's (``set_threads``), else
+    torch's where it is loaded, else the cores this process may use (torch's default)."""
     if threads:
         return threads
-    import torch
-
-    return torch.get_num_threads()
+    if _THREADS:
+        return _THREADS[0]
+    if "torch" in sys.modules:
+        return sys.modules["torch"].get_num_threads()
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 class _PerThreadCount:
@@ -226,6 +246,27 @@ def cached_export(loaded) -> dict[str, Path]:
     """The model's ONNX transforms from the cache, exported on first use."""
     return cached_files(f"{loaded.sha256[:16]}-opset{OPSET}", {stage: f"{stage}.onnx" for stage in STAGES},
                         lambda folder: export_onnx(loaded, folder))
+
+
+def cached_tables(loaded):
+    """The model's integer tables (``core.models.exact_entropy``) from the cache, converted
+    from its network (torch) on first use."""
+    from .exact_entropy import SCHEME, TABLES_VERSION, IntegerTables
+
+    def integer_tables(net):
+        from .tables_from_torch import integer_tables  # torch: only to convert
+
+        return integer_tables(net)
+
+    def write(folder: Path) -> None:
+        integer_tables(loaded.net).save(folder / "tables.npz")
+
+    files = cached_files(f"{loaded.sha256[:16]}-tables-{SCHEME}-v{TABLES_VERSION}", {"tables": "tables.npz"}, write)
+    try:
+        return IntegerTables.load(files["tables"])
+    except Exception as exc:  # noqa: BLE001 - a damaged cache file: convert again, in memory
+        notice(f"integer tables cache {files['tables']} unreadable ({failure(exc)}): converting again")
+        return integer_tables(loaded.net)
 
 
 def failure(exc: Exception) -> str:

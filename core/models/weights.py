@@ -9,7 +9,6 @@ as it is. Loaded networks are kept per process (``get_model``, ``get_enhancer``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -21,23 +20,14 @@ from safetensors.torch import load_file, save_file
 from ..errors import BadInput, ModelMismatch, WeightsUnavailable
 from ..options import DEFAULT_ENHANCER, DEFAULT_MODEL
 from .elic import VariableRateElic, build_model
+from .files import (ENHANCER_META, MODEL_META, _check_registry_sha, _metadata, file_sha256, model_info,
+                    resolve_enhancer)
 from .hpin import Enhancer
-from .registry import ENHANCERS, REGISTRY, WEIGHTS_DIR, EnhancerSpec, ModelSpec
+from .registry import ModelSpec
 from .vqgan import EnhancerConfig
-
-MODEL_META = "crsic_model_spec"
-ENHANCER_META = "crsic_enhancer_config"
 
 
 # ---------------------------------------------------------------- files
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _write(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> str:
     """Write safetensors atomically (readable by all); returns the file's sha256."""
@@ -47,16 +37,6 @@ def _write(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str,
     os.chmod(tmp, 0o644)
     tmp.replace(path)
     return file_sha256(path)
-
-
-def _metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - any parse failure means "not our weights"
-        raise BadInput(f"{path}: not a safetensors weights file ({exc})") from None
 
 
 def _load_state(net: torch.nn.Module, path: Path, what: str, device: str) -> torch.nn.Module:
@@ -70,15 +50,6 @@ def _load_state(net: torch.nn.Module, path: Path, what: str, device: str) -> tor
     for p in net.parameters():
         p.requires_grad_(False)
     return net
-
-
-def _check_registry_sha(path: Path, expected: str | None, subject: str) -> str:
-    """The file's sha256; a registry file must have the registry's."""
-    sha = file_sha256(path)
-    if expected and expected != sha:
-        raise ModelMismatch(f"{subject} not match the registry (sha256 {sha[:12]}, expected {expected[:12]}): "
-                            "reinstall the package")
-    return sha
 
 
 # ---------------------------------------------------------------- ELIC
@@ -103,37 +74,6 @@ def save_weights(model: torch.nn.Module, spec: ModelSpec, path: str | Path, fp16
     return _write(state, path, {MODEL_META: json.dumps(d)})
 
 
-def read_spec(path: str | Path) -> ModelSpec:
-    """Architecture stored in a weights file's metadata."""
-    meta = _metadata(Path(path))
-    if MODEL_META not in meta:
-        raise BadInput(f"{path}: weights file has no Code-RSIC model description")
-    d = json.loads(meta[MODEL_META])
-    d["groups"] = tuple(d["groups"])
-    d["lambdas"] = tuple(d["lambdas"])
-    if "context" in d:
-        d["context"] = tuple(d["context"])
-    return ModelSpec(**d)
-
-
-def resolve_weights(model: str) -> Path:
-    """A registry name or a path to a ``.safetensors`` file -> the weights path."""
-    if model in REGISTRY:
-        spec = REGISTRY[model]
-        if spec.weights_file is None:
-            raise WeightsUnavailable(f"model '{model}' has no shipped weights; pass a .safetensors file")
-        path = WEIGHTS_DIR / spec.weights_file
-        if not path.exists():
-            raise WeightsUnavailable(f"weights for model '{model}' are missing: {path}")
-        return path
-    path = Path(model)
-    if path.suffix == ".safetensors" or path.exists():
-        if not path.exists():
-            raise WeightsUnavailable(f"weights file not found: {path}")
-        return path
-    raise BadInput(f"unknown model '{model}' (known: {', '.join(REGISTRY)}) and no such file")
-
-
 @dataclass
 class LoadedModel:
     net: VariableRateElic
@@ -144,12 +84,9 @@ class LoadedModel:
 
 def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> LoadedModel:
     """Load weights (registry name or file) ready for ``compress``/``decompress``."""
-    path = resolve_weights(model)
-    spec = read_spec(path)
-    registered = REGISTRY.get(model)
-    sha = _check_registry_sha(path, registered.sha256 if registered else None, f"weights file {path} does")
-    net = _load_state(build_model(spec), path, f"model {spec.name}", device)
-    return LoadedModel(net=net, spec=spec, sha256=sha, device=torch.device(device))
+    info = model_info(model)
+    net = _load_state(build_model(info.spec), info.path, f"model {info.spec.name}", device)
+    return LoadedModel(net=net, spec=info.spec, sha256=info.sha256, device=torch.device(device))
 
 
 # ---------------------------------------------------------------- enhancer
@@ -162,25 +99,6 @@ def save_enhancer(net: Enhancer, path: str | Path, extra: dict | None = None) ->
     if extra:
         meta["crsic_enhancer_info"] = json.dumps(extra)
     return _write(state, path, meta)
-
-
-def resolve_enhancer(name: str | None = None) -> tuple[Path, EnhancerSpec | None]:
-    name = name or DEFAULT_ENHANCER
-    if name in ENHANCERS:
-        spec = ENHANCERS[name]
-        return WEIGHTS_DIR / spec.weights_file, spec
-    path = Path(name)
-    if not path.exists():
-        raise WeightsUnavailable(f"enhancer weights not found: {name} (known: {', '.join(ENHANCERS)})")
-    return path, None
-
-
-def enhancer_available(name: str | None = None) -> bool:
-    try:
-        path, _ = resolve_enhancer(name)
-    except WeightsUnavailable:
-        return False
-    return path.exists()
 
 
 @dataclass

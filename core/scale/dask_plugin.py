@@ -25,9 +25,9 @@ class CodecWorkerPlugin(WorkerPlugin):
 
     def setup(self, worker) -> None:
         if self.torch_threads:
-            import torch
+            from ..models.runtime import set_threads
 
-            torch.set_num_threads(self.torch_threads)
+            set_threads(self.torch_threads)
         from ..codec.tile_coder import get_coder
 
         for model, device in self.models:

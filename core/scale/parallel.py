@@ -101,9 +101,10 @@ def _worker_weights(model: str, device: str) -> str:
 
 
 def _worker_torch_threads() -> int:
-    import torch
+    """A worker's thread count: its runtimes' (and torch's, which follows it)."""
+    from ..models.runtime import _threads
 
-    return torch.get_num_threads()
+    return _threads(None)
 
 
 # ---------------------------------------------------------------- on the client

@@ -1,0 +1,114 @@
+"""Weights files without torch: resolve a name or path, read the stored architecture, hash.
+
+Decoding and encoding read a model's identity here (``model_info``) and its tables from
+the cache, so they load torch only when a network must be built (``core.models.weights``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BadInput, ModelMismatch, WeightsUnavailable
+from ..options import DEFAULT_ENHANCER
+from .registry import ENHANCERS, REGISTRY, WEIGHTS_DIR, EnhancerSpec, ModelSpec
+
+MODEL_META = "crsic_model_spec"
+ENHANCER_META = "crsic_enhancer_config"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not our weights"
+        raise BadInput(f"{path}: not a safetensors weights file ({exc})") from None
+
+
+def _check_registry_sha(path: Path, expected: str | None, subject: str) -> str:
+    """The file's sha256; a registry file must have the registry's."""
+    sha = file_sha256(path)
+    if expected and expected != sha:
+        raise ModelMismatch(f"{subject} not match the registry (sha256 {sha[:12]}, expected {expected[:12]}): "
+                            "reinstall the package")
+    return sha
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """Architecture stored in a weights file's metadata."""
+    meta = _metadata(Path(path))
+    if MODEL_META not in meta:
+        raise BadInput(f"{path}: weights file has no Code-RSIC model description")
+    d = json.loads(meta[MODEL_META])
+    d["groups"] = tuple(d["groups"])
+    d["lambdas"] = tuple(d["lambdas"])
+    if "context" in d:
+        d["context"] = tuple(d["context"])
+    return ModelSpec(**d)
+
+
+def resolve_weights(model: str) -> Path:
+    """A registry name or a path to a ``.safetensors`` file -> the weights path."""
+    if model in REGISTRY:
+        spec = REGISTRY[model]
+        if spec.weights_file is None:
+            raise WeightsUnavailable(f"model '{model}' has no shipped weights; pass a .safetensors file")
+        path = WEIGHTS_DIR / spec.weights_file
+        if not path.exists():
+            raise WeightsUnavailable(f"weights for model '{model}' are missing: {path}")
+        return path
+    path = Path(model)
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.exists():
+            raise WeightsUnavailable(f"weights file not found: {path}")
+        return path
+    raise BadInput(f"unknown model '{model}' (known: {', '.join(REGISTRY)}) and no such file")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which weights a model name or file stands for: its file, architecture and sha256."""
+
+    path: Path
+    spec: ModelSpec
+    sha256: str
+
+
+def model_info(model: str) -> ModelInfo:
+    """Resolve and check ``model`` (a registry file must have the registry's sha256)."""
+    path = resolve_weights(model)
+    spec = read_spec(path)
+    registered = REGISTRY.get(model)
+    sha = _check_registry_sha(path, registered.sha256 if registered else None, f"weights file {path} does")
+    return ModelInfo(path, spec, sha)
+
+
+def resolve_enhancer(name: str | None = None) -> tuple[Path, EnhancerSpec | None]:
+    name = name or DEFAULT_ENHANCER
+    if name in ENHANCERS:
+        spec = ENHANCERS[name]
+        return WEIGHTS_DIR / spec.weights_file, spec
+    path = Path(name)
+    if not path.exists():
+        raise WeightsUnavailable(f"enhancer weights not found: {name} (known: {', '.join(ENHANCERS)})")
+    return path, None
+
+
+def enhancer_available(name: str | None = None) -> bool:
+    try:
+        path, _ = resolve_enhancer(name)
+    except WeightsUnavailable:
+        return False
+    return path.exists()
