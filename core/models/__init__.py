@@ -5,7 +5,7 @@ need no torch, so decoding and encoding, which run on NumPy and an inference run
 start without importing it.
 """
 
-from importlib import import_module
+from .. import lazy_exports
 
 _WHERE = {
     "MIN_LEVEL": "registry", "VariableRateElic": "elic", "build_model": "elic", "quality_to_level": "registry",
@@ -19,11 +19,4 @@ _WHERE = {
 }
 
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _WHERE)
