@@ -95,7 +95,8 @@ class LazyModel:
 
     def __init__(self, name: str, device: str = "cpu"):
         info = model_info(name)  # resolves and checks the weights file
-        self.name, self.device, self.path, self.spec, self.sha256 = str(name), str(device), info.path, info.spec, info.sha256
+        self.name, self.device = str(name), str(device)
+        self.path, self.spec, self.sha256 = info.path, info.spec, info.sha256
 
     @cached_property
     def loaded(self):
@@ -272,7 +273,8 @@ class TileCoder:
         latent = self._latent_shape(h, w)
         net = self.model.net
         try:
-            with torch.inference_mode(), record_symbols(net, "decode") as log, _out_of_memory(h, w, self.model.device):
+            with (torch.inference_mode(), record_symbols(net, "decode") as log,
+                  _out_of_memory(h, w, self.model.device)):
                 x_hats = [net.decompress(strings, latent, level)["x_hat"][0].cpu().numpy() for strings in groups]
         except (struct.error, ValueError, IndexError, OverflowError) as exc:
             raise CorruptContainer(f"tile stream is corrupt ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
