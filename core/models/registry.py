@@ -105,7 +105,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="a0ad515ac0d233b9d5b85a91c598f88ed49022d6a2bb9b694501c3551b91c29f",
+        sha256="f514fcfe746f8c41da542c00235a89f76fe455f7b154b7bb9b5f5920daadf62e",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (about equal to elic-v2 so far, higher ceiling; see its card)",
     ),
