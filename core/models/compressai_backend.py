@@ -171,8 +171,7 @@ from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianC
 from compressai.models import Elic2022Official  # noqa: E402
 
 
-# ---------------------------------------------------------------- rANS coding, bounded
-# (the coder, its slack and the symbols CRC live in the torch-free ``core.models.rans``)
+# (rANS coding, its slack and the symbols CRC live in the torch-free ``core.models.rans``)
 
 class _Bounded:
     """What our entropy models add to CompressAI's: the bounded coder, made in ``__init__``

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -284,7 +285,7 @@ class IntegerTables:
             raise ValueError(f"{path}: integer tables of another layout or scheme")
         return cls(arrays)
 
-    @property
+    @cached_property
     def meta(self) -> dict:
         return json.loads(str(self.arrays["meta"]))
 

@@ -26,8 +26,6 @@ import numpy as np
 from ..errors import CodecError
 
 ANS_MODULE = "compressai.ans"
-
-
 SUPPORTED_VERSION = "1.2.8"
 
 

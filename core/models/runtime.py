@@ -116,6 +116,11 @@ def _threads(threads: int | None) -> int:
         return _THREADS[0]
     if "torch" in sys.modules:
         return sys.modules["torch"].get_num_threads()
+    return available_cores()
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (cgroup/affinity aware where the OS tells)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows

@@ -37,6 +37,7 @@ from itertools import chain
 from typing import Callable, Iterable, Iterator
 
 from ..errors import BadInput, CodecError, ModelMismatch
+from ..models.runtime import available_cores
 
 PLUGIN_NAME = "code-rsic"
 # Dask starts worker processes with MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's mmap
@@ -44,14 +45,6 @@ PLUGIN_NAME = "code-rsic"
 # tile coding about 1.5x slower than in-process (measured). Local workers go without it.
 LOCAL_WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 _TILE_LOCK = threading.Lock()
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (cgroup/affinity aware where the OS tells)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def local_torch_threads(workers: int, torch_threads: int | None = None) -> int:
