@@ -21,7 +21,8 @@ from core.codec.compress import compress_raster
 from core.codec.decompress import decompress_raster
 from core.codec.tile_coder import get_coder
 from core.models import get_model
-from core.models.runtime import RUNTIMES, cpu_bf16, export_onnx, load_transforms, openvino_precision, runtime_problem
+from core.models.runtime import (RUNTIMES, cpu_bf16, export_onnx, load_transforms, openvino_core, openvino_precision,
+                                 runtime_problem)
 from core.options import PRECISION_ENV, RUNTIME_CHOICES, RUNTIME_ENV, CompressParams
 from testdata import ROOT
 
@@ -57,16 +58,12 @@ def test_exported_transforms_agree_with_torch(tiny_weights, tmp_path, name, monk
 
 
 def _native_bf16() -> bool:
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 @pytest.mark.skipif("openvino" not in FAST, reason="OpenVINO is not installed")
 def test_openvino_precision_is_bf16_only_where_native_and_asked(monkeypatch, tiny_weights, tmp_path):
-    import openvino as ov
-
-    core = ov.Core()
+    core = openvino_core()
     monkeypatch.setenv(PRECISION_ENV, "auto")
     assert openvino_precision(core) == ("bf16" if _native_bf16() else "f32")
     monkeypatch.setenv(PRECISION_ENV, "f32")
@@ -205,7 +202,9 @@ def test_an_unknown_precision_in_the_environment_means_auto_with_one_line(monkey
 @pytest.mark.parametrize("name", FAST)
 def test_coding_runs_without_torch_once_the_cache_is_made(tiny_weights, tmp_path, neon_rgb, monkeypatch, name):
     """With the integer tables and the exported transforms in the cache, compress and plain
-    decompress never import torch (about 1.1 s of every command's start-up)."""
+    decompress never import torch (about 1.1 s of every command's start-up), nor OpenVINO's
+    usage telemetry (it sends events from a forked process: a network call, and a hang when
+    the fork meets another thread's lock), and leave no thread behind."""
     monkeypatch.setenv(RUNTIME_ENV, name)
     coder = get_coder(tiny_weights)
     assert coder.transforms.name == name and coder.tables is not None  # the cache is made (torch, here)
@@ -215,10 +214,12 @@ def test_coding_runs_without_torch_once_the_cache_is_made(tiny_weights, tmp_path
             f"'--tile', '128', '--quality', '2', '--runtime', {name!r}, '--quiet']) == 0\n"
             f"assert main(['decompress', {str(out)!r}, '-o', {str(decoded)!r}, '--model', {tiny_weights!r}, "
             f"'--runtime', {name!r}, '--no-enhance', '--quiet']) == 0\n"
-            "print('torch' in sys.modules)")
+            "import threading\n"
+            "print('torch' in sys.modules, sys.modules.get('openvino_telemetry') is not None, "
+            "threading.active_count())")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip().splitlines()[-1] == "False"
+    assert run.stdout.strip().splitlines()[-1] == "False False 1"
     with rasterio.open(neon_rgb) as src, rasterio.open(decoded) as dst:
         assert dst.crs == src.crs and dst.transform == src.transform
         pixels = dst.read().astype(np.int16)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.runtime import (OPSET, _threads, cached_files, failure, notice, openvino_precision,
+from ..models.runtime import (OPSET, _threads, cached_files, failure, notice, openvino_core, openvino_precision,
                               requested_runtime, runtime_problem)
 
 
@@ -69,9 +69,7 @@ class OpenVinoEnhancer:
     name = "openvino"
 
     def __init__(self, loaded, threads: int | None = None, precision: str | None = None):
-        import openvino as ov
-
-        self.core = ov.Core()
+        self.core = openvino_core()
         self.path = cached_enhancer_export(loaded)
         self.multiple = loaded.net.cfg.pad_multiple
         self.precision = precision or openvino_precision(self.core)

@@ -176,9 +176,7 @@ class OpenVinoTransforms(_PerThreadCount):
     name = "openvino"
 
     def __init__(self, loaded, files: dict[str, Path], threads: int | None = None, precision: str | None = None):
-        import openvino as ov
-
-        self.core = ov.Core()
+        self.core = openvino_core()
         self.precision = precision or openvino_precision(self.core)
         super().__init__(files, threads)
 
@@ -190,6 +188,20 @@ class OpenVinoTransforms(_PerThreadCount):
 
     def _run(self, compiled, x: np.ndarray) -> np.ndarray:
         return compiled(x)[compiled.output(0)]
+
+
+def openvino_core():
+    """A new OpenVINO ``Core``, OpenVINO imported without its usage telemetry.
+
+    ``import openvino`` otherwise starts openvino-telemetry, which is opt-out (no consent file
+    counts as consent) and sends each event from a forked process: a network call no GIS user
+    asked for, and a fork while other threads hold the BLAS's or the runtime's locks, which
+    hung decoding. With its module blocked, openvino uses its own no-op stub."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # its import now fails: openvino falls back
+    import openvino as ov
+
+    return ov.Core()
 
 
 def requested_precision() -> str:
