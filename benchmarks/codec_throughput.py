@@ -33,6 +33,9 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.options import DEFAULT_QUALITY  # noqa: E402 (after the path: run as a script)
 
 
 def rgb_profile(width: int, height: int) -> dict:
@@ -155,9 +158,15 @@ def run_usage(cmd: list[str]) -> tuple[float, float, float]:
     return seconds, max(peak, usage.ru_maxrss / 1024), usage.ru_utime + usage.ru_stime
 
 
+def quality_args(args) -> list[str]:
+    """``compress`` arguments for ``--quality``: none unless given, so the CLI's default is measured."""
+    return ["--quality", args.quality] if args.quality else []
+
+
 def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
     """Each format on the same rasters, compress and plain decode in turns: wall and CPU seconds
     (CPU time is what a busy machine distorts least), peak RSS, bpp."""
+    quality = quality_args(args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for shape in sorted(args.sizes, key=lambda s: s[0] * s[1]):
@@ -169,7 +178,7 @@ def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
                 for fmt in args.formats:
                     crsic, dec = Path(tmp) / f"f{fmt}.crsic", Path(tmp) / f"f{fmt}.tif"
                     py = [sys.executable, "-m", "core.tile_codec"]
-                    te, me, ce = run_usage(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality,
+                    te, me, ce = run_usage(py + ["compress", str(src), "-o", str(crsic), *quality,
                                                  "--quiet", "--overwrite", "--format", fmt,
                                                  *runtime, *tile])
                     td, md, cd = run_usage(py + ["decompress", str(crsic), "-o", str(dec),
@@ -219,7 +228,8 @@ def main(argv=None) -> int:
                    help="raster sizes: 8192 (square) or WIDTHxHEIGHT, e.g. 65536x1024")
     p.add_argument("--images", nargs="+", default=sorted(str(x) for x in (ROOT.parent / "shared/data/val/dubai").glob("*.jpg")))
     p.add_argument("--model", default=None, help="model name or .safetensors (default: the shipped one)")
-    p.add_argument("--quality", default="3")
+    p.add_argument("--quality", default=None,
+                   help="compress quality (default: the CLI's, as a user gets it; rows record it)")
     p.add_argument("--threads", default=None, help="torch threads per process (default: the CLI's)")
     p.add_argument("--processes", default=None, help="worker processes (default: the CLI's, one per core)")
     p.add_argument("--device", default=None, help="torch device for our codec, e.g. cuda (default: the CLI's)")
@@ -242,6 +252,7 @@ def main(argv=None) -> int:
         + (["--runtime", args.runtime] if args.runtime else []) + (["--threads", args.threads] if args.threads else []) \
         + (["--processes", args.processes] if args.processes else [])
     tile = ["--tile", args.tile] if args.tile else []
+    quality = quality_args(args)
     if args.formats:
         return compare_formats(args, runtime, tile)
     head = f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}"
@@ -261,18 +272,20 @@ def main(argv=None) -> int:
             build_raster(src, shape, [Path(i) for i in args.images])
             crsic, dec = src.with_suffix(".crsic"), Path(tmp) / f"dec_{size}.tif"
             py = [sys.executable, "-m", "core.tile_codec"]
-            te, me = run(py + ["compress", str(src), "-o", str(crsic), "--quality", args.quality,
+            te, me = run(py + ["compress", str(src), "-o", str(crsic), *quality,
                                "--quiet", *runtime, *tile])
             decode = py + ["decompress", str(crsic), "-o", str(dec), "--quiet", *runtime]
             td, md = run(decode + ["--no-enhance"])
             mp = width * height / 1e6
             bpp = crsic.stat().st_size * 8 / (width * height)
-            row = dict(size=size, megapixels=mp, encode_mp_s=mp / te, decode_mp_s=mp / td,
+            row = dict(size=size, megapixels=mp, quality=float(args.quality or DEFAULT_QUALITY),
+                       encode_mp_s=mp / te, decode_mp_s=mp / td,
                        encode_peak_mb=me, decode_peak_mb=md, bpp=bpp)
             line = f"{size!s:>6} {mp:>6.1f} {mp / te:>9.2f} {mp / td:>9.2f} {me:>12.0f} {md:>12.0f} {bpp:>7.3f}"
             if args.enhance:
                 dec.unlink()
-                tx, mx = run(decode + (["--enhancer", args.enhancer] if args.enhancer else []))
+                # --enhance: left to itself the CLI enhances low qualities only (AUTO_ENHANCE_MAX_QUALITY)
+                tx, mx = run(decode + ["--enhance"] + (["--enhancer", args.enhancer] if args.enhancer else []))
                 row.update(enhanced_decode_mp_s=mp / tx, enhanced_decode_peak_mb=mx)
                 line += f" {mp / tx:>9.2f} {mx:>12.0f}"
             if not args.no_avif:
