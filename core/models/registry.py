@@ -105,7 +105,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="f514fcfe746f8c41da542c00235a89f76fe455f7b154b7bb9b5f5920daadf62e",
+        sha256="11137f4cc29af236f39ee03d33594613e60ecb9019908585ee8a23761b28a89d",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (about equal to elic-v2 so far, higher ceiling; see its card)",
     ),
