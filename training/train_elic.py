@@ -167,15 +167,26 @@ def fit_quantiles(net, steps: int = 4000, lr: float = 0.05) -> tuple[float, floa
     opt = torch.optim.Adam(params, lr=lr)
     with torch.no_grad():
         before = float(net.aux_loss())
+    best = (before, [p.detach().clone() for p in params])
     for i in range(steps):
         loss = net.aux_loss()
+        value = loss.detach().item()
+        if value < best[0]:  # the quantiles this loss was computed with
+            best = (value, [p.detach().clone() for p in params])
         opt.zero_grad()
         loss.backward()
         opt.step()
         if i == steps // 2:
             for g in opt.param_groups:
                 g["lr"] = lr / 10
-    return before, float(net.aux_loss())
+    # Adam can oscillate about a very steep density (a nearly unused channel): keep the best seen
+    with torch.no_grad():
+        after = float(net.aux_loss())
+        if after > best[0]:
+            for p, kept in zip(params, best[1]):
+                p.copy_(kept)
+            after = best[0]
+    return before, after
 
 
 def time_window(elapsed: float, max_minutes: float | None, run_minutes: float | None) -> tuple[float, float] | None:
