@@ -158,15 +158,9 @@ def run_usage(cmd: list[str]) -> tuple[float, float, float]:
     return seconds, max(peak, usage.ru_maxrss / 1024), usage.ru_utime + usage.ru_stime
 
 
-def quality_args(args) -> list[str]:
-    """``compress`` arguments for ``--quality``: none unless given, so the CLI's default is measured."""
-    return ["--quality", args.quality] if args.quality else []
-
-
-def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
+def compare_formats(args, runtime: list[str], encode: list[str]) -> int:
     """Each format on the same rasters, compress and plain decode in turns: wall and CPU seconds
     (CPU time is what a busy machine distorts least), peak RSS, bpp."""
-    quality = quality_args(args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for shape in sorted(args.sizes, key=lambda s: s[0] * s[1]):
@@ -178,9 +172,9 @@ def compare_formats(args, runtime: list[str], tile: list[str]) -> int:
                 for fmt in args.formats:
                     crsic, dec = Path(tmp) / f"f{fmt}.crsic", Path(tmp) / f"f{fmt}.tif"
                     py = [sys.executable, "-m", "core.tile_codec"]
-                    te, me, ce = run_usage(py + ["compress", str(src), "-o", str(crsic), *quality,
+                    te, me, ce = run_usage(py + ["compress", str(src), "-o", str(crsic),
                                                  "--quiet", "--overwrite", "--format", fmt,
-                                                 *runtime, *tile])
+                                                 *runtime, *encode])
                     td, md, cd = run_usage(py + ["decompress", str(crsic), "-o", str(dec),
                                                  "--quiet", "--overwrite", "--no-enhance", *runtime])
                     row = dict(size=size, format=int(fmt), repeat=rep, megapixels=mp, encode_s=te, decode_s=td,
@@ -251,10 +245,10 @@ def main(argv=None) -> int:
     runtime = (["--model", args.model] if args.model else []) + (["--device", args.device] if args.device else []) \
         + (["--runtime", args.runtime] if args.runtime else []) + (["--threads", args.threads] if args.threads else []) \
         + (["--processes", args.processes] if args.processes else [])
-    tile = ["--tile", args.tile] if args.tile else []
-    quality = quality_args(args)
+    # compress only; no --quality unless given, so the CLI's default is measured
+    encode = (["--quality", args.quality] if args.quality else []) + (["--tile", args.tile] if args.tile else [])
     if args.formats:
-        return compare_formats(args, runtime, tile)
+        return compare_formats(args, runtime, encode)
     head = f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}"
     print(head + (f" {'enh MP/s':>9} {'enh peak MB':>12}" if args.enhance else ""))
     rows = []
@@ -272,8 +266,7 @@ def main(argv=None) -> int:
             build_raster(src, shape, [Path(i) for i in args.images])
             crsic, dec = src.with_suffix(".crsic"), Path(tmp) / f"dec_{size}.tif"
             py = [sys.executable, "-m", "core.tile_codec"]
-            te, me = run(py + ["compress", str(src), "-o", str(crsic), *quality,
-                               "--quiet", *runtime, *tile])
+            te, me = run(py + ["compress", str(src), "-o", str(crsic), "--quiet", *runtime, *encode])
             decode = py + ["decompress", str(crsic), "-o", str(dec), "--quiet", *runtime]
             td, md = run(decode + ["--no-enhance"])
             mp = width * height / 1e6
