@@ -12,6 +12,7 @@ from core.enhance.windows import enhance_tile
 from core.models import load_enhancer
 from core.models.runtime import runtime_problem
 from core.options import PRECISION_ENV, RUNTIME_ENV
+from testdata import TEST_DATA
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.skipif(runtime_problem("openvino") is not None, reason="OpenVINO is not installed")]
@@ -96,3 +97,57 @@ def test_compiled_window_shapes_are_bounded(lite):
         assert out.shape == (1, 3, side, side)
         assert len(runner._compiled) <= MAX_COMPILED_SHAPES
     assert (64, 64) in {k[:2] for k in runner._compiled}  # the most recent shape is kept
+
+
+# ---------------------------------------------------------------- int8 (training.quantize_enhancer)
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """enhancer-fast quantised on eight fixture crops -> (path of the new file, original loaded)."""
+    pytest.importorskip("nncf", reason="nncf is a test and training dependency (pip install -e .[test])")
+    from training.quantize_enhancer import main
+
+    folder = tmp_path_factory.mktemp("int8")
+    with rasterio.open(TEST_DATA / "neon_rgb_uint8_0p1m_utm17n_deepforest_OSBS_029.tif") as ds:
+        img = ds.read()[:3, :256, :256]
+    lq = np.stack([img[:, i : i + 64, j : j + 64] for i in (0, 96, 192) for j in (0, 96, 192)][:8])
+    np.savez(folder / "pairs.npz", lq=lq, hq=lq)
+    out = folder / "fast-int8.safetensors"
+    assert main(["--enhancer", "enhancer-fast", "--pairs", str(folder / "pairs.npz"), "--count", "8",
+                 "--out", str(out)]) == 0
+    return out, load_enhancer("enhancer-fast")
+
+
+def test_an_int8_network_rides_in_the_weights_file_beside_unchanged_tensors(quantized, neon_rgb):
+    path, original = quantized
+    loaded = load_enhancer(str(path))
+    assert loaded.int8_ir is not None and loaded.int8_ir[0].startswith(b"<?xml")
+    assert original.int8_ir is None
+    ref = original.net.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in loaded.net.state_dict().items())
+    runner = OpenVinoEnhancer(loaded)
+    assert runner.precision == "int8"
+    x = _crop(neon_rgb)[None]
+    with torch.inference_mode():
+        want = original.net.enhance(torch.from_numpy(x), 1.0).numpy()
+    out = runner.enhance(x, 1.0)
+    assert out.shape == x.shape
+    assert np.abs(out - want).mean() < 0.02  # int8 is close to the float network, not equal
+    assert np.abs(out - want).max() > 1e-4
+
+
+def test_f32_asked_uses_the_float_network_even_when_int8_is_there(quantized, neon_rgb, monkeypatch):
+    path, original = quantized
+    monkeypatch.setenv(PRECISION_ENV, "f32")
+    runner = OpenVinoEnhancer(load_enhancer(str(path)))
+    assert runner.precision == "f32"
+    x = _crop(neon_rgb)[None]
+    with torch.inference_mode():
+        want = original.net.enhance(torch.from_numpy(x), 1.0).numpy()
+    assert np.abs(runner.enhance(x, 1.0) - want).max() < 1e-4
+
+
+def test_int8_asked_of_weights_without_it_says_so_in_one_line(lite):
+    with pytest.raises(ValueError, match="no int8 network") as err:
+        OpenVinoEnhancer(lite, precision="int8")
+    assert "\n" not in str(err.value)

@@ -49,6 +49,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 96, 128],
                    help="student feature widths at scales 1, 1/2, 1/4, 1/8")
     p.add_argument("--fuse-levels", type=int, nargs="+", default=[2, 3], help="student HPIN scales (channel index)")
+    p.add_argument("--tf-layers", type=int, help="student code-lookup Transformer layers (default: the teacher's); "
+                                                  "the first ones start as the teacher's")
     p.add_argument("--w", type=float, default=1.0, help="fidelity of the teacher targets and the student")
     p.add_argument("--ce-weight", type=float, default=0.2, help="weight of the teacher-code cross-entropy")
     p.add_argument("--hq-weight", type=float, default=0.25, help="weight of the L1 against the original crop")
@@ -109,7 +111,8 @@ def main(argv=None) -> int:
     teacher = load_enhancer(args.teacher, "cpu").net.float().to(memory_format=torch.contiguous_format)
     freeze(teacher)
     targets = cached_targets(Path(args.out) / "teacher.npz", teacher, args.pairs, args.w)
-    cfg = replace(teacher.cfg, channels=tuple(args.channels), fuse_levels=tuple(sorted(args.fuse_levels)))
+    cfg = replace(teacher.cfg, channels=tuple(args.channels), fuse_levels=tuple(sorted(args.fuse_levels)),
+                  tf_layers=args.tf_layers or teacher.cfg.tf_layers)
     if ck is not None:
         cfg = EnhancerConfig.from_dict(ck["config"])
     net, copied = student_from(teacher, cfg)

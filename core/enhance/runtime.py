@@ -2,7 +2,9 @@
 
 The whole network (code lookup, codebook decoder, HPIN fusion, gate) is exported to ONNX once
 per weights into the transforms' cache, compiled once per window shape and thread count, in
-bf16 where the CPU computes it natively (``options.PRECISION_ENV``).
+bf16 where the CPU computes it natively (``options.PRECISION_ENV``). Weights files that carry
+an int8 network (``training.quantize_enhancer``: an OpenVINO IR inside the safetensors) run it
+instead, unless f32 is asked.
 
 Used when ``--runtime openvino`` is asked for explicitly. ``auto`` (the default) keeps the
 enhancer on torch (in bf16 where native): OpenVINO's buffers take the enhanced decoding of an
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..models.runtime import (OPSET, _threads, cached_files, failure, notice, openvino_core, openvino_precision,
-                              requested_runtime, runtime_problem)
+                              requested_precision, requested_runtime, runtime_problem)
 
 
 def export_enhancer_onnx(net, path: Path) -> Path:
@@ -70,9 +72,15 @@ class OpenVinoEnhancer:
 
     def __init__(self, loaded, threads: int | None = None, precision: str | None = None):
         self.core = openvino_core()
-        self.path = cached_enhancer_export(loaded)
+        # int8: the IR the weights file carries (training.quantize_enhancer), unless f32 is asked
+        self.int8_ir = loaded.int8_ir if precision in (None, "int8") and requested_precision() == "auto" else None
+        if precision == "int8" and self.int8_ir is None:
+            raise ValueError("these enhancer weights carry no int8 network (python -m training.quantize_enhancer)")
+        self.path = None if self.int8_ir else cached_enhancer_export(loaded)
         self.multiple = loaded.net.cfg.pad_multiple
-        self.precision = precision or openvino_precision(self.core)
+        # the layers int8 leaves in float run as bf16 where native, like the float network
+        self.precision = "int8" if self.int8_ir else (precision or openvino_precision(self.core))
+        self.float_precision = openvino_precision(self.core) if self.int8_ir else self.precision
         self.fixed, self._compiled = threads, {}
         # compile once here, where the caller can fall back, then free it (memory: see above)
         self._compile(self.multiple, self.multiple)
@@ -85,12 +93,22 @@ class OpenVinoEnhancer:
         else:
             while len(self._compiled) >= MAX_COMPILED_SHAPES:  # memory: each holds its buffers
                 self._compiled.pop(next(iter(self._compiled)))
-            model = self.core.read_model(str(self.path))  # not kept: the compiled network suffices
+            model = self._read()  # not kept: the compiled network suffices
             model.reshape({"input": [1, 3, h, w], "fidelity": [1]})
-            config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
-                      "INFERENCE_NUM_THREADS": key[2], "CACHE_DIR": str(self.path.parent / "openvino")}
+            config = {"INFERENCE_PRECISION_HINT": self.float_precision, "PERFORMANCE_HINT": "LATENCY",
+                      "INFERENCE_NUM_THREADS": key[2]}
+            if self.path is not None:
+                config["CACHE_DIR"] = str(self.path.parent / "openvino")
             self._compiled[key] = self.core.compile_model(model, "CPU", config)
         return self._compiled[key]
+
+    def _read(self):
+        if self.int8_ir is None:
+            return self.core.read_model(str(self.path))
+        from openvino import Tensor
+
+        xml, weights = self.int8_ir
+        return self.core.read_model(xml.decode(), Tensor(np.frombuffer(weights, np.uint8).copy()))
 
     def enhance(self, x: np.ndarray, fidelity: float) -> np.ndarray:
         """(1, 3, h, w) float32 in [0, 1], any size -> enhanced, same size, clamped to [0, 1]."""

@@ -39,9 +39,10 @@ def _write(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str,
     return file_sha256(path)
 
 
-def _load_state(net: torch.nn.Module, path: Path, what: str, device: str) -> torch.nn.Module:
-    """Load a file's tensors (fp16 widened to fp32) into ``net``, frozen, on ``device``."""
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+def _load_state(net: torch.nn.Module, path: Path, what: str, device: str, aside: tuple[str, ...] = ()) -> torch.nn.Module:
+    """Load a file's tensors (fp16 widened to fp32), but those named in ``aside``, into ``net``,
+    frozen, on ``device``."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items() if k not in aside}
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
@@ -91,10 +92,19 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> LoadedModel:
 
 # ---------------------------------------------------------------- enhancer
 
-def save_enhancer(net: Enhancer, path: str | Path, extra: dict | None = None) -> str:
-    """fp16 safetensors with the config in the metadata; returns the sha256."""
+# An enhancer file may also carry its network quantised to int8 for OpenVINO
+# (``training.quantize_enhancer``), as the bytes of an OpenVINO IR: graph (.xml), weights (.bin).
+INT8_IR_KEYS = ("openvino_int8.xml", "openvino_int8.bin")
+
+
+def save_enhancer(net: Enhancer, path: str | Path, extra: dict | None = None,
+                  int8_ir: tuple[bytes, bytes] | None = None) -> str:
+    """fp16 safetensors with the config in the metadata (and ``int8_ir``: the xml and bin bytes
+    of its int8 OpenVINO IR); returns the sha256."""
     state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
              for k, v in net.state_dict().items()}
+    if int8_ir is not None:
+        state.update({k: torch.frombuffer(bytearray(b), dtype=torch.uint8) for k, b in zip(INT8_IR_KEYS, int8_ir)})
     meta = {ENHANCER_META: json.dumps(net.cfg.to_dict())}
     if extra:
         meta["crsic_enhancer_info"] = json.dumps(extra)
@@ -107,6 +117,16 @@ class LoadedEnhancer:
     sha256: str
     default_fidelity: float
     device: torch.device
+    int8_ir: tuple[bytes, bytes] | None = None  # (xml, bin) of the int8 OpenVINO IR, when the file has one
+
+
+def _int8_ir(path: Path) -> tuple[bytes, bytes] | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        if not set(INT8_IR_KEYS) <= set(f.keys()):
+            return None
+        return tuple(f.get_tensor(k).tobytes() for k in INT8_IR_KEYS)
 
 
 def load_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhancer:
@@ -119,8 +139,9 @@ def load_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhance
     except Exception as exc:  # noqa: BLE001
         raise BadInput(f"{path}: not an enhancer weights file ({exc})") from None
     # channels-last convolutions: the same results (to float rounding), 3-13 % faster on a 2-core CPU
-    net = _load_state(Enhancer(cfg), path, "the enhancer", device).to(memory_format=torch.channels_last)
-    return LoadedEnhancer(net, sha, spec.default_fidelity if spec else 0.5, torch.device(device))
+    net = _load_state(Enhancer(cfg), path, "the enhancer", device, aside=INT8_IR_KEYS)
+    net = net.to(memory_format=torch.channels_last)
+    return LoadedEnhancer(net, sha, spec.default_fidelity if spec else 0.5, torch.device(device), _int8_ir(path))
 
 
 # ---------------------------------------------------------------- per-process cache
