@@ -50,7 +50,7 @@ def test_decoding_enhances_on_openvino_only_when_asked(lite, neon_rgb, monkeypat
     with torch.inference_mode():
         ref = lite.net.enhance(torch.from_numpy(unit)[None], 1.0)[0].numpy()
     assert np.abs(enhance_tile(f32, unit, 1.0) - ref).max() < 1e-4
-    for name in ("auto", "torch", "onnxruntime"):  # auto: torch (memory); onnxruntime: not measured
+    for name in ("auto", "torch", "onnxruntime"):  # auto without int8: torch (memory); onnxruntime: not measured
         monkeypatch.setenv(RUNTIME_ENV, name)
         assert enhancer_runtime(lite) is lite.net
 
@@ -136,6 +136,15 @@ def test_an_int8_network_rides_in_the_weights_file_beside_unchanged_tensors(quan
     assert np.abs(out - want).max() > 1e-4
 
 
+def test_auto_enhances_on_openvino_int8_when_the_weights_carry_it(quantized, monkeypatch):
+    loaded = load_enhancer(str(quantized[0]))
+    monkeypatch.setenv(RUNTIME_ENV, "auto")
+    runner = enhancer_runtime(loaded)
+    assert isinstance(runner, OpenVinoEnhancer) and runner.precision == "int8"
+    monkeypatch.setenv(RUNTIME_ENV, "torch")
+    assert enhancer_runtime(loaded) is loaded.net
+
+
 def test_f32_asked_uses_the_float_network_even_when_int8_is_there(quantized, neon_rgb, monkeypatch):
     path, original = quantized
     monkeypatch.setenv(PRECISION_ENV, "f32")
@@ -151,3 +160,29 @@ def test_int8_asked_of_weights_without_it_says_so_in_one_line(lite):
     with pytest.raises(ValueError, match="no int8 network") as err:
         OpenVinoEnhancer(lite, precision="int8")
     assert "\n" not in str(err.value)
+
+
+def test_enhanced_decoding_on_int8_never_imports_torch(quantized, tiny_weights, neon_rgb, tmp_path):
+    """Compress, then decode with an int8 enhancer in a fresh process: torch (about 0.5 GB of
+    memory and 1 s of start-up) is never imported, and the pixels are this process's."""
+    import subprocess
+    import sys
+
+    from core.tile_codec import main
+    from testdata import ROOT
+
+    path = str(quantized[0])
+    out, a, b = tmp_path / "a.crsic", tmp_path / "a.tif", tmp_path / "b.tif"
+    assert main(["compress", str(neon_rgb), "-o", str(out), "--model", tiny_weights, "--tile", "128",
+                 "--quality", "1", "--quiet"]) == 0
+    decode = ["decompress", str(out), "--model", tiny_weights, "--enhance", "--enhancer", path, "--quiet"]
+    code = ("import sys\nfrom core.tile_codec import main\n"
+            f"assert main({decode + ['-o', str(a)]!r}) == 0\n"
+            "print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "False"
+    assert main(decode + ["-o", str(b)]) == 0
+    with rasterio.open(a) as x, rasterio.open(b) as y, rasterio.open(neon_rgb) as src:
+        assert x.crs == src.crs and x.transform == src.transform
+        assert np.array_equal(x.read(), y.read())

@@ -131,7 +131,8 @@ def main(argv=None) -> int:
         print(f"{n + 1}/{len(crops)} crops, {time.time() - t0:.0f} s", file=sys.stderr)
     res = {"crops": len(crops), "size": args.size, "elic": args.elic, "enhancer": args.enhancer,
            "enhancer_sha256": enh.sha256, "threads": torch.get_num_threads(),
-           "enhancer_precision": "bf16" if bf16 else "f32", "enhancer_runtime": getattr(runner, "name", "torch"),
+           "enhancer_precision": getattr(runner, "precision", "bf16" if bf16 else "f32"),
+           "enhancer_runtime": getattr(runner, "name", "torch"),
            "decode_s_per_mp": t_dec / px_dec * 1e6, "enhance_s_per_mp": t_enh / px_enh * 1e6,
            "results": scores.summary()}
     with open(args.out, "w") as f:

@@ -82,11 +82,11 @@ def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressPara
         reason = enhancement_reason(params, plan.header.quality)
         enhancing = reason is None
         if enhancing:
-            from ..models import get_enhancer  # torch: only when enhancing
+            from ..models import get_enhancer
 
             loaded = get_enhancer(ep.enhancer, params.device)
             fidelity = loaded.default_fidelity if ep.fidelity is None else float(ep.fidelity)
-            from .windows import StripEnhancer  # torch: only when enhancing
+            from .windows import StripEnhancer
 
             runner = enhancer_runtime(loaded)
         panels = plan.panels(ep.window, ep.overlap) if enhancing else plan.panels()

@@ -6,10 +6,11 @@ bf16 where the CPU computes it natively (``options.PRECISION_ENV``). Weights fil
 an int8 network (``training.quantize_enhancer``: an OpenVINO IR inside the safetensors) run it
 instead, unless f32 is asked.
 
-Used when ``--runtime openvino`` is asked for explicitly. ``auto`` (the default) keeps the
-enhancer on torch (in bf16 where native): OpenVINO's buffers take the enhanced decoding of an
-8192 x 8192 raster to 1.55-1.59 GB, over the 1.5 GB budget, where torch stays at 1.41 GB
-(glibc arenas capped at 2 changed nothing: 1.545 GB). torch is also the training and reference
+Used when ``--runtime openvino`` is asked for, and with ``auto`` (the default) when the
+weights carry an int8 network. Otherwise ``auto`` keeps the enhancer on torch (in bf16 where
+native): OpenVINO's float buffers take the enhanced decoding of an 8192 x 8192 raster with
+enhancer-lite to 1.55-1.59 GB, over the 1.5 GB budget, where torch stays at 1.41 GB (glibc
+arenas capped at 2 changed nothing: 1.545 GB). torch is also the training and reference
 path, and the fallback when OpenVINO is missing or fails (one-line notice), on a GPU, and for
 ``onnxruntime`` (not measured for the enhancer).
 Measured: per 256 px window, 1 thread, bf16, 0.221 s against torch's 0.254 s (enhancer-lite,
@@ -77,7 +78,7 @@ class OpenVinoEnhancer:
         if precision == "int8" and self.int8_ir is None:
             raise ValueError("these enhancer weights carry no int8 network (python -m training.quantize_enhancer)")
         self.path = None if self.int8_ir else cached_enhancer_export(loaded)
-        self.multiple = loaded.net.cfg.pad_multiple
+        self.multiple = loaded.pad_multiple
         # the layers int8 leaves in float run as bf16 where native, like the float network
         self.precision = "int8" if self.int8_ir else (precision or openvino_precision(self.core))
         self.float_precision = openvino_precision(self.core) if self.int8_ir else self.precision
@@ -122,13 +123,13 @@ class OpenVinoEnhancer:
 
 def enhancer_runtime(loaded):
     """What enhances windows in this process: ``OpenVinoEnhancer``, or the torch network (see
-    the module docstring)."""
-    from ..models.hpin import Enhancer
+    the module docstring). The int8 path never builds the torch network."""
+    from ..models.files import LoadedEnhancer
 
-    net = loaded.net
-    if not isinstance(net, Enhancer) or requested_runtime() != "openvino" \
-            or next(net.parameters()).device.type != "cpu":
-        return net
+    requested = requested_runtime()
+    wanted = requested == "openvino" or (requested == "auto" and getattr(loaded, "int8_ir", None) is not None)
+    if not isinstance(loaded, LoadedEnhancer) or not wanted or loaded.device != "cpu":
+        return loaded.net  # stand-ins, other runtimes, GPUs
     problem = runtime_problem("openvino")
     if problem is None:
         try:
@@ -136,4 +137,4 @@ def enhancer_runtime(loaded):
         except Exception as exc:  # a broken install or export must not stop the job
             problem = failure(exc)
     notice(f"enhancer on openvino {problem}: using torch")
-    return net
+    return loaded.net

@@ -17,7 +17,6 @@ import time
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 
 from ..format.normalization import BandRange
 from ..format.payload import fill_invalid
@@ -48,6 +47,8 @@ def window_runner(net, fidelity: float):
 
     if isinstance(net, OpenVinoEnhancer):
         return lambda x: net.enhance(x, fidelity)[0]
+    import torch
+
     from ..models.runtime import cpu_bf16
 
     dev = next(net.parameters()).device

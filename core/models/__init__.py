@@ -13,8 +13,8 @@ _WHERE = {
     "EnhancerSpec": "registry", "ModelSpec": "registry",
     "ModelInfo": "files", "file_sha256": "files", "model_info": "files", "read_spec": "files",
     "resolve_weights": "files",
-    "LoadedEnhancer": "weights", "LoadedModel": "weights", "enhancer_available": "files",
-    "get_enhancer": "weights", "get_model": "weights", "load_enhancer": "weights", "load_model": "weights",
+    "LoadedEnhancer": "files", "LoadedModel": "weights", "enhancer_available": "files",
+    "get_enhancer": "files", "get_model": "weights", "load_enhancer": "files", "load_model": "weights",
     "resolve_enhancer": "files", "save_enhancer": "weights", "save_weights": "weights",
 }
 

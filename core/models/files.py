@@ -2,6 +2,8 @@
 
 Decoding and encoding read a model's identity here (``model_info``) and its tables from
 the cache, so they load torch only when a network must be built (``core.models.weights``).
+An enhancer is read here too (``LoadedEnhancer``): its int8 OpenVINO network, when the file
+carries one, enhances without torch.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import BadInput, ModelMismatch, WeightsUnavailable
@@ -17,6 +20,9 @@ from .registry import ENHANCERS, REGISTRY, WEIGHTS_DIR, EnhancerSpec, ModelSpec
 
 MODEL_META = "crsic_model_spec"
 ENHANCER_META = "crsic_enhancer_config"
+# An enhancer file may also carry its network quantised to int8 for OpenVINO
+# (``training.quantize_enhancer``), as the bytes of an OpenVINO IR: graph (.xml), weights (.bin).
+INT8_IR_KEYS = ("openvino_int8.xml", "openvino_int8.bin")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -112,3 +118,53 @@ def enhancer_available(name: str | None = None) -> bool:
     except WeightsUnavailable:
         return False
     return path.exists()
+
+
+def _int8_ir(path: Path) -> tuple[bytes, bytes] | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        if not set(INT8_IR_KEYS) <= set(f.keys()):
+            return None
+        return tuple(f.get_tensor(k).tobytes() for k in INT8_IR_KEYS)
+
+
+class LoadedEnhancer:
+    """An enhancer's weights file, resolved and checked: its sha256, architecture
+    (``config``), default fidelity and int8 OpenVINO network (``int8_ir``: xml and bin bytes,
+    or None) at once, without torch; the torch network (``net``) on first use."""
+
+    def __init__(self, name: str | None = None, device: str = "cpu"):
+        path, spec = resolve_enhancer(name)
+        if not path.exists():
+            raise WeightsUnavailable(f"enhancer weights '{path.name}' are not installed: enhancement is unavailable")
+        self.path, self.device = path, str(device)
+        self.sha256 = _check_registry_sha(path, spec.sha256 if spec else None, f"enhancer weights {path} do")
+        try:
+            self.config = json.loads(_metadata(path)[ENHANCER_META])
+            self.pad_multiple = 2 ** (len(self.config["channels"]) - 1) * int(self.config["window"])
+        except Exception as exc:  # noqa: BLE001
+            raise BadInput(f"{path}: not an enhancer weights file ({exc})") from None
+        self.default_fidelity = spec.default_fidelity if spec else 0.5
+        self.int8_ir = _int8_ir(path)
+
+    @cached_property
+    def net(self):
+        from .weights import enhancer_network  # torch
+
+        return enhancer_network(self.path, self.config, self.device)
+
+
+def load_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhancer:
+    return LoadedEnhancer(name, device)
+
+
+_LOADED: dict[tuple[str, str], LoadedEnhancer] = {}
+
+
+def get_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhancer:
+    """The process-wide loaded enhancer (loaded on first use)."""
+    key = (str(name or DEFAULT_ENHANCER), str(device))
+    if key not in _LOADED:
+        _LOADED[key] = load_enhancer(name, device)
+    return _LOADED[key]

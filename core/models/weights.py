@@ -4,7 +4,8 @@ A weights file is safetensors. Its metadata says how to rebuild the network: the
 ``ModelSpec`` of an ELIC model (``crsic_model_spec``) or the ``EnhancerConfig`` of an
 enhancer (``crsic_enhancer_config``). A registry name resolves to the shipped file in
 ``core/weights`` and that file must have the registry's sha256; any other path is taken
-as it is. Loaded networks are kept per process (``get_model``, ``get_enhancer``).
+as it is. Loaded models are kept per process (``get_model``). Enhancer files are read
+without torch (``files.LoadedEnhancer``), their torch network built here on first use.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import BadInput, ModelMismatch, WeightsUnavailable
-from ..options import DEFAULT_ENHANCER, DEFAULT_MODEL
+from ..errors import ModelMismatch
+from ..options import DEFAULT_MODEL
 from .elic import VariableRateElic, build_model
-from .files import (ENHANCER_META, MODEL_META, _check_registry_sha, _metadata, file_sha256, model_info,
-                    resolve_enhancer)
+from .files import ENHANCER_META, INT8_IR_KEYS, MODEL_META, file_sha256, model_info
 from .hpin import Enhancer
 from .registry import ModelSpec
 from .vqgan import EnhancerConfig
@@ -92,11 +92,6 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> LoadedModel:
 
 # ---------------------------------------------------------------- enhancer
 
-# An enhancer file may also carry its network quantised to int8 for OpenVINO
-# (``training.quantize_enhancer``), as the bytes of an OpenVINO IR: graph (.xml), weights (.bin).
-INT8_IR_KEYS = ("openvino_int8.xml", "openvino_int8.bin")
-
-
 def save_enhancer(net: Enhancer, path: str | Path, extra: dict | None = None,
                   int8_ir: tuple[bytes, bytes] | None = None) -> str:
     """fp16 safetensors with the config in the metadata (and ``int8_ir``: the xml and bin bytes
@@ -111,37 +106,11 @@ def save_enhancer(net: Enhancer, path: str | Path, extra: dict | None = None,
     return _write(state, path, meta)
 
 
-@dataclass
-class LoadedEnhancer:
-    net: Enhancer
-    sha256: str
-    default_fidelity: float
-    device: torch.device
-    int8_ir: tuple[bytes, bytes] | None = None  # (xml, bin) of the int8 OpenVINO IR, when the file has one
-
-
-def _int8_ir(path: Path) -> tuple[bytes, bytes] | None:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "np") as f:
-        if not set(INT8_IR_KEYS) <= set(f.keys()):
-            return None
-        return tuple(f.get_tensor(k).tobytes() for k in INT8_IR_KEYS)
-
-
-def load_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhancer:
-    path, spec = resolve_enhancer(name)
-    if not path.exists():
-        raise WeightsUnavailable(f"enhancer weights '{path.name}' are not installed: enhancement is unavailable")
-    sha = _check_registry_sha(path, spec.sha256 if spec else None, f"enhancer weights {path} do")
-    try:
-        cfg = EnhancerConfig.from_dict(json.loads(_metadata(path)[ENHANCER_META]))
-    except Exception as exc:  # noqa: BLE001
-        raise BadInput(f"{path}: not an enhancer weights file ({exc})") from None
+def enhancer_network(path: Path, config: dict, device: str = "cpu") -> Enhancer:
+    """The torch network of an enhancer file (``files.LoadedEnhancer.net``), frozen, on ``device``."""
     # channels-last convolutions: the same results (to float rounding), 3-13 % faster on a 2-core CPU
-    net = _load_state(Enhancer(cfg), path, "the enhancer", device, aside=INT8_IR_KEYS)
-    net = net.to(memory_format=torch.channels_last)
-    return LoadedEnhancer(net, sha, spec.default_fidelity if spec else 0.5, torch.device(device), _int8_ir(path))
+    net = _load_state(Enhancer(EnhancerConfig.from_dict(config)), path, "the enhancer", device, aside=INT8_IR_KEYS)
+    return net.to(memory_format=torch.channels_last)
 
 
 # ---------------------------------------------------------------- per-process cache
@@ -154,12 +123,4 @@ def get_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> LoadedModel:
     key = ("model", str(model), str(device))
     if key not in _LOADED:
         _LOADED[key] = load_model(model, device)
-    return _LOADED[key]
-
-
-def get_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhancer:
-    """The process-wide loaded enhancer (loaded on first use)."""
-    key = ("enhancer", str(name or DEFAULT_ENHANCER), str(device))
-    if key not in _LOADED:
-        _LOADED[key] = load_enhancer(name, device)
     return _LOADED[key]
