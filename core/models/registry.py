@@ -105,7 +105,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="11137f4cc29af236f39ee03d33594613e60ecb9019908585ee8a23761b28a89d",
+        sha256="1aae88ec33c71f59ae973d7fb0aa8671afc475ef687b2349ed0ad21f8371af27",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (about equal to elic-v2 so far, higher ceiling; see its card)",
     ),
