@@ -20,7 +20,7 @@ from .errors import BadInput
 
 DEFAULT_MODEL = "elic-lite-s"
 DEFAULT_MODEL_LEVELS = 6  # trained rate levels of DEFAULT_MODEL (a test checks the registry agrees)
-DEFAULT_ENHANCER = "enhancer-lite"
+DEFAULT_ENHANCER = "enhancer-fast"
 DEVICES = ("cpu", "cuda")
 DEFAULT_DEVICE = "cpu"
 

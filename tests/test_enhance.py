@@ -484,16 +484,19 @@ def test_distilled_student_keeps_the_codebook_and_exports(pipeline, tmp_path):
 
 def test_shipped_fast_enhancer_keeps_the_teachers_prior_and_method():
     """enhancer-fast is a distilled Code-RSIC: the teacher's codebook, a lookup Transformer,
-    HPIN fusion and the input gate, with slimmer high-resolution stages."""
+    HPIN fusion and the input gate, with slimmer stages and half the Transformer layers, and
+    it carries its int8 network."""
     from core.models import ENHANCERS, load_enhancer
 
-    fast, lite = load_enhancer("enhancer-fast").net, load_enhancer("enhancer-lite").net
+    fast_file, lite = load_enhancer("enhancer-fast"), load_enhancer("enhancer-lite").net
+    fast = fast_file.net
     assert torch.equal(fast.quantizer.embedding, lite.quantizer.embedding)
-    assert len(fast.lookup.layers) == len(lite.lookup.layers) and sorted(fast.fusion) == ["2", "3"]
-    assert fast.skip is not None and fast.cfg.channels[:2] == (16, 32)
+    assert 0 < len(fast.lookup.layers) < len(lite.lookup.layers) and sorted(fast.fusion) == ["2", "3"]
+    assert fast.skip is not None and fast.cfg.channels[:3] == (8, 16, 64)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(fast.decoder) < count(lite.decoder) and count(fast.fusion) < count(lite.fusion)
     assert ENHANCERS["enhancer-fast"].default_fidelity == ENHANCERS["enhancer-lite"].default_fidelity
+    assert fast_file.int8_ir is not None and fast_file.int8_ir[0].startswith(b"<?xml")
     x = torch.from_numpy(np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32))
     y = fast.float().enhance(x, 1.0)
     assert y.shape == x.shape and float((y - x).abs().mean()) < 0.2  # enhances, does not repaint

@@ -103,7 +103,8 @@ def test_compiled_window_shapes_are_bounded(lite):
 
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
-    """enhancer-fast quantised on eight fixture crops -> (path of the new file, original loaded)."""
+    """enhancer-lite (shipped without int8) quantised on eight fixture crops -> (path of the new
+    file, original loaded)."""
     pytest.importorskip("nncf", reason="nncf is a test and training dependency (pip install -e .[test])")
     from training.quantize_enhancer import main
 
@@ -112,10 +113,10 @@ def quantized(tmp_path_factory):
         img = ds.read()[:3, :256, :256]
     lq = np.stack([img[:, i : i + 64, j : j + 64] for i in (0, 96, 192) for j in (0, 96, 192)][:8])
     np.savez(folder / "pairs.npz", lq=lq, hq=lq)
-    out = folder / "fast-int8.safetensors"
-    assert main(["--enhancer", "enhancer-fast", "--pairs", str(folder / "pairs.npz"), "--count", "8",
+    out = folder / "lite-int8.safetensors"
+    assert main(["--enhancer", "enhancer-lite", "--pairs", str(folder / "pairs.npz"), "--count", "8",
                  "--out", str(out)]) == 0
-    return out, load_enhancer("enhancer-fast")
+    return out, load_enhancer("enhancer-lite")
 
 
 def test_an_int8_network_rides_in_the_weights_file_beside_unchanged_tensors(quantized, neon_rgb):

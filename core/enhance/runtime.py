@@ -82,7 +82,8 @@ class OpenVinoEnhancer:
         # the layers int8 leaves in float run as bf16 where native, like the float network
         self.precision = "int8" if self.int8_ir else (precision or openvino_precision(self.core))
         self.float_precision = openvino_precision(self.core) if self.int8_ir else self.precision
-        self.fixed, self._compiled = threads, {}
+        self.fixed, self._compiled, self._weights = threads, {}, None
+        self.loaded, self._float = loaded, None  # the float network, for fidelities int8 does not serve
         # compile once here, where the caller can fall back, then free it (memory: see above)
         self._compile(self.multiple, self.multiple)
         self._compiled.clear()
@@ -108,11 +109,16 @@ class OpenVinoEnhancer:
             return self.core.read_model(str(self.path))
         from openvino import Tensor
 
-        xml, weights = self.int8_ir
-        return self.core.read_model(xml.decode(), Tensor(np.frombuffer(weights, np.uint8).copy()))
+        if self._weights is None:  # OpenVINO keeps pointing into this buffer: it lives as long as we do
+            self._weights = np.frombuffer(self.int8_ir[1], np.uint8).copy()
+        return self.core.read_model(self.int8_ir[0].decode(), Tensor(self._weights))
 
     def enhance(self, x: np.ndarray, fidelity: float) -> np.ndarray:
         """(1, 3, h, w) float32 in [0, 1], any size -> enhanced, same size, clamped to [0, 1]."""
+        if self.int8_ir is not None and fidelity != self.loaded.int8_fidelity:
+            if self._float is None:  # int8 is calibrated at one fidelity (training.quantize_enhancer)
+                self._float = OpenVinoEnhancer(self.loaded, self.fixed, self.float_precision)
+            return self._float.enhance(x, fidelity)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         xp = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x

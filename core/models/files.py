@@ -147,6 +147,9 @@ class LoadedEnhancer:
             raise BadInput(f"{path}: not an enhancer weights file ({exc})") from None
         self.default_fidelity = spec.default_fidelity if spec else 0.5
         self.int8_ir = _int8_ir(path)
+        # the fidelity the int8 network was calibrated at; others run the float network
+        info = json.loads(_metadata(path).get("crsic_enhancer_info", "{}"))
+        self.int8_fidelity = float(info.get("int8", {}).get("fidelity", 1.0))
 
     @cached_property
     def net(self):
