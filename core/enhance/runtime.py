@@ -14,7 +14,8 @@ arenas capped at 2 changed nothing: 1.545 GB). torch is also the training and re
 path, and the fallback when OpenVINO is missing or fails (one-line notice), on a GPU, and for
 ``onnxruntime`` (not measured for the enhancer).
 Measured: per 256 px window, 1 thread, bf16, 0.221 s against torch's 0.254 s (enhancer-lite,
-ad hoc); whole process with enhancer-fast ``results/codec_throughput_bf16_fast_enhancer.json``;
+ad hoc); whole process with the first enhancer-fast ``results/codec_throughput_bf16_fast_enhancer.json``,
+with the int8 enhancer-fast ``results/codec_throughput_int8_enhancer.json``;
 memory ``results/enhancer_openvino_memory.json``; LPIPS, PSNR and FID on the val crops as with
 torch (``results/eval_enhancer_lite_bf16.json``, ``training.eval_enhance`` with
 ``CODERSIC_RUNTIME=openvino``).
