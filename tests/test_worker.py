@@ -83,8 +83,10 @@ def test_decompress_enhance_auto_follows_the_quality_rule(tmp_path, tiny_weights
     code, lines = run_worker({"action": "compress", "input": str(neon_rgb), "output": str(container),
                               "model": tiny_weights, "quality": 2, "tile": 128, "threads": 1})
     assert code == 0, lines
-    spec = dataclasses.replace(ENHANCERS["enhancer-lite"], max_default_quality=1.0)
-    monkeypatch.setitem(ENHANCERS, "enhancer-lite", spec)
+    from core.options import DEFAULT_ENHANCER
+
+    spec = dataclasses.replace(ENHANCERS[DEFAULT_ENHANCER], max_default_quality=1.0)
+    monkeypatch.setitem(ENHANCERS, DEFAULT_ENHANCER, spec)
     with ContainerReader(container) as reader:
         quality = reader.header.quality
 

@@ -153,9 +153,9 @@ class LoadedEnhancer:
 
     @cached_property
     def net(self):
-        from .weights import enhancer_network  # torch
+        from .torch_state import enhancer_network  # torch
 
-        return enhancer_network(self.path, self.config, self.device)
+        return enhancer_network(self.path, self.config, self.device, aside=INT8_IR_KEYS)
 
 
 def load_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhancer:

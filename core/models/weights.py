@@ -5,7 +5,8 @@ A weights file is safetensors. Its metadata says how to rebuild the network: the
 enhancer (``crsic_enhancer_config``). A registry name resolves to the shipped file in
 ``core/weights`` and that file must have the registry's sha256; any other path is taken
 as it is. Loaded models are kept per process (``get_model``). Enhancer files are read
-without torch (``files.LoadedEnhancer``), their torch network built here on first use.
+without torch (``files.LoadedEnhancer``), their torch network built on first use
+(``torch_state.enhancer_network``).
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..errors import ModelMismatch
 from ..options import DEFAULT_MODEL
 from .elic import VariableRateElic, build_model
 from .files import ENHANCER_META, INT8_IR_KEYS, MODEL_META, file_sha256, model_info
 from .hpin import Enhancer
 from .registry import ModelSpec
-from .vqgan import EnhancerConfig
+from .torch_state import load_state
 
 
 # ---------------------------------------------------------------- files
@@ -37,20 +37,6 @@ def _write(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str,
     os.chmod(tmp, 0o644)
     tmp.replace(path)
     return file_sha256(path)
-
-
-def _load_state(net: torch.nn.Module, path: Path, what: str, device: str, aside: tuple[str, ...] = ()) -> torch.nn.Module:
-    """Load a file's tensors (fp16 widened to fp32), but those named in ``aside``, into ``net``,
-    frozen, on ``device``."""
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items() if k not in aside}
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelMismatch(f"{path}: weights do not fit {what}: {exc}") from None
-    net = net.to(torch.device(device)).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
 
 
 # ---------------------------------------------------------------- ELIC
@@ -86,7 +72,7 @@ class LoadedModel:
 def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> LoadedModel:
     """Load weights (registry name or file) ready for ``compress``/``decompress``."""
     info = model_info(model)
-    net = _load_state(build_model(info.spec), info.path, f"model {info.spec.name}", device)
+    net = load_state(build_model(info.spec), info.path, f"model {info.spec.name}", device)
     return LoadedModel(net=net, spec=info.spec, sha256=info.sha256, device=torch.device(device))
 
 
@@ -104,13 +90,6 @@ def save_enhancer(net: Enhancer, path: str | Path, extra: dict | None = None,
     if extra:
         meta["crsic_enhancer_info"] = json.dumps(extra)
     return _write(state, path, meta)
-
-
-def enhancer_network(path: Path, config: dict, device: str = "cpu") -> Enhancer:
-    """The torch network of an enhancer file (``files.LoadedEnhancer.net``), frozen, on ``device``."""
-    # channels-last convolutions: the same results (to float rounding), 3-13 % faster on a 2-core CPU
-    net = _load_state(Enhancer(EnhancerConfig.from_dict(config)), path, "the enhancer", device, aside=INT8_IR_KEYS)
-    return net.to(memory_format=torch.channels_last)
 
 
 # ---------------------------------------------------------------- per-process cache
