@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.runtime import (OPSET, _threads, cached_files, failure, notice, openvino_core, openvino_precision,
+from ..models.runtime import (OPSET, _threads, cache_dir, cached_files, failure, notice, openvino_core, openvino_precision,
                               requested_precision, requested_runtime, runtime_problem)
 
 
@@ -79,6 +79,9 @@ class OpenVinoEnhancer:
         if precision == "int8" and self.int8_ir is None:
             raise ValueError("these enhancer weights carry no int8 network (python -m training.quantize_enhancer)")
         self.path = None if self.int8_ir else cached_enhancer_export(loaded)
+        # compiled networks are kept on disk: compiling int8 takes seconds per window shape
+        self._compiled_cache = (cache_dir() / f"{loaded.sha256[:16]}-enhancer-int8" if self.int8_ir
+                                else self.path.parent) / "openvino"
         self.multiple = loaded.pad_multiple
         # the layers int8 leaves in float run as bf16 where native, like the float network
         self.precision = "int8" if self.int8_ir else (precision or openvino_precision(self.core))
@@ -99,9 +102,7 @@ class OpenVinoEnhancer:
             model = self._read()  # not kept: the compiled network suffices
             model.reshape({"input": [1, 3, h, w], "fidelity": [1]})
             config = {"INFERENCE_PRECISION_HINT": self.float_precision, "PERFORMANCE_HINT": "LATENCY",
-                      "INFERENCE_NUM_THREADS": key[2]}
-            if self.path is not None:
-                config["CACHE_DIR"] = str(self.path.parent / "openvino")
+                      "INFERENCE_NUM_THREADS": key[2], "CACHE_DIR": str(self._compiled_cache)}
             self._compiled[key] = self.core.compile_model(model, "CPU", config)
         return self._compiled[key]
 
