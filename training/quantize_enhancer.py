@@ -11,14 +11,14 @@ default, the 8-channel full-resolution student lost 5 dB against its float netwo
 int8 network is then checked against the float one on the calibration crops and refused
 below ``MIN_AGREEMENT_DB``.
 The quantised OpenVINO IR (graph and int8 weights) goes into the enhancer's safetensors file
-(``core.models.weights.INT8_IR_KEYS``), so one file, one sha256, carries both; ``--runtime
+(``core.models.files.INT8_IR_KEYS``), so one file, one sha256, carries both; ``--runtime
 openvino`` (and ``auto``, see ``core.enhance.runtime``) then enhances in int8 unless
 ``CODERSIC_PRECISION=f32``. The torch tensors are kept as they are.
 
     python -m training.quantize_enhancer --enhancer enhancer-fast --pairs runs/distill/pairs.npz \\
         --out core/weights/enhancer-fast.safetensors
 
-Needs ``pip install nncf`` (training only: nothing at run time imports it).
+Needs nncf (``pip install -e .[quantize]``; training only: nothing at run time imports it).
 """
 
 from __future__ import annotations
@@ -87,13 +87,9 @@ def agreement_db(loaded, int8_ir: tuple[bytes, bytes], crops: np.ndarray, fideli
 def main(argv=None) -> int:
     args = setup_args().parse_args(argv)
     from core.models import load_enhancer, save_enhancer
-    from core.models.files import resolve_enhancer
-    from safetensors import safe_open
 
     loaded = load_enhancer(args.enhancer, "cpu")
-    path, _ = resolve_enhancer(args.enhancer)
-    with safe_open(str(path), "np") as f:
-        info = json.loads((f.metadata() or {}).get("crsic_enhancer_info", "{}"))
+    info = dict(loaded.info)
     crops = calibration_crops(args.pairs, args.count)
     xml, weights = quantize(loaded, crops, args.fidelity)
     agreement = agreement_db(loaded, (xml, weights), crops[:: max(1, len(crops) // 8)], args.fidelity)

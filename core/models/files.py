@@ -20,6 +20,7 @@ from .registry import ENHANCERS, REGISTRY, WEIGHTS_DIR, EnhancerSpec, ModelSpec
 
 MODEL_META = "crsic_model_spec"
 ENHANCER_META = "crsic_enhancer_config"
+ENHANCER_INFO = "crsic_enhancer_info"  # how the weights were made (training, int8 calibration)
 # An enhancer file may also carry its network quantised to int8 for OpenVINO
 # (``training.quantize_enhancer``), as the bytes of an OpenVINO IR: graph (.xml), weights (.bin).
 INT8_IR_KEYS = ("openvino_int8.xml", "openvino_int8.bin")
@@ -140,16 +141,17 @@ class LoadedEnhancer:
             raise WeightsUnavailable(f"enhancer weights '{path.name}' are not installed: enhancement is unavailable")
         self.path, self.device = path, str(device)
         self.sha256 = _check_registry_sha(path, spec.sha256 if spec else None, f"enhancer weights {path} do")
+        meta = _metadata(path)
         try:
-            self.config = json.loads(_metadata(path)[ENHANCER_META])
+            self.config = json.loads(meta[ENHANCER_META])
             self.pad_multiple = 2 ** (len(self.config["channels"]) - 1) * int(self.config["window"])
+            self.info = json.loads(meta.get(ENHANCER_INFO, "{}"))
         except Exception as exc:  # noqa: BLE001
             raise BadInput(f"{path}: not an enhancer weights file ({exc})") from None
         self.default_fidelity = spec.default_fidelity if spec else 0.5
         self.int8_ir = _int8_ir(path)
         # the fidelity the int8 network was calibrated at; others run the float network
-        info = json.loads(_metadata(path).get("crsic_enhancer_info", "{}"))
-        self.int8_fidelity = float(info.get("int8", {}).get("fidelity", 1.0))
+        self.int8_fidelity = float(self.info.get("int8", {}).get("fidelity", 1.0))
 
     @cached_property
     def net(self):

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from ..options import DEFAULT_MODEL
 from .elic import VariableRateElic, build_model
-from .files import ENHANCER_META, INT8_IR_KEYS, MODEL_META, file_sha256, model_info
+from .files import ENHANCER_INFO, ENHANCER_META, INT8_IR_KEYS, MODEL_META, file_sha256, model_info
 from .hpin import Enhancer
 from .registry import ModelSpec
 from .torch_state import load_state
@@ -88,7 +88,7 @@ def save_enhancer(net: Enhancer, path: str | Path, extra: dict | None = None,
         state.update({k: torch.frombuffer(bytearray(b), dtype=torch.uint8) for k, b in zip(INT8_IR_KEYS, int8_ir)})
     meta = {ENHANCER_META: json.dumps(net.cfg.to_dict())}
     if extra:
-        meta["crsic_enhancer_info"] = json.dumps(extra)
+        meta[ENHANCER_INFO] = json.dumps(extra)
     return _write(state, path, meta)
 
 
