@@ -9,6 +9,8 @@ precisions (plainly), and reports bpp, PSNR and the BD-rate (PSNR) of bf16 again
     python benchmarks/transform_precision.py --out results/transform_precision.json
     python benchmarks/transform_precision.py --raster val-mosaic --skip-speed
     python benchmarks/transform_precision.py --skip-speed --skip-rd --int8   # NNCF int8 (pip install nncf)
+    python benchmarks/transform_precision.py --skip-speed --skip-rd --int8 --max-drop 0.04   # int8 synthesis,
+        # NNCF's accuracy control: layers go back to float until the PSNR drop on held-out training crops is at most 0.04 dB
 """
 
 from __future__ import annotations
@@ -75,9 +77,36 @@ def calibration_crops(count: int, side: int = 256) -> list[np.ndarray]:
     return crops
 
 
-def int8_transforms(model: str, folder: Path, count: int) -> dict[str, Path]:
+def synthesis_samples(model: str, crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(the synthesis network's input, the crop) as decoding meets them: each crop coded at a
+    rate level in turn, its latents entropy-decoded and scaled back by the level's gain."""
+    from core.codec.tile_coder import get_coder
+
+    coder = get_coder(model)
+    levels = len(coder.model.spec.lambdas)
+    samples = []
+    for i, crop in enumerate(crops):
+        level = float(i % levels)
+        _, latents = coder.decode_latents(coder.encode_tile(crop[0], level)[0])
+        samples.append(((latents[0][None] * coder.gain(level, inverse=True)).astype(np.float32), crop[0]))
+    return samples
+
+
+def synthesis_psnr(compiled, samples) -> float:
+    """Mean PSNR (dB) of a compiled synthesis on ``samples``, its output rounded to 8 bits as decoding writes it."""
+    scores = []
+    for y, crop in samples:
+        out = np.round(np.clip(compiled(y)[0][0], 0, 1) * 255) / 255
+        scores.append(10 * np.log10(1 / max(float(np.mean((out - crop) ** 2)), 1e-12)))
+    return float(np.mean(scores))
+
+
+def int8_transforms(model: str, folder: Path, count: int, max_drop: float | None = None) -> dict[str, Path]:
     """Post-training int8 quantisation of both transforms with NNCF (default preset), calibrated
-    on training crops (the synthesis on their rounded latents) -> OpenVINO IR files."""
+    on training crops (the synthesis on their rounded latents) -> OpenVINO IR files.
+    ``max_drop``: the synthesis only, asymmetric activations (``MIXED``), calibrated on decoded
+    latents, under NNCF's accuracy control (at most ``max_drop`` dB of PSNR lost on other
+    training crops, layers reverted to float until then)."""
     import nncf
     import openvino as ov
 
@@ -86,6 +115,16 @@ def int8_transforms(model: str, folder: Path, count: int) -> dict[str, Path]:
 
     files = cached_export(get_model(model))
     core = ov.Core()
+    if max_drop is not None:
+        crops = calibration_crops(count + count // 2)
+        calibration, validation = synthesis_samples(model, crops[:count]), synthesis_samples(model, crops[count:])
+        quantised = nncf.quantize_with_accuracy_control(
+            core.read_model(str(files["synthesis"])), nncf.Dataset([y for y, _ in calibration]),
+            nncf.Dataset(validation), validation_fn=lambda compiled, data: synthesis_psnr(compiled, list(data)),
+            max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.MIXED,
+            subset_size=count)
+        ov.save_model(quantised, str(folder / "synthesis_int8.xml"))
+        return {"synthesis": folder / "synthesis_int8.xml"}
     crops = calibration_crops(count)
     analysis = core.compile_model(core.read_model(str(files["analysis"])), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     data = {"analysis": crops, "synthesis": [np.round(analysis(c)[0]) for c in crops]}
@@ -97,7 +136,8 @@ def int8_transforms(model: str, folder: Path, count: int) -> dict[str, Path]:
     return out
 
 
-def int8_results(model: str, src: Path, tmp: Path, threads: int, repeat: int, count: int) -> dict:
+def int8_results(model: str, src: Path, tmp: Path, threads: int, repeat: int, count: int,
+                 max_drop: float | None = None) -> dict:
     """Speed per stage and rate-distortion of int8 analysis / synthesis against bf16 (in this
     process: each variant is a coder whose OpenVINO transforms read the int8 IR for one stage)."""
     import openvino as ov
@@ -110,10 +150,9 @@ def int8_results(model: str, src: Path, tmp: Path, threads: int, repeat: int, co
 
     loaded = get_model(model)
     onnx = cached_export(loaded)
-    int8 = int8_transforms(model, tmp, count)
+    int8 = int8_transforms(model, tmp, count, max_drop)
     base = openvino_precision(ov.Core())  # what the other layers run in (bf16 where native)
-    variants = {base: onnx, "int8 analysis": {**onnx, "analysis": int8["analysis"]},
-                "int8 synthesis": {**onnx, "synthesis": int8["synthesis"]}}
+    variants = {base: onnx, **{f"int8 {stage}": {**onnx, stage: path} for stage, path in int8.items()}}
     x = calibration_crops(1, 832)[0]
     seconds = {}
     for name, files in variants.items():
@@ -143,7 +182,7 @@ def int8_results(model: str, src: Path, tmp: Path, threads: int, repeat: int, co
     summary = {v: {"bd_rate_vs_" + base: float(bd_rate(ref[:, 0], ref[:, 1], curve(v)[:, 0], curve(v)[:, 1])),
                    "max_psnr_drop_db_same_quality": float(np.max(ref[:, 1] - curve(v)[:, 1]))}
                for v in variants if v != base}
-    return {"calibration_crops": count, "seconds": seconds, "threads": threads, "rows": rows, "summary": summary}
+    return {"calibration_crops": count, "max_drop_db": max_drop, "seconds": seconds, "threads": threads, "rows": rows, "summary": summary}
 
 
 def cli(args: list[str], precision: str) -> None:
@@ -190,6 +229,8 @@ def main(argv=None) -> int:
     p.add_argument("--int8", action="store_true",
                    help="also measure NNCF int8 transforms against bf16 (needs pip install nncf)")
     p.add_argument("--calibration", type=int, default=256, help="(--int8) calibration crops")
+    p.add_argument("--max-drop", type=float, help="(--int8) the synthesis only, under NNCF's accuracy control: "
+                   "at most this PSNR drop (dB) on held-out training crops")
     p.add_argument("--out")
     args = p.parse_args(argv)
     result = {"command": " ".join(["benchmarks/transform_precision.py", *(argv or sys.argv[1:])]), "model": args.model}
@@ -216,8 +257,10 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / f"{args.raster}.tif"
             build_named_raster(src, args.raster, args.size, [])
-            result["int8"] = int8_results(args.model, src, Path(tmp), args.threads, args.repeat, args.calibration)
-        print(json.dumps({k: v for k, v in result["int8"].items() if k != "rows"}, indent=1))
+            key = "int8" if args.max_drop is None else "int8_accuracy_control"
+            result[key] = int8_results(args.model, src, Path(tmp), args.threads, args.repeat, args.calibration,
+                                       args.max_drop)
+        print(json.dumps({k: v for k, v in result[key].items() if k != "rows"}, indent=1))
     if args.out:  # a run with --skip-speed or --skip-rd updates the other part's file
         out = Path(args.out)
         old = json.loads(out.read_text()) if out.exists() else {}

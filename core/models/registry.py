@@ -107,7 +107,7 @@ REGISTRY: dict[str, ModelSpec] = {
         weights_file="elic-v3.safetensors",
         sha256="1aae88ec33c71f59ae973d7fb0aa8671afc475ef687b2349ed0ad21f8371af27",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
-                    "candidate (about equal to elic-v2 so far, higher ceiling; see its card)",
+                    "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
     # Tiny architecture for tests and smoke runs (random weights are fine there).
     "elic-tiny": ModelSpec(
