@@ -174,3 +174,27 @@ def test_out_of_memory_is_not_a_corrupt_stream(tiny_weights, monkeypatch):
     with pytest.raises(RuntimeError, match="some bug") as exc:
         coder.decode_tile(stream, 0.5, crc)
     assert not isinstance(exc.value, CorruptContainer)
+
+
+def test_the_coder_is_handed_only_the_tables_a_call_names_and_the_bytes_are_the_same(tiny_weights):
+    """``rans_encode`` / ``rans_decode`` cut the tables to those the indexes name (the native
+    coder converts every table on every call): the stream is byte for byte the one the full
+    tables give, and decodes to the symbols, whichever subset (one table, some, all) is named."""
+    from core.models import load_model
+    from core.models.rans import _used_tables, rans_decode, rans_encode
+
+    net = load_model(tiny_weights).net
+    model = next(m for m in net.modules() if isinstance(m, backend.GaussianConditional))
+    tables, coder = backend.cdf_tables(model), model.entropy_coder
+    n = len(tables.cdfs)
+    rng = np.random.default_rng(3)
+    for named in ([n - 1], [0, n // 2, n - 1], list(range(n))):
+        indexes = rng.choice(named, size=(4, 9, 7)).astype(np.int32)
+        symbols = rng.integers(-3, 4, size=indexes.shape).astype(np.int32)
+        args, renumbered = _used_tables(tables, indexes)
+        used = len(np.unique(indexes))
+        assert len(args[0]) == used and max(renumbered) == used - 1
+        full = coder.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(), *tables.as_args())
+        string = rans_encode(coder, tables, symbols, indexes)
+        assert string == full
+        assert np.array_equal(rans_decode(coder, tables, string, indexes), symbols)
