@@ -48,12 +48,11 @@ class Mosaic:
 
     def extend_to(self, height: int) -> None:
         """Grow downwards (zeros) to ``height`` rows."""
-        extra = height - self.height
-        if extra > 0:
+        if height > self.height:  # fresh zeroed memory (no pass writing zeros), the carry copied in
             b, _, w = self.values.shape
-            self.values = np.concatenate([self.values, np.zeros((b, extra, w), np.float32)], axis=1)
-            self.invalid = np.concatenate([self.invalid, np.zeros((extra, w), bool)], axis=0)
-            self.height = height
+            values, invalid = np.zeros((b, height, w), np.float32), np.zeros((height, w), bool)
+            values[:, : self.height], invalid[: self.height] = self.values, self.invalid
+            self.values, self.invalid, self.height = values, invalid, height
 
 
 def stitch(grid: TileGrid, tiles: list[Tile], decoded: Iterable, window: tuple[int, int, int, int], bands: int,
