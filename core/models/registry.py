@@ -105,7 +105,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="1aae88ec33c71f59ae973d7fb0aa8671afc475ef687b2349ed0ad21f8371af27",
+        sha256="b4572dbabf2d72cf1e1b818f4b1aeee73fbf868ea07a09d5b312ea28e1bcb636",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
