@@ -94,10 +94,12 @@ def synthesis_samples(model: str, crops: list[np.ndarray]) -> list[tuple[np.ndar
 
 def synthesis_psnr(compiled, samples) -> float:
     """Mean PSNR (dB) of a compiled synthesis on ``samples``, its output rounded to 8 bits as decoding writes it."""
+    from core.compare.psnr import psnr_from_mse
+
     scores = []
     for y, crop in samples:
         out = np.round(np.clip(compiled(y)[0][0], 0, 1) * 255) / 255
-        scores.append(10 * np.log10(1 / max(float(np.mean((out - crop) ** 2)), 1e-12)))
+        scores.append(psnr_from_mse(np.mean((out - crop) ** 2), peak=1.0))
     return float(np.mean(scores))
 
 

@@ -75,13 +75,14 @@ def agreement_db(loaded, int8_ir: tuple[bytes, bytes], crops: np.ndarray, fideli
     """PSNR (dB) of the int8 network's outputs against the float network's (f32) on ``crops``."""
     import copy
 
+    from core.compare.psnr import psnr_from_mse
     from core.enhance.runtime import OpenVinoEnhancer
 
     with_int8 = copy.copy(loaded)
     with_int8.int8_ir, with_int8.int8_fidelity = int8_ir, fidelity
     f32, int8 = OpenVinoEnhancer(loaded, precision="f32"), OpenVinoEnhancer(with_int8, precision="int8")
     mse = np.mean([np.mean((int8.enhance(c[None], fidelity) - f32.enhance(c[None], fidelity)) ** 2) for c in crops])
-    return float(10 * np.log10(1 / max(float(mse), 1e-12)))
+    return psnr_from_mse(mse, peak=1.0)
 
 
 def main(argv=None) -> int:

@@ -82,7 +82,7 @@ class OpenVinoEnhancer:
         # compiled networks are kept on disk: compiling int8 takes seconds per window shape
         self._compiled_cache = (cache_dir() / f"{loaded.sha256[:16]}-enhancer-int8" if self.int8_ir
                                 else self.path.parent) / "openvino"
-        self.multiple = loaded.pad_multiple
+        self.multiple = loaded.cfg.pad_multiple
         # the layers int8 leaves in float run as bf16 where native, like the float network
         self.precision = "int8" if self.int8_ir else (precision or openvino_precision(self.core))
         self.float_precision = openvino_precision(self.core) if self.int8_ir else self.precision

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import BadInput, ModelMismatch, WeightsUnavailable
 from ..options import DEFAULT_ENHANCER
+from .enhancer_config import EnhancerConfig
 from .registry import ENHANCERS, REGISTRY, WEIGHTS_DIR, EnhancerSpec, ModelSpec
 
 MODEL_META = "crsic_model_spec"
@@ -132,7 +133,7 @@ def _int8_ir(path: Path) -> tuple[bytes, bytes] | None:
 
 class LoadedEnhancer:
     """An enhancer's weights file, resolved and checked: its sha256, architecture
-    (``config``), default fidelity and int8 OpenVINO network (``int8_ir``: xml and bin bytes,
+    (``cfg``), default fidelity and int8 OpenVINO network (``int8_ir``: xml and bin bytes,
     or None) at once, without torch; the torch network (``net``) on first use."""
 
     def __init__(self, name: str | None = None, device: str = "cpu"):
@@ -143,8 +144,7 @@ class LoadedEnhancer:
         self.sha256 = _check_registry_sha(path, spec.sha256 if spec else None, f"enhancer weights {path} do")
         meta = _metadata(path)
         try:
-            self.config = json.loads(meta[ENHANCER_META])
-            self.pad_multiple = 2 ** (len(self.config["channels"]) - 1) * int(self.config["window"])
+            self.cfg = EnhancerConfig.from_dict(json.loads(meta[ENHANCER_META]))
             self.info = json.loads(meta.get(ENHANCER_INFO, "{}"))
         except Exception as exc:  # noqa: BLE001
             raise BadInput(f"{path}: not an enhancer weights file ({exc})") from None
@@ -157,7 +157,7 @@ class LoadedEnhancer:
     def net(self):
         from .torch_state import enhancer_network  # torch
 
-        return enhancer_network(self.path, self.config, self.device, aside=INT8_IR_KEYS)
+        return enhancer_network(self.path, self.cfg, self.device, aside=INT8_IR_KEYS)
 
 
 def load_enhancer(name: str | None = None, device: str = "cpu") -> LoadedEnhancer:

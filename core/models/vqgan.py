@@ -6,52 +6,20 @@ similarity of l2-normalised, low-dimensional codes, which keeps most entries in 
 short trainings); the decoder D_H turns the code map back into an image. Trained on
 high-quality remote-sensing images only, C and D_H hold "what ground looks like".
 
-``EnhancerConfig`` describes every size of the three stages (this module, the code
-lookup and HPIN), so a weights file can rebuild its networks from its metadata.
+``EnhancerConfig`` (``enhancer_config``) describes every size of the three stages (this module,
+the code lookup and HPIN), so a weights file can rebuild its networks from its metadata.
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .enhance_blocks import Down, ResBlock, Up, norm
+from .enhancer_config import EnhancerConfig
 
 
-@dataclass(frozen=True)
-class EnhancerConfig:
-    channels: tuple[int, ...] = (32, 64, 96, 128)  # feature widths at scales 1, 1/2, 1/4, 1/8
-    n_codes: int = 1024  # codebook entries
-    code_dim: int = 32  # codebook vector size
-    tf_dim: int = 128  # code-lookup Transformer width
-    tf_layers: int = 4
-    tf_heads: int = 4
-    fuse_levels: tuple[int, ...] = (1, 2, 3)  # HPIN fusion at scales 1/2, 1/4, 1/8 (index into channels)
-    fuse_heads: int = 4
-    window: int = 8  # attention window of the HPIN modules (feature pixels)
-    input_skip: bool = False  # HPIN gate that mixes the degraded input back in (``train_hpin --input-skip``)
-
-    @property
-    def downsample(self) -> int:
-        return 2 ** (len(self.channels) - 1)
-
-    @property
-    def pad_multiple(self) -> int:
-        """Input sizes must be multiples of this (8x downsampling and 8-pixel windows)."""
-        return self.downsample * self.window
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EnhancerConfig":
-        d = dict(d)
-        for k in ("channels", "fuse_levels"):
-            d[k] = tuple(d[k])
-        return cls(**d)
 
 
 TINY_CONFIG = EnhancerConfig(channels=(8, 16, 16, 32), n_codes=64, code_dim=8, tf_dim=32, tf_layers=1,
