@@ -69,6 +69,16 @@ def learning_curve(log: Path, reference: dict) -> list[dict]:
     return rows
 
 
+def continue_curve(earlier: list[dict], rows: list[dict]) -> list[dict]:
+    """The committed curve's rows before this log's first step, then the log's rows.
+
+    A campaign continued on a new machine (``train_elic --init-step``) has a log that starts
+    where the committed weights left off; the curve before that lives only in the results.
+    """
+    first = rows[0]["step"] if rows else float("inf")
+    return [r for r in earlier if r["step"] < first] + rows
+
+
 def plot_curve(rows: list[dict], reference: str, path: Path) -> None:
     import matplotlib
 
@@ -137,6 +147,9 @@ def main(argv=None) -> int:
     if args.log:
         reference = json.loads((out / f"val_reference_{args.reference}.json").read_text())
         rows = learning_curve(Path(args.log), reference)
+        committed = out / "learning_curve.json"
+        if committed.exists():
+            rows = continue_curve(json.loads(committed.read_text())["rows"], rows)
         (out / "learning_curve.json").write_text(json.dumps({"log": args.log, "reference": args.reference,
                                                               "rows": rows}, indent=1) + "\n")
         plot_curve(rows, args.reference, out / "learning_curve.png")

@@ -165,3 +165,28 @@ def test_a_quantile_refit_never_ends_worse_than_it_started():
     with torch.no_grad():
         assert before == pytest.approx(start) and after <= before
         assert net.aux_loss().item() == pytest.approx(after)  # the quantiles kept are the ones reported
+
+
+def test_a_campaign_continued_from_exported_weights_keeps_its_step_and_curve(tmp_path, neon_rgb):
+    import benchmarks.campaign_report as report
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--model", "elic-tiny", "--data", str(neon_rgb), "--batch", "2", "--crop", "64", "--ckpt-every", "1",
+              "--log-every", "1", "--threads", "1", "--val", str(neon_rgb), "--val-every", "2", "--val-size", "128"]
+    assert train_main(common + ["--out", str(first), "--steps", "2"]) == 0
+    weights = tmp_path / "tiny.safetensors"
+    assert train_main(["--model", "elic-tiny", "--out", str(first), "--export", str(weights)]) == 0
+    # a new machine: no run folder, only the exported weights and where they stood
+    assert train_main(common + ["--out", str(second), "--steps", "4", "--init", str(weights),
+                                "--init-step", "2", "--init-hours", "1.5"]) == 0
+    log = [json.loads(l) for l in (second / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "lr" in r] == [3, 4]
+    assert all(r["elapsed_s"] >= 1.5 * 3600 for r in log)
+
+    reference = {"val": log[-1]["val"]}
+    earlier = report.learning_curve(first / "log.jsonl", reference)
+    later = report.learning_curve(second / "log.jsonl", reference)
+    assert [r["step"] for r in earlier] == [2] and [r["step"] for r in later] == [4]
+    assert later[0]["hours"] >= 1.5
+    merged = report.continue_curve(earlier + [dict(earlier[0], step=4, hours=0.0)], later)
+    assert [(r["step"], r["hours"]) for r in merged] == [(2, earlier[0]["hours"]), (4, later[0]["hours"])]

@@ -56,6 +56,10 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--init", help="start from these weights (.safetensors or .pt) e.g. a base model")
     p.add_argument("--init-level-offset", type=int, default=0,
                    help="with --init: source level k becomes level k + this (gain tables mapped)")
+    p.add_argument("--init-step", type=int, default=0,
+                   help="with --init: the step the weights were trained to (a campaign continued on a new machine)")
+    p.add_argument("--init-hours", type=float, default=0.0,
+                   help="with --init: the training hours behind the weights (the learning curve's clock)")
     p.add_argument("--exact-qat", action="store_true",
                    help="train with the entropy path quantised like the bit-exact integer coder")
     p.add_argument("--max-minutes", type=float, default=None,
@@ -242,6 +246,7 @@ def main(argv=None) -> int:
         return 2
     elif args.init:
         load_init(net, args.init, args.init_level_offset)
+        step, elapsed = args.init_step, args.init_hours * 3600
 
     if args.export:
         net = net.cpu().eval()
