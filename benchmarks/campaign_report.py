@@ -147,10 +147,10 @@ def main(argv=None) -> int:
     if args.log:
         reference = json.loads((out / f"val_reference_{args.reference}.json").read_text())
         rows = learning_curve(Path(args.log), reference)
-        committed = out / "learning_curve.json"
-        if committed.exists():
-            rows = continue_curve(json.loads(committed.read_text())["rows"], rows)
-        (out / "learning_curve.json").write_text(json.dumps({"log": args.log, "reference": args.reference,
+        curve_file = out / "learning_curve.json"
+        if curve_file.exists():
+            rows = continue_curve(json.loads(curve_file.read_text())["rows"], rows)
+        curve_file.write_text(json.dumps({"log": args.log, "reference": args.reference,
                                                               "rows": rows}, indent=1) + "\n")
         plot_curve(rows, args.reference, out / "learning_curve.png")
         print("| step | hours | BD-rate vs " + args.reference + " (val crops) | top level bpp / PSNR |")

@@ -118,6 +118,7 @@ def int8_transforms(model: str, folder: Path, count: int, max_drop: float | None
                     convs_only: bool = False) -> dict[str, Path]:
     """Post-training int8 quantisation of both transforms with NNCF (default preset), calibrated
     on training crops (the synthesis on their rounded latents) -> OpenVINO IR files.
+    ``convs_only``: the convolutions only (``_convs_only``).
     ``max_drop``: the synthesis only, asymmetric activations (``MIXED``), calibrated on decoded
     latents, under NNCF's accuracy control (at most ``max_drop`` dB of PSNR lost on other
     training crops, layers reverted to float until then)."""

@@ -20,8 +20,6 @@ from .enhance_blocks import Down, ResBlock, Up, norm
 from .enhancer_config import EnhancerConfig
 
 
-
-
 TINY_CONFIG = EnhancerConfig(channels=(8, 16, 16, 32), n_codes=64, code_dim=8, tf_dim=32, tf_layers=1,
                              tf_heads=2, fuse_heads=2, window=4)
 
