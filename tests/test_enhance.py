@@ -414,6 +414,40 @@ def test_strip_enhancer_output_does_not_depend_on_strip_heights(pipeline):
     assert np.array_equal(whole[:, invalid], values[:, invalid])  # invalid pixels pass through
 
 
+def test_edge_windows_are_enhanced_at_full_size_over_real_context(pipeline):
+    """Windows cut by the right and bottom edges grow inwards to the full window: the network sees
+    one shape (one compiled network on OpenVINO) and the edge pixels get real context, not padding."""
+    from core.enhance import StripEnhancer
+    from core.enhance.windows import enhance_tile
+    from core.format.normalization import BandRange
+    from core.models import load_enhancer
+
+    _, weights = pipeline
+    net = load_enhancer(str(weights)).net
+    shapes = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = net
+
+        def enhance(self, x, fidelity, bf16=False):
+            shapes.append(tuple(x.shape))
+            return net.enhance(x, fidelity, bf16=bf16)
+
+    rng = np.random.default_rng(2)
+    values = rng.integers(0, 256, size=(3, 150, 100)).astype(np.uint8)
+    ranges = [BandRange(0, 255)] * 3
+    enh = StripEnhancer(Recording(), 0.5, 100, 150, ranges, "uint8", None, window=64, overlap=16)
+    out = np.concatenate([v for _, v, _ in enh.run([(0, values, np.zeros((150, 100), bool))])], axis=1)
+    assert len(shapes) == len(enh.grid) == 6 and set(shapes) == {(1, 3, 64, 64)}
+    # the corner below and right of every other window: the last window's alone, unblended
+    corner = np.stack([r.to_unit(v) for r, v in zip(ranges, values[:, 150 - 64 :, 100 - 64 :])])
+    alone = enhance_tile(Recording(), corner, 0.5)[:, 112 - 86 :, 64 - 36 :]
+    expected = np.stack([r.from_unit(v, "uint8") for r, v in zip(ranges, alone)])
+    assert np.array_equal(out[:, 112:, 64:], expected)
+
+
 # ---------------------------------------------------------------- distillation
 
 def test_pair_sampler_cuts_extra_arrays_from_the_same_place(tmp_path):

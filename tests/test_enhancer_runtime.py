@@ -99,6 +99,22 @@ def test_compiled_window_shapes_are_bounded(lite):
     assert (64, 64) in {k[:2] for k in runner._compiled}  # the most recent shape is kept
 
 
+def test_a_raster_with_edge_windows_compiles_one_shape_the_one_made_at_start(lite):
+    """The network compiled when the runtime is made (where a failure can still fall back) is the
+    one every window of a raster uses, edge windows included: no compile after the start."""
+    from core.enhance import StripEnhancer
+    from core.format.normalization import BandRange
+
+    runner = OpenVinoEnhancer(lite, window=128)
+    first = dict(runner._compiled)
+    assert [k[:2] for k in first] == [(128, 128)]
+    values = np.random.default_rng(0).integers(0, 256, (3, 150, 200)).astype(np.uint8)
+    enh = StripEnhancer(runner, 1.0, 200, 150, [BandRange(0, 255)] * 3, "uint8", None, window=128, overlap=16)
+    out = np.concatenate([v for _, v, _ in enh.run([(0, values, np.zeros((150, 200), bool))])], axis=1)
+    assert out.shape == values.shape and len(enh.grid) == 4
+    assert runner._compiled == first  # the same compiled network object, nothing else
+
+
 # ---------------------------------------------------------------- int8 (training.quantize_enhancer)
 
 @pytest.fixture(scope="module")

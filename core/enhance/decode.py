@@ -88,7 +88,7 @@ def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressPara
             fidelity = loaded.default_fidelity if ep.fidelity is None else float(ep.fidelity)
             from .windows import StripEnhancer
 
-            runner = enhancer_runtime(loaded)
+            runner = enhancer_runtime(loaded, ep.window)
         panels = plan.panels(ep.window, ep.overlap) if enhancing else plan.panels()
         parts = [plan.columns(p.read0, p.read1) for p in panels]
         phase = (lambda name: (lambda done, total: progress(name, done, total))) if progress else (lambda name: None)

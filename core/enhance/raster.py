@@ -87,7 +87,7 @@ def enhance_raster(src: str | Path, dst: str | Path, params: EnhanceParams | Non
             for i, desc in enumerate(ds.descriptions, start=1):
                 if desc:
                     out.set_band_description(i, desc)
-            runner = enhancer_runtime(loaded)
+            runner = enhancer_runtime(loaded, params.window)
             for panel in parts:
                 enh = StripEnhancer(runner, fidelity, panel.read_width, ds.height, ranges,
                                     ds.dtypes[0], ds.nodata, params.window, params.overlap, tally.part())

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..options import DEFAULT_ENHANCE_WINDOW
 from ..models.runtime import (OPSET, _threads, cache_dir, cached_files, failure, notice, openvino_core, openvino_precision,
                               requested_precision, requested_runtime, runtime_problem)
 
@@ -62,8 +63,8 @@ def cached_enhancer_export(loaded) -> Path:
                         lambda folder: export_enhancer_onnx(loaded.net, folder / "enhancer.onnx"))["enhancer"]
 
 
-# Windows come in a few shapes (full, right edge, bottom edge, corner) and are enhanced row by
-# row: two compiled shapes cover a row, and every compiled network holds its own buffers.
+# StripEnhancer gives one window shape (two when the fidelity int8 serves is not asked, or for
+# callers with their own shapes); every compiled network holds its own buffers.
 MAX_COMPILED_SHAPES = 2
 
 
@@ -72,7 +73,8 @@ class OpenVinoEnhancer:
 
     name = "openvino"
 
-    def __init__(self, loaded, threads: int | None = None, precision: str | None = None):
+    def __init__(self, loaded, threads: int | None = None, precision: str | None = None,
+                 window: int = DEFAULT_ENHANCE_WINDOW):
         self.core = openvino_core()
         # int8: the IR the weights file carries (training.quantize_enhancer), unless f32 is asked
         self.int8_ir = loaded.int8_ir if precision in (None, "int8") and requested_precision() == "auto" else None
@@ -88,9 +90,10 @@ class OpenVinoEnhancer:
         self.float_precision = openvino_precision(self.core) if self.int8_ir else self.precision
         self.fixed, self._compiled, self._weights = threads, {}, None
         self.loaded, self._float = loaded, None  # the float network, for fidelities int8 does not serve
-        # compile once here, where the caller can fall back, then free it (memory: see above)
-        self._compile(self.multiple, self.multiple)
-        self._compiled.clear()
+        # compile here, where the caller can still fall back, at the windows' size, and keep it:
+        # StripEnhancer runs every window at that size (edge windows grow inwards)
+        self.window = window
+        self._compile(*(n + (-n) % self.multiple for n in (window, window)))
 
     def _compile(self, h: int, w: int):
         key = (h, w, _threads(self.fixed))
@@ -119,7 +122,7 @@ class OpenVinoEnhancer:
         """(1, 3, h, w) float32 in [0, 1], any size -> enhanced, same size, clamped to [0, 1]."""
         if self.int8_ir is not None and fidelity != self.loaded.int8_fidelity:
             if self._float is None:  # int8 is calibrated at one fidelity (training.quantize_enhancer)
-                self._float = OpenVinoEnhancer(self.loaded, self.fixed, self.float_precision)
+                self._float = OpenVinoEnhancer(self.loaded, self.fixed, self.float_precision, self.window)
             return self._float.enhance(x, fidelity)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
@@ -129,9 +132,9 @@ class OpenVinoEnhancer:
         return np.clip(out[..., :h, :w], 0, 1)
 
 
-def enhancer_runtime(loaded):
-    """What enhances windows in this process: ``OpenVinoEnhancer``, or the torch network (see
-    the module docstring). The int8 path never builds the torch network."""
+def enhancer_runtime(loaded, window: int = DEFAULT_ENHANCE_WINDOW):
+    """What enhances ``window``-sized windows in this process: ``OpenVinoEnhancer``, or the
+    torch network (see the module docstring). The int8 path never builds the torch network."""
     from ..models.files import LoadedEnhancer
 
     requested = requested_runtime()
@@ -141,7 +144,7 @@ def enhancer_runtime(loaded):
     problem = runtime_problem("openvino")
     if problem is None:
         try:
-            return OpenVinoEnhancer(loaded)
+            return OpenVinoEnhancer(loaded, window=window)
         except Exception as exc:  # a broken install or export must not stop the job
             problem = failure(exc)
     notice(f"enhancer on openvino {problem}: using torch")

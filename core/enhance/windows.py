@@ -83,6 +83,10 @@ class StripEnhancer:
         self._mosaic = Mosaic(0, 0, 0, width, bands)
         self._next_row = 0
         self._done = 0
+        # Every window is enhanced at this full size: a window cut by the raster's right or
+        # bottom edge is grown left and up over pixels its neighbours also read. So the edge
+        # sees real context rather than padding, and the runtime compiles one shape.
+        self._full = (min(window, height), min(window, width))
 
     @property
     def windows(self) -> int:
@@ -106,17 +110,20 @@ class StripEnhancer:
         while self._next_row < self.grid.n_rows and self.grid.row(self._next_row)[0].y1 <= end:
             t0 = time.perf_counter()
             row = self.grid.row(self._next_row)
-            y0, y1 = row[0].y0, row[0].y1
+            y1 = row[0].y1
             self._mosaic.extend_to(y1 - self._mosaic.y0)
+            y0 = y1 - self._full[0]  # edge windows read context above and left: see _full
             rows = slice(y0 - self._buf_y0, y1 - self._buf_y0)
             unit = np.stack([r.to_unit(v) for r, v in zip(self.ranges, self._raw[:, rows])])
             invalid = self._invalid[rows]
             for t in row:
-                tile_invalid = invalid[:, t.x0 : t.x1]
-                tile = np.ascontiguousarray(unit[:, :, t.x0 : t.x1])
-                if tile_invalid.any():
-                    tile = fill_invalid(tile, ~tile_invalid)
-                self._mosaic.add(self.grid, t, enhance_tile(self.net, tile, self.fidelity), tile_invalid)
+                cols = slice(t.x1 - self._full[1], t.x1)
+                crop_invalid = invalid[:, cols]
+                crop = np.ascontiguousarray(unit[:, :, cols])
+                if crop_invalid.any():
+                    crop = fill_invalid(crop, ~crop_invalid)
+                enhanced = enhance_tile(self.net, crop, self.fidelity)[:, -t.height :, -t.width :]
+                self._mosaic.add(self.grid, t, enhanced, crop_invalid[-t.height :, -t.width :])
                 self._done += 1
                 if self.progress:
                     self.progress(self._done, len(self.grid))
@@ -140,9 +147,10 @@ class StripEnhancer:
             values[was_nodata] = nd
         if invalid.any():
             values[:, invalid] = raw[:, invalid]
-        keep = self._mosaic.y0 - self._buf_y0  # the carry's first row
-        self._raw, self._invalid = self._raw[:, keep:], self._invalid[keep:]
-        self._buf_y0 = self._mosaic.y0
+        # keep from the carry's first row, or from where the last window row's context starts
+        first = min(self._mosaic.y0, self.grid.height - self._full[0])
+        self._raw, self._invalid = self._raw[:, first - self._buf_y0 :], self._invalid[first - self._buf_y0 :]
+        self._buf_y0 = first
         self.seconds += time.perf_counter() - t0
         return strip.y0, values, invalid
 
@@ -156,7 +164,7 @@ def enhance_array(img: np.ndarray, fidelity: float | None = None, enhancer: str 
     loaded = get_enhancer(enhancer)
     w = loaded.default_fidelity if fidelity is None else fidelity
     h, wd, bands = img.shape
-    enh = StripEnhancer(enhancer_runtime(loaded), w, wd, h, [BandRange(0.0, 255.0)] * bands, "uint8", None, window, overlap)
+    enh = StripEnhancer(enhancer_runtime(loaded, window), w, wd, h, [BandRange(0.0, 255.0)] * bands, "uint8", None, window, overlap)
     strips = enh.run([(0, np.ascontiguousarray(img.transpose(2, 0, 1)), np.zeros((h, wd), bool))])
     out = np.concatenate([values for _, values, _ in strips], axis=1)
     return out.transpose(1, 2, 0)
