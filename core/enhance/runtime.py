@@ -63,8 +63,8 @@ def cached_enhancer_export(loaded) -> Path:
                         lambda folder: export_enhancer_onnx(loaded.net, folder / "enhancer.onnx"))["enhancer"]
 
 
-# StripEnhancer gives one window shape (two when the fidelity int8 serves is not asked, or for
-# callers with their own shapes); every compiled network holds its own buffers.
+# StripEnhancer gives one window shape (a raster smaller than the window: its own size); the
+# second place serves callers with their own sizes. Every compiled network holds its own buffers.
 MAX_COMPILED_SHAPES = 2
 
 
