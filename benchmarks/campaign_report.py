@@ -150,8 +150,8 @@ def main(argv=None) -> int:
         curve_file = out / "learning_curve.json"
         if curve_file.exists():
             rows = continue_curve(json.loads(curve_file.read_text())["rows"], rows)
-        curve_file.write_text(json.dumps({"log": args.log, "reference": args.reference,
-                                                              "rows": rows}, indent=1) + "\n")
+        curve_file.write_text(json.dumps({"log": args.log, "reference": args.reference, "rows": rows},
+                                         indent=1) + "\n")
         plot_curve(rows, args.reference, out / "learning_curve.png")
         print("| step | hours | BD-rate vs " + args.reference + " (val crops) | top level bpp / PSNR |")
         print("|---|---|---|---|")

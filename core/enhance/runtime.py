@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..format.tiling import padded
 from ..options import DEFAULT_ENHANCE_WINDOW
 from ..models.runtime import (OPSET, _threads, cache_dir, cached_files, failure, notice, openvino_core, openvino_precision,
                               requested_precision, requested_runtime, runtime_problem)
@@ -93,7 +94,8 @@ class OpenVinoEnhancer:
         # compile here, where the caller can still fall back, at the windows' size, and keep it:
         # StripEnhancer runs every window at that size (edge windows grow inwards)
         self.window = window
-        self._compile(*(n + (-n) % self.multiple for n in (window, window)))
+        side = padded(window, self.multiple)
+        self._compile(side, side)
 
     def _compile(self, h: int, w: int):
         key = (h, w, _threads(self.fixed))
