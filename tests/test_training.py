@@ -11,7 +11,7 @@ import torch
 from core.models import REGISTRY, build_model, load_model
 from training.data import CropSampler, list_images
 from training.train_elic import main as train_main
-from training.train_elic import fit_quantiles, rd_loss
+from training.train_elic import PRECISIONS, fit_quantiles, rd_loss
 
 
 def test_loss_falls_on_real_crops(neon_rgb):
@@ -69,7 +69,7 @@ def test_checkpoint_reloads_to_identical_outputs_and_resumes(tmp_path, neon_rgb)
     log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert any("val" in r and set(r["val"]) == {"q1", "q2"} for r in log)
 
-    assert train_main(common + ["--steps", "6", "--resume"]) == 0
+    assert train_main(common + ["--steps", "6", "--resume", "--precision", "bf16"]) == 0  # an fp32 checkpoint resumed in bf16
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 6
 
     weights = tmp_path / "tiny.safetensors"
@@ -190,3 +190,34 @@ def test_a_campaign_continued_from_exported_weights_keeps_its_step_and_curve(tmp
     assert later[0]["hours"] >= 1.5
     merged = report.continue_curve(earlier + [dict(earlier[0], step=4, hours=0.0)], later)
     assert [(r["step"], r["hours"]) for r in merged] == [(2, earlier[0]["hours"]), (4, later[0]["hours"])]
+
+
+def test_bf16_training_runs_the_transforms_in_bf16_and_the_entropy_model_in_float32(neon_rgb):
+    """``--precision bf16``: the transforms' convolutions compute in bf16 under autocast, the
+    entropy model and the outputs stay float32, and a step still lowers the loss."""
+    torch.manual_seed(0)
+    spec = REGISTRY["elic-tiny"]
+    net = build_model(spec).to(memory_format=torch.channels_last)
+    seen = {}
+    for name, module in (("g_a", net.g_a), ("g_s", net.g_s), ("h_a", net.latent_codec.latent_codec["hyper"].h_a)):
+        conv = next(m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)))
+        conv.register_forward_hook(lambda m, i, o, name=name: seen.setdefault(name, o.dtype) and None)
+    x = CropSampler([neon_rgb], crop=64, seed=0).batch(4).contiguous(memory_format=torch.channels_last)
+    levels = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    out = net(x, levels, PRECISIONS["bf16"])
+    assert seen == {"g_a": torch.bfloat16, "g_s": torch.bfloat16, "h_a": torch.float32}
+    assert out["x_hat"].dtype == torch.float32
+    with torch.no_grad():
+        reference = net(x, levels)["x_hat"]
+    assert 0 < float((out["x_hat"] - reference).abs().max()) < 0.05  # bf16 rounding, not another network
+
+    lambdas = torch.tensor(spec.lambdas)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(15):
+        loss, _, _ = rd_loss(net, x, levels, lambdas, PRECISIONS["bf16"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses

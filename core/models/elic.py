@@ -10,6 +10,8 @@ the gains up to one level below the lowest trained one (measured on val: smooth,
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from .compressai_backend import Elic2022Official, use_bounded_entropy_models
@@ -46,11 +48,17 @@ class VariableRateElic(Elic2022Official):
             log_g = table[low] * (1 - t) + table[low + 1] * t
         return log_g.exp()[:, :, None, None]
 
-    def forward(self, x, level):
-        y = self.g_a(x) * self._interp(self.log_gain, level)
+    def forward(self, x, level, transform_dtype: torch.dtype | None = None):
+        """Training / validation pass. ``transform_dtype`` (e.g. ``torch.bfloat16``): the
+        analysis and synthesis transforms compute under autocast in that type (as OpenVINO
+        runs them in bf16 on a CPU that has it); the entropy model always in float32."""
+        with _autocast(x, transform_dtype):
+            y = self.g_a(x)
+        y = y.float() * self._interp(self.log_gain, level)
         y_out = self.latent_codec(y)
-        x_hat = self.g_s(y_out["y_hat"] * self._interp(self.log_inv_gain, level))
-        return {"x_hat": x_hat, "likelihoods": y_out["likelihoods"]}
+        with _autocast(x, transform_dtype):
+            x_hat = self.g_s(y_out["y_hat"] * self._interp(self.log_inv_gain, level))
+        return {"x_hat": x_hat.float(), "likelihoods": y_out["likelihoods"]}
 
     # Coding runs the analysis / synthesis transforms on channels-last tensors (oneDNN's
     # fast path on CPU: about 2x faster convolutions), but the entropy model always sees
@@ -80,6 +88,10 @@ class VariableRateElic(Elic2022Official):
     def decompress(self, strings, shape, level):
         y_hat = self.latent_codec.decompress(strings, shape)["y_hat"]
         return {"x_hat": self.synthesis(y_hat, level)}
+
+
+def _autocast(x: torch.Tensor, dtype: torch.dtype | None):
+    return torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def channel_context_net(inputs: int, group: int, widths) -> torch.nn.Sequential:
