@@ -120,13 +120,24 @@ def plot_rd(result: dict, metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _column(key: str) -> str:
+    """"psnr, 0.05-1 bpp" -> "PSNR (0.05-1 bpp)"."""
+    metric, _, window = key.partition(", ")
+    return metric.upper().replace("_", "-") + (f" ({window})" if window else "")
+
+
 def rd_tables(result: dict) -> list[str]:
-    lines = [f"### {result.get('raster')} (`{result['command']}`)", "", "| codec | BD-rate vs AVIF: PSNR | MS-SSIM | LPIPS |",
-             "|---|---|---|---|"]
-    models = dict.fromkeys(k.split(" vs ")[0] for k in result["bd_rate"])
+    """BD-rates against AVIF: PSNR over the whole overlap and within the output's bpp window
+    (``large_raster_rd.bd_summary``), MS-SSIM and LPIPS."""
+    bd = result["bd_rate"]
+    window = next((k.split(", ", 1)[1].rstrip(")") for k in bd if " vs avif (psnr, " in k), None)
+    columns = ["psnr"] + ([f"psnr, {window}"] if window else []) + ["ms_ssim", "lpips"]
+    lines = [f"### {result.get('raster')} (`{result['command']}`)", "",
+             "| codec | BD-rate vs AVIF: " + " | ".join(_column(c) for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    models = dict.fromkeys(k.split(" vs ")[0] for k in bd)
     for m in models:
-        cells = [result["bd_rate"].get(f"{m} vs avif ({x})", {}).get("bd_rate_percent", float("nan"))
-                 for x in ("psnr", "ms_ssim", "lpips")]
+        cells = [bd.get(f"{m} vs avif ({x})", {}).get("bd_rate_percent", float("nan")) for x in columns]
         lines.append(f"| {m} | " + " | ".join(f"{c:+.1f} %" for c in cells) + " |")
     return lines
 

@@ -94,6 +94,42 @@ def measure(ref: np.ndarray, out: np.ndarray, metrics: list[str]) -> dict:
     return res
 
 
+def bd_summary(points: list[dict], metrics: list[str], window: tuple[float, float]) -> dict:
+    """BD-rates of each of our models against AVIF and JPEG 2000, per metric: over the whole
+    overlapping quality range, and over the qualities both reach within ``window`` bpp (issue
+    20's target range, 0.05-1.0 bpp)."""
+    from core.models import REGISTRY
+
+    summary = {}
+    for model in dict.fromkeys(pt["codec"] for pt in points if pt["codec"].removesuffix("+enh") in REGISTRY):
+        ours = [pt for pt in points if pt["codec"] == model]
+        for anchor in ("avif", "jp2"):
+            theirs = [pt for pt in points if pt["codec"] == anchor]
+            if not theirs:
+                continue
+            for m in metrics:
+                q_theirs = quality_axis(m, np.array([pt[m] for pt in theirs]))
+                q_ours = quality_axis(m, np.array([pt[m] for pt in ours]))
+                for label, rate_window in (("", None), (f", {window[0]:g}-{window[1]:g} bpp", window)):
+                    value, overlap = bd_rate([pt["bpp"] for pt in theirs], q_theirs, [pt["bpp"] for pt in ours],
+                                             q_ours, with_overlap=True, rate_window=rate_window)
+                    summary[f"{model} vs {anchor} ({m}{label})"] = {"bd_rate_percent": value, "overlap": overlap}
+                    print(f"{model} vs {anchor}: BD-rate ({m}{label}) {value:+.1f} % "
+                          f"(over {overlap:.0%} of the quality range)")
+    return summary
+
+
+def rescore(path: str, window: tuple[float, float], out: str | None) -> int:
+    """Recompute an earlier output's BD-rates from its points (no coding)."""
+    data = json.loads(Path(path).read_text())
+    metrics = [m for m in ("psnr", "ms_ssim", "lpips") if all(m in pt for pt in data["points"])]
+    data["bd_rate"] = bd_summary(data["points"], metrics, window)
+    data["rescored"] = " ".join(sys.argv)
+    if out:
+        Path(out).write_text(json.dumps(data, indent=1) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--raster", default="dubai-tiled", choices=["dubai-tiled", "val-mosaic", "dubai-pair"])
@@ -107,8 +143,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", help="torch threads of our CLI runs (default: the CLI's)")
     p.add_argument("--enhance", type=float, default=None, metavar="Q",
                    help="also decode the qualities up to Q with the default enhancer (points named MODEL+enh)")
+    p.add_argument("--bd-window", type=float, nargs=2, default=[0.05, 1.0], metavar=("LOW", "HIGH"),
+                   help="also give each BD-rate over the qualities both codecs reach within this bpp range")
+    p.add_argument("--rescore", metavar="JSON", help="recompute the BD-rates of this earlier output (no coding)")
     p.add_argument("--out", help="also write the points and BD-rates as JSON here")
     args = p.parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore, tuple(args.bd_window), args.out)
     metrics = [m.replace("-", "_") for m in args.metrics.split(",")]
     points: list[dict] = []
 
@@ -153,22 +194,7 @@ def main(argv=None) -> int:
                           **measure(ref, out, metrics))
                 points.append(pt)
                 show(pt)
-    summary = {}
-    from core.models import REGISTRY
-
-    for model in dict.fromkeys(pt["codec"] for pt in points if pt["codec"].removesuffix("+enh") in REGISTRY):
-        ours = [pt for pt in points if pt["codec"] == model]
-        for anchor in ("avif", "jp2"):
-            theirs = [pt for pt in points if pt["codec"] == anchor]
-            if not theirs:
-                continue
-            for m in metrics:
-                q_theirs = quality_axis(m, np.array([pt[m] for pt in theirs]))
-                q_ours = quality_axis(m, np.array([pt[m] for pt in ours]))
-                value, overlap = bd_rate([pt["bpp"] for pt in theirs], q_theirs, [pt["bpp"] for pt in ours], q_ours,
-                                         with_overlap=True)
-                summary[f"{model} vs {anchor} ({m})"] = {"bd_rate_percent": value, "overlap": overlap}
-                print(f"{model} vs {anchor}: BD-rate ({m}) {value:+.1f} % (over {overlap:.0%} of the quality range)")
+    summary = bd_summary(points, metrics, tuple(args.bd_window))
     if args.out:
         Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "raster": args.raster, "size": args.size, "points": points,
                                               "bd_rate": summary}, indent=1) + "\n")

@@ -375,6 +375,22 @@ def test_bd_rate():
     assert bd_rate(rates, psnr, rates, psnr + 6, with_overlap=True)[1] == pytest.approx(2 / 8)
 
 
+def test_bd_rate_over_a_rate_window_counts_only_the_qualities_both_reach_within_it():
+    """A codec 20 % cheaper up to 0.32 bpp and twice as dear above: -20 % over 0.05-0.4 bpp,
+    worse over its whole range."""
+    from core.evaluation.bd_rate import bd_rate
+
+    rates = np.array([0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2])
+    psnr = np.array([20.0, 22.0, 24.0, 26.0, 28.0, 30.0, 32.0])
+    test = rates * np.array([0.8, 0.8, 0.8, 0.8, 0.8, 2.0, 2.0])
+    assert bd_rate(rates, psnr, test, psnr) > 0
+    value, overlap = bd_rate(rates, psnr, test, psnr, with_overlap=True, rate_window=(0.05, 0.4))
+    assert value == pytest.approx(-20.0, abs=1e-6)
+    assert 0.7 < overlap < 1  # the test codec reaches 0.05 bpp only above 20 dB
+    assert bd_rate(rates, psnr, rates, psnr, rate_window=(0.05, 0.4)) == pytest.approx(0.0, abs=1e-9)
+    assert math.isnan(bd_rate(rates, psnr, test, psnr, rate_window=(5.0, 9.0)))  # neither codes there
+
+
 def test_list_images_limit_spreads_over_folders(tmp_path):
     from core.evaluation.images import list_images
 

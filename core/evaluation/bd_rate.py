@@ -19,12 +19,15 @@ def quality_axis(metric: str, values: np.ndarray) -> np.ndarray:
     return values
 
 
-def bd_rate(rate_a, q_a, rate_t, q_t, with_overlap: bool = False):
+def bd_rate(rate_a, q_a, rate_t, q_t, with_overlap: bool = False, rate_window: tuple[float, float] | None = None):
     """Bjontegaard delta rate (%) of test vs anchor: mean log-rate difference at equal quality,
     over the overlapping quality range, each curve interpolated with a monotone cubic (PCHIP).
     Negative: the test codec needs fewer bits. NaN when the curves do not overlap or a curve
     is not monotonic. ``with_overlap``: also return the overlap as a fraction of the shorter
-    curve's quality range (a small overlap makes the number unreliable)."""
+    curve's quality range (a small overlap makes the number unreliable). ``rate_window``
+    (low, high): only the qualities at which both codecs code within that rate range (each
+    curve's qualities at ``low`` and ``high``, on its interpolation, within its measured
+    range), e.g. a target's "over 0.05-1.0 bpp"; the overlap is then of that range."""
     from scipy.interpolate import PchipInterpolator
 
     def curve(r, q):
@@ -37,9 +40,24 @@ def bd_rate(rate_a, q_a, rate_t, q_t, with_overlap: bool = False):
             return None
         return PchipInterpolator(q, np.log(r)), q[0], q[-1]
 
+    def within(c, window):
+        """The part of curve ``c``'s quality range where its rate lies in ``window``."""
+        f, q0, q1 = c
+        lo, hi = q0, q1
+        for rate, side in zip(window, ("low", "high")):
+            roots = f.solve(math.log(rate), extrapolate=False)
+            roots = roots[(roots >= q0) & (roots <= q1)]
+            if side == "low":
+                lo = float(roots[0]) if len(roots) else (q0 if f(q0) >= math.log(rate) else q1)
+            else:
+                hi = float(roots[-1]) if len(roots) else (q1 if f(q1) <= math.log(rate) else q0)
+        return f, lo, hi
+
     a, t = curve(rate_a, q_a), curve(rate_t, q_t)
     value, overlap = math.nan, 0.0
     if a is not None and t is not None:
+        if rate_window is not None:
+            a, t = within(a, rate_window), within(t, rate_window)
         lo, hi = max(a[1], t[1]), min(a[2], t[2])
         if hi > lo:
             diff = (t[0].integrate(lo, hi) - a[0].integrate(lo, hi)) / (hi - lo)
