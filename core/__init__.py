@@ -14,6 +14,34 @@ __version__ = "0.1.0"
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
+def openblas_coretype(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The OpenBLAS kernels for this CPU, from its instruction-set flags (Linux; None elsewhere
+    or without AVX2).
+
+    OpenBLAS picks its kernels by the CPU's model number; a virtual machine that hides the
+    model (``Intel(R) Xeon(R) Processor``) gets its generic SSE3 kernels ("Prescott"). There
+    the float64 GEMMs of the integer entropy path ran at 11-15 GFLOP/s per core against 44-48
+    with the AVX-512 kernels (benchmarks/blas_kernels.py). The GEMMs sum exact integers
+    below 2**53 (``core.models.exact_entropy``), so every kernel gives the same symbols."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    if {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= set(flags):
+        return "SkylakeX"
+    if {"avx2", "fma"} <= set(flags):
+        return "Haswell"
+    return None
+
+
+# Read when OpenBLAS loads, like the timeout; a kernel set the user chose is kept.
+if "OPENBLAS_CORETYPE" not in os.environ and "numpy" not in sys.modules:
+    _coretype = openblas_coretype()
+    if _coretype:
+        os.environ["OPENBLAS_CORETYPE"] = _coretype
+
+
 def lazy_exports(package: str, where: dict[str, str]):
     """A package's ``__getattr__`` (PEP 562) that imports each name of ``where`` (name ->
     submodule) on its first use, so importing the package does not import what the names

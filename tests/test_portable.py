@@ -139,3 +139,46 @@ def test_cli_containers_decode_under_every_other_setting(tmp_path):
             decoded[(cname, dname)] = _read(out)
     first = next(iter(decoded.values()))
     assert all(_psnr(first, v) >= 40.0 for v in decoded.values())
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu sse2 avx avx2 fma avx512f avx512cd avx512bw avx512dq avx512vl", "SkylakeX"),
+    ("fpu sse2 avx avx2 fma bmi2", "Haswell"),
+    ("fpu sse2 avx avx512f", None),  # AVX-512 without AVX2 + FMA, or less: OpenBLAS decides
+])
+def test_the_openblas_kernels_follow_the_cpu_flags(tmp_path, flags, expected):
+    from core import openblas_coretype
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: {flags}\n")
+    assert openblas_coretype(str(cpuinfo)) == expected
+    assert openblas_coretype(str(tmp_path / "missing")) is None
+
+
+def test_containers_are_byte_identical_under_generic_and_native_blas_kernels(tmp_path):
+    """The entropy path's GEMMs sum exact integers: OpenBLAS's generic SSE3 kernels (what a VM
+    that hides the CPU model gets) and the ones ``core`` picks from the CPU flags code the
+    same bytes, and each decodes the other's file to the same pixels."""
+    import os
+    import subprocess
+    import sys
+
+    from core import openblas_coretype
+
+    native = openblas_coretype()
+    if native is None:
+        pytest.skip("no AVX2 on this CPU: OpenBLAS's own choice is the only one")
+    files = {}
+    for kernels in ("Prescott", native):
+        env = dict(os.environ, OPENBLAS_CORETYPE=kernels)
+        files[kernels] = tmp_path / f"{kernels}.crsic"
+        for args in (["compress", NEON, "-o", files[kernels]],
+                     ["decompress", files[kernels], "-o", tmp_path / f"{kernels}.tif", "--no-enhance"]):
+            subprocess.run([sys.executable, "-m", "core.tile_codec", *map(str, args), "--quiet"], env=env, check=True,
+                           cwd=TEST_DATA.parents[1], capture_output=True)
+        probe = subprocess.run([sys.executable, "-c", "import core, numpy, threadpoolctl; print([i.get('architecture') "
+                                "for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas'])"],
+                               env=env, check=True, capture_output=True, text=True).stdout
+        assert kernels in probe  # the kernels really were the ones asked for
+    assert files["Prescott"].read_bytes() == files[native].read_bytes()
+    np.testing.assert_array_equal(_read(tmp_path / "Prescott.tif"), _read(tmp_path / f"{native}.tif"))
