@@ -45,6 +45,12 @@ def _serial_map():
     return serial_map
 
 
+def _decoding_mapper():
+    from .codec.jobs import decoding_mapper
+
+    return decoding_mapper()
+
+
 # ---------------------------------------------------------------- codec
 
 def compress(src: str | Path, dst: str | Path, params: CompressParams, *, progress: Progress | None = None,
@@ -103,7 +109,7 @@ def decompress(src: str | Path, dst: str | Path, params: DecompressParams, *, bb
         params = replace(params, bbox=bbox_in_raster_crs(src, params.bbox, bbox_crs))
     if params.enhance is True:
         require_enhancer(params.enhancement.enhancer)  # before the long part
-    result = decompress_enhanced(src, dst, params, progress=progress, mapper=mapper or _serial_map())
+    result = decompress_enhanced(src, dst, params, progress=progress, mapper=mapper or _decoding_mapper())
     if progress and not result["enhanced"]:
         progress("enhance", 1, 1)  # the stage is over: nothing to enhance
     info = container_info(src)

@@ -17,6 +17,7 @@ neighbours the margin reaches), holding the latents of about three rows of tiles
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -150,31 +151,54 @@ def whole_synthesis(path: str, model: str, device: str = "cpu") -> np.ndarray:
     return pixels[:, : h.height, : h.width]
 
 
+def row_job(job: "LatentJob | SynthesisJob"):
+    """Either kind of job (``decode_stream`` maps both at once)."""
+    return latent_job(job) if isinstance(job, LatentJob) else synthesis_job(job)
+
+
 def decode_stream(path: str, header: Header, grid: TileGrid, tiles: list[Tile], model: str, device: str,
                   mapper) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     """Decoded ``(index, values, invalid)`` of ``tiles`` (row-major), each synthesised from its
-    latent window; reads the tiles' ring once each, and keeps about three rows of latents.
+    latent window; reads the tiles' ring once each, and keeps about four rows of latents.
 
-    Row by row: the latents a row of tiles needs are decoded (one map), then the row is
-    synthesised (another map). The two maps never run nested: a mapper with a bound on the
-    jobs in flight (``DaskMapper``) could otherwise wait for a slot the other one holds."""
+    One map per row of tiles: the row's synthesis jobs, interleaved with the entropy
+    decoding of the latents the next row needs, so a mapper that runs jobs at once overlaps
+    the two (``ThreadMapper``). The first row's latents are decoded before. Maps never run
+    nested: a mapper with a bound on the jobs in flight (``DaskMapper``) could otherwise wait
+    for a slot the other one holds."""
     margin = header.latent_margin or 0
     needed = ring(grid, tiles, margin)
     decoded: dict = {}
-    taken = 0
     rows: dict[int, list[Tile]] = {}
     for t in tiles:
         rows.setdefault(t.row, []).append(t)
-    for row, row_tiles in rows.items():
+    order = list(rows.items())
+    taken = 0
+
+    def latent_jobs(row_tiles: list[Tile]) -> list[LatentJob]:
+        """The jobs for the latents ``row_tiles`` need that are not decoded yet."""
+        nonlocal taken
         last = max(n.index for n in ring(grid, row_tiles, margin))
         batch = []
         while taken < len(needed) and needed[taken].index <= last:
             batch.append(needed[taken])
             taken += 1
-        jobs = [LatentJob(path, t.index, t.height, t.width, model, device, len(header.bands)) for t in batch]
-        for index, bands, latents, invalid in mapper(latent_job, jobs):
-            decoded[index] = (bands, latents, invalid)
-        for index in [i for i in decoded if i // grid.n_cols < row - 1]:
-            del decoded[index]  # rows above the previous one are no longer needed
-        yield from mapper(synthesis_job, [window_job(grid, t, margin, decoded, header, model, device)
-                                          for t in row_tiles])
+        return [LatentJob(path, t.index, t.height, t.width, model, device, len(header.bands)) for t in batch]
+
+    def keep(result) -> None:
+        index, bands, latents, invalid = result
+        decoded[index] = (bands, latents, invalid)
+
+    for result in mapper(latent_job, latent_jobs(order[0][1]) if order else []):
+        keep(result)
+    for i, (row, row_tiles) in enumerate(order):
+        synthesis = [window_job(grid, t, margin, decoded, header, model, device) for t in row_tiles]
+        for index in [k for k in decoded if k // grid.n_cols < row]:
+            del decoded[index]  # the next rows' windows reach back one row at most
+        ahead = latent_jobs(order[i + 1][1]) if i + 1 < len(order) else []
+        jobs = [job for pair in zip_longest(synthesis, ahead) for job in pair if job is not None]
+        for job, result in zip(jobs, mapper(row_job, jobs)):
+            if isinstance(job, LatentJob):
+                keep(result)
+            else:
+                yield result

@@ -20,6 +20,7 @@ network must be built (the tables' first conversion, the torch runtime, format 1
 from __future__ import annotations
 
 import struct
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -318,12 +319,14 @@ def out_of_memory_message(h: int, w: int, device: str) -> str:
 
 
 _CODERS: dict[tuple[str, str, str], TileCoder] = {}
+_CODERS_LOCK = threading.Lock()  # job threads (``jobs.ThreadMapper``) share one coder
 
 
 def get_coder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TileCoder:
     """The process-wide coder for ``model`` (loaded on first use) on the runtime and precision
     requested now."""
     key = (str(model), str(device), requested_runtime(), requested_precision())
-    if key not in _CODERS:
-        _CODERS[key] = TileCoder(LazyModel(model, device))
-    return _CODERS[key]
+    with _CODERS_LOCK:
+        if key not in _CODERS:
+            _CODERS[key] = TileCoder(LazyModel(model, device))
+        return _CODERS[key]

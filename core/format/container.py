@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,10 +181,12 @@ def max_payload(header: Header) -> int:
 
 
 class ContainerReader:
-    """Validates a container's framing on open; reads single tiles on demand."""
+    """Validates a container's framing on open; reads single tiles on demand (from any
+    thread: a tile's seek and read go together)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock = threading.Lock()
         if not self.path.exists():
             raise BadInput(f"no such file: {self.path}")
         try:
@@ -253,8 +256,9 @@ class ContainerReader:
     def read_tile(self, index: int) -> bytes:
         e = self.entries[index]
         try:
-            self.f.seek(e.offset - self.record)
-            data = self.f.read(self.record + e.length)
+            with self._lock:
+                self.f.seek(e.offset - self.record)
+                data = self.f.read(self.record + e.length)
         except OSError as exc:
             self._fail(f"tile {index} cannot be read ({reason(exc)})")
         record, data = data[: self.record], data[self.record :]

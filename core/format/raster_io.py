@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,17 +138,18 @@ def read_bands(ds, bands: list[int], window: Window) -> np.ndarray:
 
 
 def cached_raster(path: str):
-    """A per-process open dataset (tile jobs on a pool or Dask worker reuse it); reopened
+    """An open dataset per process and thread (tile jobs on a pool, a Dask worker or job
+    threads reuse it; a GDAL dataset must not be read from two threads at once); reopened
     when the file was replaced since, so a long-lived worker never reads an old copy."""
     try:
         st = os.stat(path) if not is_gdal_name(path) else local_files(path)[0].stat()
     except (OSError, IndexError):
         return open_raster(path)  # the one-line error
-    return _cached_raster(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return _cached_raster(path, threading.get_ident(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_raster(path: str, *identity):
+def _cached_raster(path: str, thread: int, *identity):
     return open_raster(path)
 
 

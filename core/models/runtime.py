@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -133,12 +134,15 @@ class _PerThreadCount:
 
     def __init__(self, files: dict[str, Path], threads: int | None = None):
         self.files, self.fixed, self._by_threads = files, threads, {}
+        self._lock = threading.Lock()  # job threads (``ThreadMapper``) compile a count once
         self._compiled()  # fail here, where the caller can fall back, not in the middle of a job
 
     def _compiled(self) -> dict:
         n = _threads(self.fixed)
         if n not in self._by_threads:
-            self._by_threads[n] = {stage: self._compile(self.files[stage], n) for stage in STAGES}
+            with self._lock:
+                if n not in self._by_threads:
+                    self._by_threads[n] = {stage: self._compile(self.files[stage], n) for stage in STAGES}
         return self._by_threads[n]
 
     def analysis(self, x: np.ndarray) -> np.ndarray:
@@ -178,6 +182,8 @@ class OpenVinoTransforms(_PerThreadCount):
     def __init__(self, loaded, files: dict[str, Path], threads: int | None = None, precision: str | None = None):
         self.core = openvino_core()
         self.precision = precision or openvino_precision(self.core)
+        # a compiled network runs one request at a time: one per job thread (``ThreadMapper``)
+        self._requests = threading.local()
         super().__init__(files, threads)
 
     def _compile(self, path: Path, threads: int):
@@ -187,7 +193,10 @@ class OpenVinoTransforms(_PerThreadCount):
         return self.core.compile_model(self.core.read_model(str(path)), "CPU", config)
 
     def _run(self, compiled, x: np.ndarray) -> np.ndarray:
-        return compiled(x)[compiled.output(0)]
+        requests = self._requests.__dict__
+        if id(compiled) not in requests:
+            requests[id(compiled)] = compiled.create_infer_request()
+        return requests[id(compiled)].infer(x)[compiled.output(0)]
 
 
 def openvino_core():

@@ -198,8 +198,8 @@ def run_batch(mode: str, inputs: list[str], out_dir: str | Path | None = None, *
     _check_mode(mode, overwrite, skip_existing)
     cparams = replace(compress or CompressParams(), overwrite=overwrite).validate()
     dparams = replace(decompress or DecompressParams(), overwrite=overwrite).validate()
-    mapper = mapper or serial_map
-    concurrency = 1 if mapper is serial_map else (concurrency or default_concurrency(mode, mapper))
+    in_process = mapper is None or mapper is serial_map  # None: each use case's in-process mapper
+    concurrency = 1 if in_process else (concurrency or default_concurrency(mode, mapper))
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir else None
     if out is not None:

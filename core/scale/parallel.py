@@ -327,11 +327,10 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, torch_
 @contextmanager
 def mapper_for(workers: int | None = None, scheduler: str | None = None, torch_threads: int | None = None,
                quiet: bool = False, max_in_flight: int | None = None):
-    """The mapper the CLI options ask for: in-process (no Dask) unless workers or a scheduler."""
+    """The mapper the CLI options ask for: a Dask cluster's, with workers or a scheduler;
+    else None, in-process (each use case's own: ``core.usecases``)."""
     if not workers and not scheduler:
-        from ..codec.jobs import serial_map
-
-        yield serial_map
+        yield None
         return
     if not scheduler:
         torch_threads = local_torch_threads(workers, torch_threads)
