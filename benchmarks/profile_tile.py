@@ -23,11 +23,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import core  # noqa: E402,F401 - before NumPy loads OpenBLAS: its kernels for this CPU (core.openblas_coretype)
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from core.codec.tile_coder import get_coder  # noqa: E402
 from core.format.tiling import padded  # noqa: E402
