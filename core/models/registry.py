@@ -105,7 +105,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="9f75aefda111c452ceec83c3a8cf2a0190c1f2a76a7b84a2a59c2cbff3b2535f",
+        sha256="6868bd8c005a46ebd2573183efdfe677a866059ac57b5fb1fb436adeb4f58b9b",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
