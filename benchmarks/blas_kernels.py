@@ -77,6 +77,9 @@ def main(argv=None) -> int:
             import numpy  # noqa: F401 - loaded before core: OpenBLAS keeps its own choice
         print(json.dumps(measure(args.repeat)))
         return 0
+    sys.path.insert(0, str(ROOT))
+    from core import openblas_coretype  # the choice core makes; each variant runs in its own process
+
     rows = {}
     for variant in VARIANTS:
         env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
@@ -90,11 +93,7 @@ def main(argv=None) -> int:
                   f"{r['gemm_gflops']:.1f} GFLOP/s, entropy encode {r['entropy_encode_seconds']:.3f} s, "
                   f"decode {r['entropy_decode_seconds']:.3f} s per 768 px tile")
     result = {"command": "python benchmarks/blas_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "cpu_flags_choice": None, "variants": rows}
-    sys.path.insert(0, str(ROOT))
-    from core import openblas_coretype
-
-    result["cpu_flags_choice"] = openblas_coretype()
+              "cpu_flags_choice": openblas_coretype(), "variants": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -44,8 +44,13 @@ def last_val(log: list[dict], step: int | None = None) -> dict:
     return vals[-1]
 
 
+def training_rows(log: list[dict], start_step: int) -> dict[int, dict]:
+    """step -> the logged training record, after ``start_step``."""
+    return {r["step"]: r for r in log if "loss" in r and r["step"] > start_step}
+
+
 def summary(log: list[dict], start_step: int, start_val: dict) -> dict:
-    train = {r["step"]: r for r in log if "loss" in r and r["step"] > start_step}
+    train = training_rows(log, start_step)
     steps = sorted(train)
     val = last_val(log)
     bpp, psnr = val_curve(val["val"])
@@ -65,8 +70,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     a, b = read_log(args.a), read_log(args.b)
     start = last_val(read_log(args.start), args.start_step)["val"]
-    la = {r["step"]: r for r in a if "loss" in r and r["step"] > args.start_step}
-    lb = {r["step"]: r for r in b if "loss" in r and r["step"] > args.start_step}
+    la, lb = training_rows(a, args.start_step), training_rows(b, args.start_step)
     common = sorted(set(la) & set(lb))
     mean = lambda log, key: float(np.mean([log[s][key] for s in common]))  # noqa: E731
     result = {

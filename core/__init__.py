@@ -20,8 +20,8 @@ def openblas_coretype(cpuinfo: str = "/proc/cpuinfo") -> str | None:
 
     OpenBLAS picks its kernels by the CPU's model number; a virtual machine that hides the
     model (``Intel(R) Xeon(R) Processor``) gets its generic SSE3 kernels ("Prescott"). There
-    the float64 GEMMs of the integer entropy path ran at 11-15 GFLOP/s per core against 44-48
-    with the AVX-512 kernels (benchmarks/blas_kernels.py). The GEMMs sum exact integers
+    the float64 GEMMs of the integer entropy path ran at 9.6 GFLOP/s on one core against 63.0
+    with the AVX-512 kernels (results/blas_kernels.json). The GEMMs sum exact integers
     below 2**53 (``core.models.exact_entropy``), so every kernel gives the same symbols."""
     try:
         with open(cpuinfo, encoding="ascii", errors="replace") as f:
