@@ -221,3 +221,46 @@ def test_bf16_training_runs_the_transforms_in_bf16_and_the_entropy_model_in_floa
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_a_slim_context_grafted_into_a_campaign_trains_on_with_the_campaigns_state(tmp_path, neon_rgb, monkeypatch):
+    """training.graft_context: the campaign's weights and Adam moments, the slim run's channel
+    contexts (fresh moments), the registry's architecture; then ``--resume`` trains on."""
+    from dataclasses import replace
+
+    from training.graft_context import main as graft_main
+    from training.train_elic import split_parameters
+
+    out = tmp_path / "run"
+    common = ["--model", "elic-tiny", "--data", str(neon_rgb), "--out", str(out), "--batch", "2", "--crop", "64",
+              "--ckpt-every", "1", "--threads", "1"]
+    assert train_main(common + ["--steps", "2"]) == 0
+    before = torch.load(out / "last.pt", weights_only=True)
+    slim_spec = replace(REGISTRY["elic-tiny"], context=(8, 8))
+    torch.manual_seed(1)
+    slim = build_model(slim_spec).state_dict()
+    torch.save({"model": slim}, tmp_path / "slim.pt")
+    args = ["--model", "elic-tiny", "--campaign", str(out), "--slim", str(tmp_path / "slim.pt")]
+
+    # the registry still has the wide context: refused, nothing touched
+    assert graft_main(args) == 2
+    assert not (out / "last_before_graft.pt").exists()
+
+    monkeypatch.setitem(REGISTRY, "elic-tiny", slim_spec)
+    assert graft_main(args) == 0
+    assert (out / "last_before_graft.pt").exists()
+    grafted = torch.load(out / "last.pt", weights_only=True)
+    names = [n for n, _ in split_parameters(build_model(slim_spec))[0]]
+    for key, value in grafted["model"].items():
+        expected = slim[key] if ".channel_context." in key else before["model"][key]
+        assert torch.equal(value, expected), key
+    kept = {i for i, n in enumerate(names) if ".channel_context." not in n}
+    assert set(grafted["opt"]["state"]) == kept and len(kept) < len(names)
+    assert all(torch.equal(grafted["opt"]["state"][i]["exp_avg"], before["opt"]["state"][i]["exp_avg"]) for i in kept)
+    assert grafted["step"] == 2
+
+    assert train_main(common + ["--steps", "3", "--resume"]) == 0
+    after = torch.load(out / "last.pt", weights_only=True)
+    assert after["step"] == 3 and set(after["opt"]["state"]) == set(range(len(names)))
+    assert not torch.equal(after["model"]["latent_codec.y.channel_context.y1.0.weight"],
+                           slim["latent_codec.y.channel_context.y1.0.weight"])

@@ -165,6 +165,14 @@ def load_init(net, path: str, level_offset: int = 0):
     net.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+def split_parameters(net) -> tuple[list, list]:
+    """(name, parameter) pairs of the main loss and of the auxiliary loss (the entropy
+    bottleneck's quantiles), in the order their optimisers hold them."""
+    named = list(net.named_parameters())
+    aux = [(n, p) for n, p in named if n.endswith(".quantiles")]
+    return [(n, p) for n, p in named if not n.endswith(".quantiles")], aux
+
+
 def fit_quantiles(net, steps: int = 4000, lr: float = 0.05) -> tuple[float, float]:
     """Fit the entropy bottleneck's quantiles (its CDF table range) to the learned density.
 
@@ -235,9 +243,8 @@ def main(argv=None) -> int:
     transform_dtype = PRECISIONS[args.precision]
     lambdas = torch.tensor(spec.lambdas, device=device)
 
-    aux_names = {n for n, _ in net.named_parameters() if n.endswith(".quantiles")}
-    main_params = [p for n, p in net.named_parameters() if n not in aux_names]
-    aux_params = [p for n, p in net.named_parameters() if n in aux_names]
+    main_named, aux_named = split_parameters(net)
+    main_params, aux_params = [p for _, p in main_named], [p for _, p in aux_named]
     opt = torch.optim.Adam(main_params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr)
     step, elapsed = 0, 0.0
