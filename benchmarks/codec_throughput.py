@@ -277,7 +277,7 @@ def main(argv=None) -> int:
             line = f"{size!s:>6} {mp:>6.1f} {mp / te:>9.2f} {mp / td:>9.2f} {me:>12.0f} {md:>12.0f} {bpp:>7.3f}"
             if args.enhance:
                 dec.unlink()
-                # --enhance: left to itself the CLI enhances low qualities only (AUTO_ENHANCE_MAX_QUALITY)
+                # --enhance: left to itself the CLI enhances low rates only (AUTO_ENHANCE_MAX_LAMBDA)
                 tx, mx = run(decode + ["--enhance"] + (["--enhancer", args.enhancer] if args.enhancer else []))
                 row.update(enhanced_decode_mp_s=mp / tx, enhanced_decode_peak_mb=mx)
                 line += f" {mp / tx:>9.2f} {mx:>12.0f}"

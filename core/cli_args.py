@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import usecases
 from .errors import BadInput, report
 from .options import (
-    AUTO_ENHANCE_MAX_QUALITY,
     CONTAINER_SUFFIX,
     DECODED_SUFFIX,
     DEFAULT_DEVICE,
@@ -101,8 +101,9 @@ def _add_enhance_options(p: argparse.ArgumentParser, in_decompress: bool) -> Non
     if in_decompress:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--enhance", action="store_true",
-                       help="always run the Code-RSIC enhancer (default: only for the low qualities it is "
-                            f"trained for, quality <= {AUTO_ENHANCE_MAX_QUALITY:g} with the shipped enhancer)")
+                       help="always run the Code-RSIC enhancer (default: only for the low rates it is trained "
+                            f"for, quality <= {usecases.auto_enhance_quality():g} of {DEFAULT_MODEL} with the shipped "
+                            "enhancer)")
         g.add_argument("--no-enhance", action="store_true",
                        help="plain ELIC decoding, without the Code-RSIC enhancer (faster, closest PSNR)")
     lo, hi = FIDELITY_RANGE

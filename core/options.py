@@ -91,9 +91,11 @@ def band_groups(n_bands: int) -> list[list[int]]:
 # ---------------------------------------------------------------- enhancement
 
 FIDELITY_RANGE = (0.0, 1.0)  # 0: most texture from the codebook prior, 1: closest to the decoded pixels
-# ``decompress`` left to its default enhances containers up to this quality with the
-# shipped enhancer (its training range); ``--enhance`` forces it, ``--no-enhance`` skips it.
-AUTO_ENHANCE_MAX_QUALITY = 4.0
+# ``decompress`` left to its default enhances containers coded for a lambda (the rate level's
+# trade-off, MSE on 0..255, the same scale for every model) up to this one: the shipped
+# enhancers' training range, elic-lite's quality 4, which is quality 5 of elic-v2 and elic-v3
+# (their lambdas start one level lower). ``--enhance`` forces it, ``--no-enhance`` skips it.
+AUTO_ENHANCE_MAX_LAMBDA = 0.002
 ENHANCE_CHOICES = ("auto", True, False)
 DEFAULT_ENHANCE_WINDOW = 256
 # 16 rather than 32: 13 % fewer windows on large rasters, LPIPS and seams unchanged (measured:
@@ -331,7 +333,7 @@ class DecompressParams:
     aoi_crs: str | None = None  # its CRS when the file names none (GeoJSON: EPSG:4326, WKT: the raster's)
     overwrite: bool = False
     cog: bool = False
-    enhance: bool | str = "auto"  # True, False or "auto" (up to AUTO_ENHANCE_MAX_QUALITY)
+    enhance: bool | str = "auto"  # True, False or "auto" (up to AUTO_ENHANCE_MAX_LAMBDA)
     enhancement: EnhanceParams = field(default_factory=EnhanceParams)
 
     def validate(self) -> "DecompressParams":

@@ -51,6 +51,15 @@ def _decoding_mapper():
     return decoding_mapper()
 
 
+def auto_enhance_quality(model: str | None = None, enhancer: str | None = None) -> float | None:
+    """The highest quality of the registered ``model`` (default: the default model) that
+    ``decompress`` enhances unless told otherwise (None: every quality)."""
+    from .models.registry import ENHANCERS, REGISTRY
+    from .options import DEFAULT_ENHANCER, DEFAULT_MODEL
+
+    return ENHANCERS[enhancer or DEFAULT_ENHANCER].max_default_quality(REGISTRY[model or DEFAULT_MODEL].lambdas)
+
+
 # ---------------------------------------------------------------- codec
 
 def compress(src: str | Path, dst: str | Path, params: CompressParams, *, progress: Progress | None = None,

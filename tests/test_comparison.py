@@ -114,7 +114,7 @@ def test_aoi_reaches_the_enhanced_decode(coded, tiny_weights, tmp_path, neon_rgb
                                         identity_enhancer):
     from core.enhance import decompress_enhanced
 
-    monkeypatch.setattr("core.enhance.decode.enhancement_reason", lambda params, quality: None)
+    monkeypatch.setattr("core.enhance.decode.enhancement_reason", lambda params, quality, lambdas: None)
     c, full = coded
     with rasterio.open(neon_rgb_module) as ds:
         tri = _triangle(ds)

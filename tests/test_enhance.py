@@ -336,13 +336,29 @@ def test_decompress_enhanced(pipeline, tmp_path, neon_rgb, tiny_weights):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 
+def test_the_default_enhancement_range_is_one_lambda_for_every_model():
+    """The shipped enhancers serve the rates they were trained at: lambda <= 0.002, which is
+    quality 4 of elic-lite(-s) and quality 5 of elic-v2 and elic-v3 (one level lower to start)."""
+    from core.models import ENHANCERS, REGISTRY
+    from core.models.registry import quality_at_lambda
+
+    spec = ENHANCERS["enhancer-fast"]
+    assert spec.max_default_quality(REGISTRY["elic-lite-s"].lambdas) == pytest.approx(4.0)
+    assert spec.max_default_quality(REGISTRY["elic-v2"].lambdas) == pytest.approx(5.0)
+    assert spec.max_default_quality(REGISTRY["elic-v3"].lambdas) == pytest.approx(5.0)
+    assert quality_at_lambda((0.001, 0.004), 0.002) == pytest.approx(1.5)  # log-linear between levels
+    assert quality_at_lambda((0.001, 0.004), 0.016) == pytest.approx(3.0)  # extrapolated past the top
+
+
 def test_shipped_enhancer_runs_by_default_only_at_the_qualities_it_serves(tmp_path, neon_rgb):
-    """With the shipped weights: quality <= 4 is enhanced, quality 5 is not unless forced."""
+    """With the shipped weights and the default model: quality <= 4 is enhanced, quality 5 is not
+    unless forced."""
     from core.codec.compress import compress_raster
-    from core.models import ENHANCERS
+    from core.models import ENHANCERS, REGISTRY
+    from core.options import DEFAULT_ENHANCER, DEFAULT_MODEL
     from core.tile_codec import main
 
-    assert ENHANCERS["enhancer-lite"].max_default_quality == 4.0
+    assert ENHANCERS[DEFAULT_ENHANCER].max_default_quality(REGISTRY[DEFAULT_MODEL].lambdas) == pytest.approx(4.0)
     low, high = tmp_path / "q1.crsic", tmp_path / "q5.crsic"
     compress_raster(neon_rgb, low, CompressParams(quality=1))
     compress_raster(neon_rgb, high, CompressParams(quality=5))

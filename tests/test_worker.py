@@ -74,6 +74,7 @@ def test_decompress_enhance_auto_follows_the_quality_rule(tmp_path, tiny_weights
 
     from core import qgis_worker as worker
     from core.enhance import enhancement_reason
+    from core.models.files import model_info
     from core.format.container import ContainerReader
     from core.models import ENHANCERS, save_enhancer
     from core.models.hpin import Enhancer
@@ -85,13 +86,14 @@ def test_decompress_enhance_auto_follows_the_quality_rule(tmp_path, tiny_weights
     assert code == 0, lines
     from core.options import DEFAULT_ENHANCER
 
-    spec = dataclasses.replace(ENHANCERS[DEFAULT_ENHANCER], max_default_quality=1.0)
+    lambdas = model_info(tiny_weights).spec.lambdas
+    spec = dataclasses.replace(ENHANCERS[DEFAULT_ENHANCER], max_default_lambda=lambdas[0])  # up to quality 1
     monkeypatch.setitem(ENHANCERS, DEFAULT_ENHANCER, spec)
     with ContainerReader(container) as reader:
         quality = reader.header.quality
 
     def not_enhanced_because(job):  # the worker's job -> decompress_enhanced's decision
-        return enhancement_reason(worker.decompress_params(job), quality)
+        return enhancement_reason(worker.decompress_params(job), quality, lambdas)
 
     reason = not_enhanced_because({"enhance": "auto"})
     assert "quality <= 1" in reason and "quality 2" in reason

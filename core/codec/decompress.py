@@ -96,6 +96,11 @@ class DecodePlan:
         return len(self.tiles) - len(self.skip)
 
     @property
+    def lambdas(self) -> tuple[float, ...]:
+        """The rate levels' lambdas of the model that decodes this container."""
+        return get_coder(self.model, self.device).model.spec.lambdas  # open_plan loaded it
+
+    @property
     def ranges(self) -> list[BandRange]:
         return [BandRange(*r) for r in self.header.ranges]
 

@@ -37,32 +37,35 @@ def enhancement_status(enhancer: str | None = None) -> str | None:
         return str(exc)
 
 
-def default_enhancement(quality: float, enhancer: str | None = None) -> str | None:
-    """None when a container of this quality is enhanced by default, else why not."""
+def default_enhancement(quality: float, lambdas: tuple[float, ...], enhancer: str | None = None) -> str | None:
+    """None when a container of this quality, coded by a model trained for ``lambdas``, is
+    enhanced by default, else why not."""
     from ..models import resolve_enhancer
 
     try:
         _, spec = resolve_enhancer(enhancer)
     except CodecError:
         return None  # enhancement_status reports the problem
-    if spec is not None and spec.max_default_quality is not None and quality > spec.max_default_quality:
-        return (f"{spec.name} enhances quality <= {spec.max_default_quality:g} by default, this file has "
+    limit = None if spec is None else spec.max_default_quality(lambdas)
+    if limit is not None and quality > limit + 1e-9:
+        return (f"{spec.name} enhances quality <= {limit:g} of this file's model by default, this file has "
                 f"quality {quality:g}; --enhance forces it")
     return None
 
 
-def auto_enhancement(quality: float, enhancer: str | None = None) -> str | None:
+def auto_enhancement(quality: float, lambdas: tuple[float, ...], enhancer: str | None = None) -> str | None:
     """None when decoding left to its default enhances a container of this quality; else why not."""
-    return default_enhancement(quality, enhancer) or enhancement_status(enhancer)
+    return default_enhancement(quality, lambdas, enhancer) or enhancement_status(enhancer)
 
 
-def enhancement_reason(params: DecompressParams, quality: float) -> str | None:
-    """None when this decode enhances, else the one-line reason it does not."""
+def enhancement_reason(params: DecompressParams, quality: float, lambdas: tuple[float, ...]) -> str | None:
+    """None when this decode enhances a container of ``quality`` coded by a model trained for
+    ``lambdas``, else the one-line reason it does not."""
     if params.enhance is False:
         return "turned off (--no-enhance)"
     enhancer = params.enhancement.enhancer
     if params.enhance == "auto":
-        return auto_enhancement(quality, enhancer)
+        return auto_enhancement(quality, lambdas, enhancer)
     return enhancement_status(enhancer)
 
 
@@ -79,7 +82,7 @@ def decompress_enhanced(src: str | Path, dst: str | Path, params: DecompressPara
     t0 = time.perf_counter()
     with open_container(src) as reader:
         plan = open_plan(reader, params)
-        reason = enhancement_reason(params, plan.header.quality)
+        reason = enhancement_reason(params, plan.header.quality, plan.lambdas)
         enhancing = reason is None
         if enhancing:
             from ..models import get_enhancer

@@ -7,11 +7,13 @@ weights live in ``core/weights`` and are checked against the sha256 recorded her
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInput
-from ..options import AUTO_ENHANCE_MAX_QUALITY, DEFAULT_ENHANCER, DEFAULT_MODEL, MIN_QUALITY, quality_problem
+from ..options import AUTO_ENHANCE_MAX_LAMBDA, DEFAULT_ENHANCER, DEFAULT_MODEL, MIN_QUALITY, quality_problem
 
 # Lowest 0-based rate level: one below the lowest trained one, by extrapolating the gains.
 MIN_LEVEL = MIN_QUALITY - 1.0
@@ -48,9 +50,13 @@ class EnhancerSpec:
     sha256: str | None
     default_fidelity: float
     description: str = ""
-    # Highest container quality that `decompress` enhances unless told otherwise: the
-    # rates the enhancer was trained on and measured to help (None: every quality).
-    max_default_quality: float | None = None
+    # Highest lambda (rate level trade-off) of the containers `decompress` enhances unless
+    # told otherwise: the rates the enhancer was trained on and measured to help (None: all).
+    max_default_lambda: float | None = None
+
+    def max_default_quality(self, lambdas: tuple[float, ...]) -> float | None:
+        """The highest quality of a model with these ``lambdas`` enhanced by default."""
+        return None if self.max_default_lambda is None else quality_at_lambda(lambdas, self.max_default_lambda)
 
 
 # Lambdas (MSE on 0..255, compressai convention) of the trained rate levels, low to high.
@@ -130,7 +136,7 @@ ENHANCERS: dict[str, EnhancerSpec] = {
                     "HPIN at 1/2, 1/4, 1/8, input gate), trained on one GPU on shipped-ELIC pairs",
         # trained on quality 0..4 pairs; there LPIPS, DISTS, FID and KID all improve (PSNR -0.3 to
         # -1.8 dB); above, FID stops improving and PSNR costs 2.2-2.5 dB (see the model card)
-        max_default_quality=AUTO_ENHANCE_MAX_QUALITY,
+        max_default_lambda=AUTO_ENHANCE_MAX_LAMBDA,
     ),
     "enhancer-fast": EnhancerSpec(
         name="enhancer-fast",
@@ -141,12 +147,23 @@ ENHANCERS: dict[str, EnhancerSpec] = {
                     "Transformer, HPIN at 1/4 and 1/8, input gate; 8/16/64 channels at full/half/quarter "
                     "resolution), with its int8 OpenVINO network; about 3x faster, LPIPS slightly worse "
                     "(see its model card)",
-        max_default_quality=AUTO_ENHANCE_MAX_QUALITY,
+        max_default_lambda=AUTO_ENHANCE_MAX_LAMBDA,
     ),
 }
 
 __all__ = ["DEFAULT_ENHANCER", "DEFAULT_LAMBDAS", "DEFAULT_MODEL", "ENHANCERS", "EnhancerSpec", "ModelSpec",
            "REGISTRY", "WEIGHTS_DIR"]
+
+
+def quality_at_lambda(lambdas: tuple[float, ...], lmbda: float) -> float:
+    """The user quality (level + 1) at which a model trained for ``lambdas`` (one per level,
+    increasing) targets ``lmbda``: log-linear between its levels, extrapolated past the ends."""
+    logs = [math.log(v) for v in lambdas]
+    x = math.log(lmbda)
+    if len(logs) == 1:
+        return 1.0
+    k = min(max(bisect.bisect_right(logs, x) - 1, 0), len(logs) - 2)
+    return 1.0 + k + (x - logs[k]) / (logs[k + 1] - logs[k])
 
 
 def quality_to_level(quality: float, levels: int) -> float:
