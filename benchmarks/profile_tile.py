@@ -82,8 +82,10 @@ def main(argv=None) -> int:
     totals: dict[str, float] = defaultdict(float)
     exact.h_s = Timed(exact.h_s, "hyper-synthesis (int)", totals)
     exact.channel_context = {k: Timed(v, "channel context (int)", totals) for k, v in exact.channel_context.items()}
-    exact.spatial = [Timed(v, "spatial context (int)", totals) for v in exact.spatial]
+    for v in exact.spatial:  # the coder calls it at the non-anchors only
+        v.at_non_anchors = Timed(v.at_non_anchors, "spatial context (int)", totals)
     exact.aggregation = [Timed(v, "parameter aggregation (int)", totals) for v in exact.aggregation]
+    exact.anchor_aggregation = [Timed(v, "parameter aggregation (int)", totals) for v in exact.anchor_aggregation]
     enhancer = get_enhancer(args.enhancer)
     time_enhancer_parts(enhancer.net, totals)
     from core.enhance.windows import enhance_array

@@ -209,3 +209,35 @@ def test_numpy_convolutions_equal_torch(stride, padding, output_padding):
     want = F.conv_transpose2d(a, wt, None, stride, padding, output_padding).numpy()
     got = conv_transpose2d(a.numpy(), wt.numpy(), (stride,) * 2, (padding,) * 2, (output_padding,) * 2)
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("band_bytes", [None, 1])
+@pytest.mark.parametrize("parity", ["even", "odd"])
+def test_the_spatial_context_at_non_anchors_equals_the_full_convolution(monkeypatch, band_bytes, parity):
+    """``IntConv.at_non_anchors`` reads only the anchors: the same integers as the full masked
+    convolution of the joined checkerboard (non-anchors zero), split to its non-anchors, for
+    checkerboard masks, an unmasked kernel and odd heights; the anchors' aggregation without
+    the zero context channels equals the full one."""
+    from compressai.layers import CheckerboardMaskedConv2d
+
+    from core.models.exact_entropy import ExactElicEntropy, IntConv, Sequence, _relu
+
+    if band_bytes:
+        monkeypatch.setattr(exact_entropy, "_BAND_BYTES", band_bytes)
+    torch.manual_seed(3)
+    for module in (CheckerboardMaskedConv2d(6, 12, 5, padding=2), CheckerboardMaskedConv2d(4, 8, 3, padding=1),
+                   nn.Conv2d(6, 5, 5, padding=2)):
+        layer = int_conv(module)
+        for h, w in ((8, 10), (7, 6), (1, 4)):
+            anchors = torch.randint(-2**20, 2**20, (2, module.in_channels, h, w // 2)).double().numpy()
+            joined = ExactElicEntropy._join([anchors, np.zeros_like(anchors)], parity)
+            want = ExactElicEntropy._split(layer(joined), parity)[1]
+            assert np.array_equal(layer.at_non_anchors(anchors, parity), want), (module, h, w)
+            assert np.array_equal(Sequence([layer]).at_non_anchors(anchors, parity), want)
+            two = Sequence([layer, _relu])  # not a single convolution: the full one, split
+            assert np.array_equal(two.at_non_anchors(anchors, parity), np.maximum(want, 0))
+
+    first, second = int_conv(nn.Conv2d(10, 8, 1)), int_conv(nn.Conv2d(8, 4, 1))
+    side = torch.randint(-2**20, 2**20, (1, 6, 4, 3)).double().numpy()
+    full = Sequence([first, _relu, second])(np.concatenate([np.zeros((1, 4, 4, 3)), side], axis=1))
+    assert np.array_equal(Sequence([first.without_inputs(4), _relu, second])(side), full)

@@ -179,6 +179,51 @@ class IntConv:
             acc = self._row_gemm(a)
         else:
             acc = conv2d(a, self.weight, self.stride, self.padding)
+        return self._finish(acc)
+
+    def at_non_anchors(self, anchors: np.ndarray, parity: str) -> np.ndarray:
+        """This stride-1 convolution of a checkerboard whose non-anchors are still zero, at the
+        non-anchor positions only: ``split(self(join([anchors, 0])))[1]`` (see
+        ``ExactElicEntropy._split``), the same integers. Only the taps that land on anchors are
+        summed (a masked 5 x 5 context: 12 of 25, over half the positions: about a quarter of
+        the full convolution's work). ``anchors``: (n, c, h, w // 2) -> (n, out, h, w // 2)."""
+        n, c, h, w2 = anchors.shape
+        out_ch, _, kh, kw = self.weight.shape
+        ph, pw = self.padding
+        first = {"even": (0, 1), "odd": (1, 0)}[parity]  # anchors' first full column in even / odd rows
+        padded = np.pad(anchors, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        acc = np.empty((n, out_ch, h, w2), anchors.dtype)
+        for rho in (0, 1):  # output rows of this parity; a non-anchor's full column is 2 j + (1 - first[rho])
+            rows = len(range(rho, h, 2))
+            taps = []
+            for i in range(kh):
+                src = (rho + i - ph) % 2  # parity of the rows this kernel row reads
+                for j in range(kw):
+                    shift2 = (1 - first[rho]) + (j - pw) - first[src]  # twice the packed column shift
+                    if shift2 % 2 == 0 and self.weight[:, :, i, j].any():  # lands on anchors, not all zero
+                        taps.append((i, shift2 // 2, self.weight[:, :, i, j]))
+            if not rows or not taps:
+                acc[:, :, rho::2] = 0.0
+                continue
+            flat = np.concatenate([w for _, _, w in taps], axis=1)  # (out, taps * c)
+            band = max(1, _BAND_BYTES // (8 * len(taps) * c * w2))
+            for b in range(n):
+                for r0 in range(0, rows, band):
+                    r1 = min(rows, r0 + band)
+                    # output row rho + 2 r reads padded row rho + 2 r + i (kernel row i)
+                    cols = np.concatenate([padded[b, :, rho + i + 2 * r0 : rho + i + 2 * r1 : 2, pw + s : pw + s + w2]
+                                           for i, s, _ in taps], axis=0)
+                    acc[b, :, rho + 2 * r0 : rho + 2 * r1 : 2] = (flat @ cols.reshape(len(taps) * c, -1)).reshape(
+                        out_ch, r1 - r0, w2)
+        return self._finish(acc)
+
+    def without_inputs(self, count: int) -> "IntConv":
+        """The same layer for an input whose first ``count`` channels would be zero: they are
+        dropped (their products are exact zeros, so the sums do not change)."""
+        return IntConv(self.weight[:, count:], self.bias.reshape(-1), self.down.reshape(-1), self.stride,
+                       self.padding, self.output_padding, self.transposed)
+
+    def _finish(self, acc: np.ndarray) -> np.ndarray:
         # in place, the same exact steps: integer + bias, times 2**-shift, rounded half up
         acc += self.bias
         acc *= self.down
@@ -232,6 +277,16 @@ class Sequence:
         for layer in self.layers:
             a = layer(a)
         return a
+
+    def at_non_anchors(self, anchors: np.ndarray, parity: str) -> np.ndarray:
+        """These layers on a checkerboard whose non-anchors are zero, at the non-anchors:
+        ``split(self(join([anchors, 0])))[1]`` (``ExactElicEntropy._split``); one stride-1
+        convolution (a spatial context) reads the anchors alone (``IntConv.at_non_anchors``)."""
+        only = self.layers[0] if len(self.layers) == 1 else None
+        if isinstance(only, IntConv) and not only.transposed and only.stride == (1, 1):
+            return only.at_non_anchors(anchors, parity)
+        joined = ExactElicEntropy._join([anchors, np.zeros_like(anchors)], parity)
+        return ExactElicEntropy._split(self(joined), parity)[1]
 
     def to_arrays(self, prefix: str, arrays: dict) -> None:
         kinds = []
@@ -321,6 +376,9 @@ class ExactElicEntropy:
         self.channel_context = {k: Sequence.from_arrays(f"channel_context.{k}", a) for k in range(1, len(self.groups))}
         self.spatial = [Sequence.from_arrays(f"spatial.{k}", a) for k in range(len(self.groups))]
         self.aggregation = [Sequence.from_arrays(f"aggregation.{k}", a) for k in range(len(self.groups))]
+        # the anchors' parameters: their spatial context is zero, so its input channels are dropped
+        self.anchor_aggregation = [Sequence([agg.layers[0].without_inputs(2 * g)] + agg.layers[1:])
+                                   for agg, g in zip(self.aggregation, self.groups)]
         self.z_medians = a["z_medians"].astype(np.float32)  # (1, C, 1, 1)
         self.z_medians_fixed = to_fixed(self.z_medians)
         self.scale_tables = [a[f"scale_table.{k}"].astype(np.float64) for k in range(len(self.groups))]
@@ -362,12 +420,11 @@ class ExactElicEntropy:
     def _params(self, k: int, side_half: np.ndarray, halves: list[np.ndarray], half: int):
         """Integer (scales, means) of one checkerboard half of group ``k``, from its half of the
         side information and the group's decoded ``halves`` so far (the anchors for ``half`` 1)."""
-        parity = self.parity[k]
-        if half == 0:
-            ctx = np.zeros((side_half.shape[0], 2 * self.groups[k], *side_half.shape[2:]), side_half.dtype)
+        if half == 0:  # anchors: no spatial context yet
+            params = self.anchor_aggregation[k](side_half)
         else:
-            ctx = self._split(self.spatial[k](self._join(halves, parity)), parity)[1]
-        params = self.aggregation[k](np.concatenate([ctx, side_half], axis=1))
+            ctx = self.spatial[k].at_non_anchors(halves[0], self.parity[k])
+            params = self.aggregation[k](np.concatenate([ctx, side_half], axis=1))
         return np.split(params, 2, axis=1)
 
     def _side(self, k: int, hyper_params: np.ndarray, y_hat: list[np.ndarray]) -> np.ndarray:
