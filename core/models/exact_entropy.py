@@ -125,6 +125,7 @@ class IntConv:
         self.row_taps = [] if self.transposed else [
             (i, np.ascontiguousarray(self.weight[:, :, i, :].transpose(0, 2, 1).reshape(self.weight.shape[0], -1)))
             for i in range(kh) if self.weight[:, :, i, :].any()]
+        self._taps: dict[str, list] = {}  # at_non_anchors' taps per checkerboard parity
 
     @classmethod
     def quantise(cls, weight: np.ndarray, bias: np.ndarray | None, stride, padding, output_padding=(0, 0),
@@ -188,34 +189,47 @@ class IntConv:
         summed (a masked 5 x 5 context: 12 of 25, over half the positions: about a quarter of
         the full convolution's work). ``anchors``: (n, c, h, w // 2) -> (n, out, h, w // 2)."""
         n, c, h, w2 = anchors.shape
-        out_ch, _, kh, kw = self.weight.shape
+        out_ch = self.weight.shape[0]
         ph, pw = self.padding
-        first = {"even": (0, 1), "odd": (1, 0)}[parity]  # anchors' first full column in even / odd rows
         padded = np.pad(anchors, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         acc = np.empty((n, out_ch, h, w2), anchors.dtype)
-        for rho in (0, 1):  # output rows of this parity; a non-anchor's full column is 2 j + (1 - first[rho])
+        for rho, (taps, flat) in enumerate(self._anchor_taps(parity)):  # output rows of parity rho
             rows = len(range(rho, h, 2))
-            taps = []
-            for i in range(kh):
-                src = (rho + i - ph) % 2  # parity of the rows this kernel row reads
-                for j in range(kw):
-                    shift2 = (1 - first[rho]) + (j - pw) - first[src]  # twice the packed column shift
-                    if shift2 % 2 == 0 and self.weight[:, :, i, j].any():  # lands on anchors, not all zero
-                        taps.append((i, shift2 // 2, self.weight[:, :, i, j]))
             if not rows or not taps:
                 acc[:, :, rho::2] = 0.0
                 continue
-            flat = np.concatenate([w for _, _, w in taps], axis=1)  # (out, taps * c)
             band = max(1, _BAND_BYTES // (8 * len(taps) * c * w2))
             for b in range(n):
                 for r0 in range(0, rows, band):
                     r1 = min(rows, r0 + band)
                     # output row rho + 2 r reads padded row rho + 2 r + i (kernel row i)
                     cols = np.concatenate([padded[b, :, rho + i + 2 * r0 : rho + i + 2 * r1 : 2, pw + s : pw + s + w2]
-                                           for i, s, _ in taps], axis=0)
+                                           for i, s in taps], axis=0)
                     acc[b, :, rho + 2 * r0 : rho + 2 * r1 : 2] = (flat @ cols.reshape(len(taps) * c, -1)).reshape(
                         out_ch, r1 - r0, w2)
         return self._finish(acc)
+
+    def _anchor_taps(self, parity: str) -> list[tuple[list[tuple[int, int]], np.ndarray | None]]:
+        """For output rows of each parity: the kernel taps that land on anchors, as (kernel row,
+        packed column shift), and their weights side by side (out, taps * in); kept per parity."""
+        cached = self._taps.get(parity)
+        if cached is None:
+            _, _, kh, kw = self.weight.shape
+            ph, pw = self.padding
+            first = {"even": (0, 1), "odd": (1, 0)}[parity]  # anchors' first full column in even / odd rows
+            cached = []
+            for rho in (0, 1):  # a non-anchor's full column in a row of parity rho: 2 j + 1 - first[rho]
+                taps, weights = [], []
+                for i in range(kh):
+                    src = (rho + i - ph) % 2  # parity of the rows kernel row i reads
+                    for j in range(kw):
+                        shift2 = (1 - first[rho]) + (j - pw) - first[src]  # twice the packed column shift
+                        if shift2 % 2 == 0 and self.weight[:, :, i, j].any():  # on an anchor, not all zero
+                            taps.append((i, shift2 // 2))
+                            weights.append(self.weight[:, :, i, j])
+                cached.append((taps, np.concatenate(weights, axis=1) if weights else None))
+            self._taps[parity] = cached
+        return cached
 
     def without_inputs(self, count: int) -> "IntConv":
         """The same layer for an input whose first ``count`` channels would be zero: they are
