@@ -111,7 +111,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="6868bd8c005a46ebd2573183efdfe677a866059ac57b5fb1fb436adeb4f58b9b",
+        sha256="fc15e682bf2c0138cd00f24fb0a6faeb4ebd09a9095ab43ad50308e1104e5590",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
