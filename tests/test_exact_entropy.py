@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.models import REGISTRY, build_model
-from core.models import exact_entropy
-from core.models.exact_entropy import ExactElicEntropy, ExactnessError, IntegerTables, to_fixed
+from core.models import int_layers
+from core.models.exact_entropy import ExactElicEntropy, IntegerTables
+from core.models.int_layers import ExactnessError, to_fixed
 from core.models.tables_from_torch import integer_sequence, integer_tables
 
 
@@ -183,7 +184,7 @@ def test_row_gemm_equals_convolution(monkeypatch, band_bytes):
     """One GEMM per kernel row (in bands of output rows, down to one row) gives exactly
     the convolution, masked kernels (zero kernel rows skipped) included."""
     if band_bytes:
-        monkeypatch.setattr(exact_entropy, "_BAND_BYTES", band_bytes)
+        monkeypatch.setattr(int_layers, "_BAND_BYTES", band_bytes)
     torch.manual_seed(2)
     conv = nn.Conv2d(6, 5, 5, padding=2)
     with torch.no_grad():
@@ -198,7 +199,7 @@ def test_row_gemm_equals_convolution(monkeypatch, band_bytes):
 @pytest.mark.parametrize("stride, padding, output_padding", [(1, 1, 0), (2, 2, 1), (2, 1, 0), (3, 0, 2)])
 def test_numpy_convolutions_equal_torch(stride, padding, output_padding):
     """The NumPy convolutions the integer path runs are torch's, exactly, on integer inputs."""
-    from core.models.exact_entropy import conv2d, conv_transpose2d
+    from core.models.int_layers import conv2d, conv_transpose2d
 
     g = torch.Generator().manual_seed(stride * 10 + padding)
     a = torch.randint(-2**20, 2**20, (2, 5, 7, 6), generator=g).double()
@@ -220,18 +221,18 @@ def test_the_spatial_context_at_non_anchors_equals_the_full_convolution(monkeypa
     the zero context channels equals the full one."""
     from compressai.layers import CheckerboardMaskedConv2d
 
-    from core.models.exact_entropy import ExactElicEntropy, IntConv, Sequence, _relu
+    from core.models.int_layers import Sequence, _relu, join_checkerboard, split_checkerboard
 
     if band_bytes:
-        monkeypatch.setattr(exact_entropy, "_BAND_BYTES", band_bytes)
+        monkeypatch.setattr(int_layers, "_BAND_BYTES", band_bytes)
     torch.manual_seed(3)
     for module in (CheckerboardMaskedConv2d(6, 12, 5, padding=2), CheckerboardMaskedConv2d(4, 8, 3, padding=1),
                    nn.Conv2d(6, 5, 5, padding=2)):
         layer = int_conv(module)
         for h, w in ((8, 10), (7, 6), (1, 4)):
             anchors = torch.randint(-2**20, 2**20, (2, module.in_channels, h, w // 2)).double().numpy()
-            joined = ExactElicEntropy._join([anchors, np.zeros_like(anchors)], parity)
-            want = ExactElicEntropy._split(layer(joined), parity)[1]
+            joined = join_checkerboard([anchors, np.zeros_like(anchors)], parity)
+            want = split_checkerboard(layer(joined), parity)[1]
             assert np.array_equal(layer.at_non_anchors(anchors, parity), want), (module, h, w)
             assert np.array_equal(Sequence([layer]).at_non_anchors(anchors, parity), want)
             two = Sequence([layer, _relu])  # not a single convolution: the full one, split

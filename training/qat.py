@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models.exact_entropy import ACT_BITS, FRAC_BITS, WEIGHT_BITS
+from core.models.int_layers import ACT_BITS, FRAC_BITS, WEIGHT_BITS
 
 _ONE = float(2**FRAC_BITS)
 _ACT_MAX = float(2**ACT_BITS) / _ONE

@@ -13,7 +13,8 @@ from torch import nn
 
 from .compressai_backend import bottleneck_medians, cdf_tables, elic_entropy_parts
 from .elic import MIN_LEVEL
-from .exact_entropy import SCHEME, TABLES_VERSION, ExactnessError, FloatConv, IntConv, IntegerTables, Sequence, _relu
+from .exact_entropy import SCHEME, TABLES_VERSION, IntegerTables
+from .int_layers import ExactnessError, FloatConv, IntConv, Sequence, _relu
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
