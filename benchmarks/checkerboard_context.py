@@ -30,14 +30,12 @@ import numpy as np  # noqa: E402
 
 from core.codec.tile_coder import get_coder  # noqa: E402
 from core.models.exact_entropy import ExactElicEntropy  # noqa: E402
-from core.models.int_layers import join_checkerboard, split_checkerboard  # noqa: E402
 
 
 def full_convolution(exact: ExactElicEntropy) -> None:
     """Make ``exact`` compute as before: full convolutions, zero context inputs."""
     for seq in exact.spatial:
-        seq.at_non_anchors = (lambda s: lambda anchors, parity: split_checkerboard(
-            s(join_checkerboard([anchors, np.zeros_like(anchors)], parity)), parity)[1])(seq)
+        seq.at_non_anchors = seq.joined_at_non_anchors
     exact.anchor_aggregation = [
         (lambda agg, g: lambda side: agg(np.concatenate([np.zeros((side.shape[0], 2 * g, *side.shape[2:])), side],
                                                         axis=1)))(agg, g)

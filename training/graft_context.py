@@ -22,25 +22,26 @@ import torch
 
 from core.models import REGISTRY, build_model
 
+from .slim_context import CONTEXT
 from .train_elic import split_parameters
-
-CONTEXT = ".channel_context."
 
 
 def graft(campaign: dict, slim_model: dict, net: torch.nn.Module) -> dict:
     """A campaign checkpoint with its channel contexts taken from ``slim_model`` (a state
     dict), for ``net``'s architecture. Raises ValueError where a shape does not fit."""
     own = net.state_dict()
+    main, aux = split_parameters(net)
+    parameters = {n for n, _ in main + aux}
     model = {}
     for key, target in own.items():
         source = slim_model if CONTEXT in key else campaign["model"]
         if key not in source:
             raise ValueError(f"{key} is missing from the {'slim run' if CONTEXT in key else 'campaign'}")
         value = source[key]
-        if (CONTEXT in key or key in dict(net.named_parameters())) and value.shape != target.shape:
+        if (CONTEXT in key or key in parameters) and value.shape != target.shape:
             raise ValueError(f"{key}: {tuple(value.shape)} does not fit the registry's {tuple(target.shape)}")
         model[key] = value.to(target.dtype)
-    names = [n for n, _ in split_parameters(net)[0]]
+    names = [n for n, _ in main]
     opt = campaign["opt"]
     if len(opt["param_groups"][0]["params"]) != len(names):
         raise ValueError("the campaign's optimiser holds another set of parameters")

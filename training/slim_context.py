@@ -23,13 +23,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from core.models import REGISTRY, build_model, load_model, resolve_weights, save_weights
 
 from .data import CropSampler, center_crops, list_images
 from .train_elic import likelihood_bits, read_state, validate
+
+
+CONTEXT = ".channel_context."  # in the state-dict keys of the channel-context networks
 
 
 def slim_model(base: str, context: tuple[int, int], name: str):
@@ -39,10 +41,10 @@ def slim_model(base: str, context: tuple[int, int], name: str):
                    description=f"{REGISTRY[base].description}; channel context {context[0]}/{context[1]}")
     net = build_model(spec)
     state = read_state(str(resolve_weights(base)))
-    kept = {k: v for k, v in state.items() if ".channel_context." not in k}
+    kept = {k: v for k, v in state.items() if CONTEXT not in k}
     missing = [k for k in net.state_dict() if k not in kept]
     net.load_state_dict(kept, strict=False)
-    assert all(".channel_context." in k for k in missing), missing[:5]
+    assert all(CONTEXT in k for k in missing), missing[:5]
     return net, spec
 
 

@@ -182,7 +182,7 @@ def fit_quantiles(net, steps: int = 4000, lr: float = 0.05) -> tuple[float, floa
     Quantiles that are too narrow would push symbols into the coder's costly
     escape path; the fitted ones bound the table tightly.
     """
-    params = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
+    params = [p for _, p in split_parameters(net)[1]]
     opt = torch.optim.Adam(params, lr=lr)
     with torch.no_grad():
         before = float(net.aux_loss())

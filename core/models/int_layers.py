@@ -274,6 +274,10 @@ class Sequence:
         only = self.layers[0] if len(self.layers) == 1 else None
         if isinstance(only, IntConv) and not only.transposed and only.stride == (1, 1):
             return only.at_non_anchors(anchors, parity)
+        return self.joined_at_non_anchors(anchors, parity)
+
+    def joined_at_non_anchors(self, anchors: np.ndarray, parity: str) -> np.ndarray:
+        """The same by the whole computation: join the checkerboard, run the layers, split."""
         joined = join_checkerboard([anchors, np.zeros_like(anchors)], parity)
         return split_checkerboard(self(joined), parity)[1]
 
