@@ -50,6 +50,33 @@ def test_crop_sampler_reads_geotiffs_and_normalises_uint16(tmp_path, neon_rgb):
     assert float(batch.max()) > 0.5  # stretched by min..max, not divided by 65535
 
 
+def test_mosaic_crops_join_four_images_at_random_cuts_and_plain_crops_stay_one_image(tmp_path):
+    from PIL import Image
+
+    values = (20, 90, 160, 230)  # one flat grey per image, so each pixel names its source
+    for v in values:
+        Image.fromarray(np.full((80, 96, 3), v, np.uint8)).save(tmp_path / f"flat{v}.png")
+    paths = list_images([tmp_path])
+
+    plain = CropSampler(paths, crop=64, seed=3).batch(6)
+    assert all(len(torch.unique(c)) == 1 for c in plain)
+
+    mosaic = CropSampler(paths, crop=64, seed=3, mosaic=1.0).batch(6)
+    cuts = set()
+    for c in mosaic:
+        grey = (c[0] * 255).round().int()
+        quadrants = {int(grey[0, 0]), int(grey[0, -1]), int(grey[-1, 0]), int(grey[-1, -1])}
+        assert quadrants <= set(values) and len(quadrants) == 4  # four different images
+        cy = int((grey[:, 0] != grey[0, 0]).int().argmax())
+        cx = int((grey[0] != grey[0, 0]).int().argmax())
+        assert 8 <= cy <= 56 and 8 <= cx <= 56
+        assert len(torch.unique(grey[:cy, :cx])) == 1 and len(torch.unique(grey[cy:, cx:])) == 1
+        cuts.add((cy, cx))
+    assert len(cuts) > 1  # the cuts move
+    with pytest.raises(ValueError, match="mosaic must be a fraction"):
+        CropSampler(paths, crop=64, mosaic=1.5)
+
+
 def test_checkpoint_reloads_to_identical_outputs_and_resumes(tmp_path, neon_rgb):
     out = tmp_path / "run"
     common = ["--model", "elic-tiny", "--data", str(neon_rgb), "--out", str(out), "--batch", "2", "--crop", "64",

@@ -56,12 +56,20 @@ def load_image(path: Path, bands=None) -> np.ndarray:
 
 
 class CropSampler:
-    """Random crops with flips and 90-degree rotations, images drawn by area."""
+    """Random crops with flips and 90-degree rotations, images drawn by area.
 
-    def __init__(self, paths, crop: int, seed: int = 0):
+    ``mosaic`` is the fraction of crops assembled from four images, cut once across and once
+    down at random points: a codec tile that spans scene borders (a mosaic of image chips, a
+    nodata edge) is then in the training distribution, not only crops of one scene.
+    """
+
+    def __init__(self, paths, crop: int, seed: int = 0, mosaic: float = 0.0):
         if not paths:
             raise ValueError("no training images found")
+        if not 0.0 <= mosaic <= 1.0:
+            raise ValueError(f"mosaic must be a fraction between 0 and 1, got {mosaic}")
         self.crop = crop
+        self.mosaic = mosaic
         self.images = []
         for p in paths:
             arr = load_image(Path(p))
@@ -80,15 +88,28 @@ class CropSampler:
     def batch(self, n: int) -> torch.Tensor:
         out = np.empty((n, 3, self.crop, self.crop), dtype=np.float32)
         for i, k in enumerate(self.rng.choice(len(self.images), size=n, p=self.weights)):
-            img = self.images[k]
-            y = self.rng.integers(0, img.shape[1] - self.crop + 1)
-            x = self.rng.integers(0, img.shape[2] - self.crop + 1)
-            c = img[:, y : y + self.crop, x : x + self.crop]
-            if self.rng.random() < 0.5:
-                c = c[:, :, ::-1]
-            c = np.rot90(c, k=int(self.rng.integers(4)), axes=(1, 2))
-            out[i] = c
+            out[i] = self._crop(k)
+            if self.mosaic and len(self.images) >= 4 and self.rng.random() < self.mosaic:
+                self._paste_mosaic(out[i], k)
         return torch.from_numpy(out)
+
+    def _crop(self, k: int) -> np.ndarray:
+        img = self.images[k]
+        y = self.rng.integers(0, img.shape[1] - self.crop + 1)
+        x = self.rng.integers(0, img.shape[2] - self.crop + 1)
+        c = img[:, y : y + self.crop, x : x + self.crop]
+        if self.rng.random() < 0.5:
+            c = c[:, :, ::-1]
+        return np.rot90(c, k=int(self.rng.integers(4)), axes=(1, 2))
+
+    def _paste_mosaic(self, crop: np.ndarray, first: int) -> None:
+        """Replace three quadrants of ``crop`` (from image ``first``) by crops of three other images."""
+        others = [k for k in self.rng.choice(len(self.images), size=4, replace=False, p=self.weights) if k != first][:3]
+        margin = max(1, self.crop // 8)
+        cy, cx = (int(v) for v in self.rng.integers(margin, self.crop - margin + 1, size=2))
+        for k, (rows, cols) in zip(others, ((slice(0, cy), slice(cx, None)), (slice(cy, None), slice(0, cx)),
+                                           (slice(cy, None), slice(cx, None)))):
+            crop[:, rows, cols] = self._crop(k)[:, rows, cols]
 
 
 def center_crops(paths, size: int, limit: int | None = None) -> list[torch.Tensor]:

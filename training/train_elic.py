@@ -49,6 +49,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--high-rate-weight", type=float, default=1.0,
                    help="draw the top rate level this many times as often as the lowest (linear in between; "
                         "1: uniform), so high rates are not starved when steps are few")
+    p.add_argument("--mosaic", type=float, default=0.0,
+                   help="fraction of crops assembled from four images (scene borders inside a tile, as in a "
+                        "mosaic of chips); 0: crops of one image only")
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     p.add_argument("--val-every", type=int, default=500, help="validate every N steps")
     p.add_argument("--val-size", type=int, default=256, help="validation centre-crop size")
@@ -282,7 +285,7 @@ def main(argv=None) -> int:
     random.seed(args.seed + step)
     torch.manual_seed(args.seed + step)
     t0 = time.time()
-    sampler = CropSampler(list_images(args.data), args.crop, seed=args.seed + step)
+    sampler = CropSampler(list_images(args.data), args.crop, seed=args.seed + step, mosaic=args.mosaic)
     val_crops = center_crops(list_images(args.val), args.val_size, args.val_limit) if args.val else []
     log = open(out_dir / "log.jsonl", "a")
     print(f"{sampler.megapixels:.1f} MP of training images loaded in {time.time() - t0:.0f}s", file=sys.stderr)
