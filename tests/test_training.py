@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -75,6 +76,29 @@ def test_mosaic_crops_join_four_images_at_random_cuts_and_plain_crops_stay_one_i
     assert len(cuts) > 1  # the cuts move
     with pytest.raises(ValueError, match="mosaic must be a fraction"):
         CropSampler(paths, crop=64, mosaic=1.5)
+
+
+def test_a_checkpoint_from_a_per_tensor_adam_resumes_fused_with_its_moments():
+    from training.train_elic import adam, load_optimiser
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+    old = torch.optim.Adam(params, lr=1e-3)  # how earlier campaign sessions wrote their checkpoints
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        old.step()
+    new = adam([torch.nn.Parameter(p.detach().clone()) for p in params], lr=5e-4)
+    load_optimiser(new, copy.deepcopy(old.state_dict()))  # as from a file: no tensor shared with ``old``
+    assert new.param_groups[0]["fused"] is True and new.param_groups[0]["lr"] == 1e-3
+    for a, b in zip(old.state.values(), new.state.values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    for p_old, p_new in zip(params, new.param_groups[0]["params"]):  # the next step agrees
+        p_old.grad = p_new.grad = torch.full_like(p_old, 0.5)
+    old.step()
+    new.step()
+    for p_old, p_new in zip(params, new.param_groups[0]["params"]):
+        torch.testing.assert_close(p_old, p_new, rtol=0, atol=1e-6)
 
 
 def test_checkpoint_reloads_to_identical_outputs_and_resumes(tmp_path, neon_rgb):

@@ -28,7 +28,7 @@ import torch
 from core.models import REGISTRY, build_model, load_model, resolve_weights, save_weights
 
 from .data import CropSampler, center_crops, list_images
-from .train_elic import likelihood_bits, read_state, validate
+from .train_elic import adam, likelihood_bits, read_state, validate
 
 
 CONTEXT = ".channel_context."  # in the state-dict keys of the channel-context networks
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     print(f"{len(y_cache)} latents cached in {time.time() - t0:.0f} s", file=sys.stderr)
     pixels = args.crop ** 2
     rate = {"before": cache_rate(net, y_cache, pixels)}
-    opt = torch.optim.Adam(params, lr=args.lr)
+    opt = adam(params, args.lr)
     log = open(out / "log.jsonl", "a")
     net.train()
     gen = torch.Generator().manual_seed(1000 + args.seed)

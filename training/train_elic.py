@@ -176,6 +176,22 @@ def split_parameters(net) -> tuple[list, list]:
     return [(n, p) for n, p in named if not n.endswith(".quantiles")], aux
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """The training runs' Adam: fused (one kernel for all tensors). On a 2-core CPU its step
+    on elic-v3's 9.1 M parameters takes 8.5 ms against 33 ms per tensor (ad hoc, same results
+    to 1.5e-8), which was 12.6 % of a campaign step."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def load_optimiser(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``opt.load_state_dict``, keeping how ``opt`` computes its steps (a checkpoint's groups
+    carry the flags of the run that wrote it, e.g. not fused): only the state and lr carry over."""
+    flags = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, flags):
+        group.update(kept)
+
+
 def fit_quantiles(net, steps: int = 4000, lr: float = 0.05) -> tuple[float, float]:
     """Fit the entropy bottleneck's quantiles (its CDF table range) to the learned density.
 
@@ -248,15 +264,14 @@ def main(argv=None) -> int:
 
     main_named, aux_named = split_parameters(net)
     main_params, aux_params = [p for _, p in main_named], [p for _, p in aux_named]
-    opt = torch.optim.Adam(main_params, lr=args.lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr)
+    opt, aux_opt = adam(main_params, args.lr), adam(aux_params, args.aux_lr)
     step, elapsed = 0, 0.0
     ckpt_path = out_dir / "last.pt"
     if (args.resume or args.export) and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        aux_opt.load_state_dict(ck["aux_opt"])
+        load_optimiser(opt, ck["opt"])
+        load_optimiser(aux_opt, ck["aux_opt"])
         step, elapsed = int(ck["step"]), float(ck["elapsed"])
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
     elif args.export:
