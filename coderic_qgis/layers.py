@@ -259,6 +259,8 @@ def summary_text(result: dict, name: str) -> str:
         parts.append(f"container {human_bytes(container)}")
     if result.get("bpp") is not None:
         parts.append(f"{result['bpp']:.3f} bpp")
+    if result.get("rate_note"):
+        parts.append(result["rate_note"])
     if "psnr" in result:
         psnr = result["psnr"]
         parts.append("PSNR n/a" if psnr is None else f"PSNR {psnr:.2f} dB")

@@ -110,6 +110,8 @@ def cmd_compress(args) -> dict:
     with _mapper(args) as mapper:
         res = usecases.compress(args.input, out, compress_params(args), progress=_phase_progress(args), mapper=mapper)
     if not args.json:
+        if res["rate_note"]:
+            print(f"note: {res['rate_note']}", file=sys.stderr)
         print(f"{args.input} -> {out}: {res['bpp']:.4f} bpp, quality {res['quality']:.2f}, bands {res['bands']}, "
               f"{res['seconds']:.1f} s ({res['megapixels_per_second']:.2f} MP/s)")
         print("  " + sizes_text(res["raw_bytes"], res["bytes"], res["input_bytes"], res["input_label"]))

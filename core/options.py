@@ -20,6 +20,9 @@ from .errors import BadInput
 
 DEFAULT_MODEL = "elic-lite-s"
 DEFAULT_MODEL_LEVELS = 6  # trained rate levels of DEFAULT_MODEL (a test checks the registry agrees)
+# What a compression suggests when --target-bpp is above the chosen model's top quality: the
+# shipped model trained for the highest rates (a test checks it reaches above DEFAULT_MODEL).
+HIGH_RATE_MODEL = "elic-v3"
 DEFAULT_ENHANCER = "enhancer-fast"
 DEVICES = ("cpu", "cuda")
 DEFAULT_DEVICE = "cpu"

@@ -88,6 +88,24 @@ def test_target_bpp_is_approached(tmp_path):
     assert abs(res["bpp"] - target) < 0.15 * (hi - lo)
 
 
+def test_a_target_out_of_the_models_reach_is_coded_at_its_nearest_quality_with_a_note(tmp_path, capsys):
+    from core.cli import main as cli_main
+    from core.options import HIGH_RATE_MODEL
+
+    assert REGISTRY[HIGH_RATE_MODEL].lambdas[-1] > REGISTRY[DEFAULT_MODEL].lambdas[-1]
+    top = compress_raster(NEON, tmp_path / "top.crsic", CompressParams(quality=6))
+    assert top["rate_note"] is None
+    res = compress_raster(NEON, tmp_path / "high.crsic", CompressParams(target_bpp=8.0))
+    assert res["quality"] == 6 and res["bpp"] == top["bpp"]  # the top quality, the same file
+    assert res["rate_note"].startswith(f"8 bpp is above what {DEFAULT_MODEL} codes this raster at its top quality")
+    assert res["rate_note"].endswith(f"--model {HIGH_RATE_MODEL} reaches higher rates")
+    low = compress_raster(NEON, tmp_path / "low.crsic", CompressParams(target_bpp=0.001))
+    assert low["quality"] < 1 and "is below what" in low["rate_note"]
+    assert cli_main(["compress", str(NEON), "-o", str(tmp_path / "cli.crsic"), "--target-bpp", "8", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: 8 bpp is above what {DEFAULT_MODEL} codes this raster" in err and len(err.splitlines()) == 1
+
+
 def test_elic_v2_is_shipped_and_reaches_higher_rates(tmp_path):
     """The registered alternative: intact, its 11 levels load, and its top quality codes
     the sample at a higher rate and PSNR than the default model's top quality."""

@@ -21,8 +21,8 @@ from ..format.header import Header, ModelRef
 from ..format.output import Partial, atomic_output, resumable_output
 from ..format.raster_io import band_ranges, dataset_name, has_mask, input_file_bytes, open_raster, select_bands
 from ..format.tiling import TileGrid, padded
-from ..models import MIN_LEVEL, quality_to_level
-from ..options import ANALYSIS_MARGIN, LATENT_MARGIN, RATE_SAMPLE_TILES, CompressParams, raw_bytes
+from ..models import MIN_LEVEL, ModelSpec, quality_to_level
+from ..options import ANALYSIS_MARGIN, HIGH_RATE_MODEL, LATENT_MARGIN, RATE_SAMPLE_TILES, CompressParams, raw_bytes
 from .jobs import EncodeJob, encode_job, serial_map
 from .tile_coder import get_coder
 
@@ -36,10 +36,11 @@ def _jobs(src: str, tiles, header: Header, params: CompressParams, masked: bool,
 
 
 def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Header, masked: bool,
-                   levels: int, mapper=serial_map) -> float:
-    """The 0-based rate level: from the quality, or bisected to hit ``target_bpp``."""
+                   spec: ModelSpec, mapper=serial_map) -> tuple[float, str | None]:
+    """The 0-based rate level: from the quality, or bisected to hit ``target_bpp``; and, when
+    the target is out of the model's reach on this raster, a one-line note saying so."""
     if params.target_bpp is None:
-        return quality_to_level(params.quality, levels)
+        return quality_to_level(params.quality, spec.levels), None
     framing = framing_bytes(header.with_rate(1.0, 0.0), len(grid))
     # Bisect the (continuous) level on a few tiles spread over the raster: whole tiles where
     # there are enough (a cut tile at the edge pays its fixed costs on fewer pixels, so picking
@@ -58,15 +59,18 @@ def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Hea
         payload = sum(len(p) for _, p, _ in mapper(encode_job, _jobs(src, picks, header, params, masked, lv)))
         return (payload * scale + framing) * 8 / header.pixels
 
-    lo, hi = MIN_LEVEL, float(levels - 1)
-    if bpp(lo) >= params.target_bpp:
-        return lo
-    if bpp(hi) <= params.target_bpp:
-        return hi
+    lo, hi = MIN_LEVEL, float(spec.levels - 1)
+    if (least := bpp(lo)) >= params.target_bpp:
+        return lo, (f"{params.target_bpp:g} bpp is below what {spec.name} codes this raster at its lowest quality "
+                    f"(about {least:.3f} bpp)")
+    if (most := bpp(hi)) <= params.target_bpp:
+        wider = f"; --model {HIGH_RATE_MODEL} reaches higher rates" if spec.name != HIGH_RATE_MODEL else ""
+        return hi, (f"{params.target_bpp:g} bpp is above what {spec.name} codes this raster at its top quality "
+                    f"(about {most:.3f} bpp){wider}")
     for _ in range(7):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if bpp(mid) <= params.target_bpp else (lo, mid)
-    return lo
+    return lo, None
 
 
 def _header(ds, src: str, bands, ranges, masked: bool, grid: TileGrid, coder, version: int) -> Header:
@@ -114,7 +118,7 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
             problem = header.problem()  # never write a container that a reader would refuse
             if problem:
                 raise UnsupportedRaster(f"{src}: {problem}")
-            level = _quality_level(src, grid, params, header, masked, coder.model.spec.levels, mapper)
+            level, rate_note = _quality_level(src, grid, params, header, masked, coder.model.spec, mapper)
             header = header.with_rate(level + 1.0, level)
             writer = _writer(tmp, header, len(grid), dst)
             try:
@@ -143,6 +147,7 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
         "megapixels_per_second": header.pixels / 1e6 / seconds,
         "tiles": len(grid),
         "quality": level + 1.0,
+        "rate_note": rate_note,  # None, or why --target-bpp could not be met
         "format": header.format_version,
         "resumed_tiles": skip,
     }

@@ -212,6 +212,9 @@ def test_summary_says_whether_the_decode_was_enhanced():
     assert "raw data 2.0 kB, input file 2.0 kB, container 100 B; ratio 20.5:1 against the raw data" in plain
     assert enhanced.startswith(plain) and enhanced.endswith("decode enhanced (codebook prior)")
     assert "decode enhanced" in summary_text({"container_bytes": 100, "bpp": 0.4, "enhanced": True}, "a.crsic")
+    note = "8 bpp is above what elic-lite-s codes this raster at its top quality (about 0.793 bpp)"
+    assert summary_text(dict(compress, rate_note=note), "a -> a.crsic") == plain.replace("0.400 bpp", f"0.400 bpp, {note}")
+    assert summary_text(dict(compress, rate_note=None), "a -> a.crsic").endswith("PSNR 25.00 dB")
 
 
 def test_worker_error_reaches_user_as_message(plugin, qgis_app, tmp_path, worker_ready):
