@@ -99,6 +99,21 @@ def test_compiled_window_shapes_are_bounded(lite):
     assert (64, 64) in {k[:2] for k in runner._compiled}  # the most recent shape is kept
 
 
+def test_windows_run_a_stream_per_thread_with_the_results_of_one_at_a_time(lite, neon_rgb, monkeypatch):
+    """enhance_all runs up to ``threads`` windows at once (one stream each), in batches of one
+    shape; every window comes out as enhance gives it alone, in order."""
+    monkeypatch.setenv(PRECISION_ENV, "f32")
+    runner = OpenVinoEnhancer(lite, threads=2, window=128)
+    assert [len(requests) for _, requests in runner._compiled.values()] == [2]
+    crop = _crop(neon_rgb, 128, 200)
+    xs = [crop[None, :, :, :128], crop[None, :, :, 72:], crop[None, :, :96, :96], crop[None, :, :, 40:168]]
+    together = runner.enhance_all(xs, 1.0)
+    alone = [runner.enhance(x, 1.0) for x in xs]
+    assert [y.shape for y in together] == [x.shape for x in xs]
+    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
+    assert not np.array_equal(together[0], together[3])  # different windows, not one result repeated
+
+
 def test_a_raster_with_edge_windows_compiles_one_shape_the_one_made_at_start(lite):
     """The network compiled when the runtime is made (where a failure can still fall back) is the
     one every window of a raster uses, edge windows included: no compile after the start."""

@@ -98,7 +98,9 @@ class OpenVinoEnhancer:
         self._compile(side, side)
 
     def _compile(self, h: int, w: int):
-        key = (h, w, _threads(self.fixed))
+        """The network compiled for (h, w) windows, with one infer request per stream."""
+        threads = _threads(self.fixed)
+        key = (h, w, threads)
         if key in self._compiled:
             self._compiled[key] = self._compiled.pop(key)  # most recently used last
         else:
@@ -106,9 +108,12 @@ class OpenVinoEnhancer:
                 self._compiled.pop(next(iter(self._compiled)))
             model = self._read()  # not kept: the compiled network suffices
             model.reshape({"input": [1, 3, h, w], "fidelity": [1]})
-            config = {"INFERENCE_PRECISION_HINT": self.float_precision, "PERFORMANCE_HINT": "LATENCY",
-                      "INFERENCE_NUM_THREADS": key[2], "CACHE_DIR": str(self._compiled_cache)}
-            self._compiled[key] = self.core.compile_model(model, "CPU", config)
+            # one window per thread at once (see enhance_all); with one thread this is LATENCY's plan
+            config = {"INFERENCE_PRECISION_HINT": self.float_precision, "PERFORMANCE_HINT": "THROUGHPUT",
+                      "NUM_STREAMS": threads, "INFERENCE_NUM_THREADS": threads,
+                      "CACHE_DIR": str(self._compiled_cache)}
+            compiled = self.core.compile_model(model, "CPU", config)
+            self._compiled[key] = (compiled, [compiled.create_infer_request() for _ in range(threads)])
         return self._compiled[key]
 
     def _read(self):
@@ -122,16 +127,35 @@ class OpenVinoEnhancer:
 
     def enhance(self, x: np.ndarray, fidelity: float) -> np.ndarray:
         """(1, 3, h, w) float32 in [0, 1], any size -> enhanced, same size, clamped to [0, 1]."""
+        return self.enhance_all([x], fidelity)[0]
+
+    def enhance_all(self, xs: list[np.ndarray], fidelity: float) -> list[np.ndarray]:
+        """``enhance`` of each window, a window per thread at once (streams): on 2 cores about
+        x1.2 the windows per second of each window on both threads (ad hoc, int8 enhancer-fast,
+        256 px: 0.044-0.051 s against 0.053-0.063 s a window); the same network and results."""
         if self.int8_ir is not None and fidelity != self.loaded.int8_fidelity:
             if self._float is None:  # int8 is calibrated at one fidelity (training.quantize_enhancer)
                 self._float = OpenVinoEnhancer(self.loaded, self.fixed, self.float_precision, self.window)
-            return self._float.enhance(x, fidelity)
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.multiple, (-w) % self.multiple
-        xp = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x
-        compiled = self._compile(h + ph, w + pw)
-        out = compiled([np.ascontiguousarray(xp, dtype=np.float32), np.array([fidelity], np.float32)])[0]
-        return np.clip(out[..., :h, :w], 0, 1)
+            return self._float.enhance_all(xs, fidelity)
+        padded = []
+        for x in xs:
+            h, w = x.shape[-2:]
+            ph, pw = (-h) % self.multiple, (-w) % self.multiple
+            padded.append(np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x)
+        out, w_in, i = [], np.array([fidelity], np.float32), 0
+        while i < len(xs):  # a batch: up to one window per stream, all of one shape
+            shape = padded[i].shape[-2:]
+            _, requests = self._compile(*shape)
+            batch = []
+            while i < len(xs) and len(batch) < len(requests) and padded[i].shape[-2:] == shape:
+                request = requests[len(batch)]
+                request.start_async([np.ascontiguousarray(padded[i], dtype=np.float32), w_in], share_inputs=False)
+                batch.append((request, xs[i].shape[-2:]))
+                i += 1
+            for request, (h, w) in batch:
+                request.wait()
+                out.append(np.clip(request.get_output_tensor(0).data[..., :h, :w], 0, 1))  # a copy
+        return out
 
 
 def enhancer_runtime(loaded, window: int = DEFAULT_ENHANCE_WINDOW):

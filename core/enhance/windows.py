@@ -31,14 +31,30 @@ def enhance_tile(net, unit: np.ndarray, fidelity: float) -> np.ndarray:
     """(bands, h, w) float in [0, 1] -> enhanced, same shape (bands in groups of three).
     ``net``: what ``core.enhance.runtime.enhancer_runtime`` gave, or any torch module with
     ``enhance(x, fidelity, bf16)``."""
-    out = np.empty_like(unit)
-    run = window_runner(net, fidelity)
-    for group in band_groups(unit.shape[0]):
-        y = run(np.ascontiguousarray(unit[group])[None])
+    return enhance_tiles(net, [unit], fidelity)[0]
+
+
+def enhance_tiles(net, units: list[np.ndarray], fidelity: float) -> list[np.ndarray]:
+    """``enhance_tile`` of each unit; their windows go to the runtime together, so one that
+    runs several at once (``OpenVinoEnhancer.enhance_all``) can."""
+    groups = [(k, group) for k, unit in enumerate(units) for group in band_groups(unit.shape[0])]
+    enhanced = windows_runner(net, fidelity)([np.ascontiguousarray(units[k][group])[None] for k, group in groups])
+    outs = [np.empty_like(unit) for unit in units]
+    for (k, group), y in zip(groups, enhanced):
         for b in sorted(set(group)):
             copies = [j for j, g in enumerate(group) if g == b]
-            out[b] = y[copies].mean(axis=0)
-    return out
+            outs[k][b] = y[copies].mean(axis=0)
+    return outs
+
+
+def windows_runner(net, fidelity: float):
+    """[(1, 3, h, w) float32, ...] -> [enhanced (3, h, w), ...], on the enhancer's runtime."""
+    from .runtime import OpenVinoEnhancer
+
+    if isinstance(net, OpenVinoEnhancer):
+        return lambda xs: [y[0] for y in net.enhance_all(xs, fidelity)]
+    run = window_runner(net, fidelity)
+    return lambda xs: [run(x) for x in xs]
 
 
 def window_runner(net, fidelity: float):
@@ -116,14 +132,14 @@ class StripEnhancer:
             rows = slice(y0 - self._buf_y0, y1 - self._buf_y0)
             unit = np.stack([r.to_unit(v) for r, v in zip(self.ranges, self._raw[:, rows])])
             invalid = self._invalid[rows]
+            crops, masks = [], []
             for t in row:
                 cols = slice(t.x1 - self._full[1], t.x1)
-                crop_invalid = invalid[:, cols]
+                masks.append(invalid[:, cols])
                 crop = np.ascontiguousarray(unit[:, :, cols])
-                if crop_invalid.any():
-                    crop = fill_invalid(crop, ~crop_invalid)
-                enhanced = enhance_tile(self.net, crop, self.fidelity)[:, -t.height :, -t.width :]
-                self._mosaic.add(self.grid, t, enhanced, crop_invalid[-t.height :, -t.width :])
+                crops.append(fill_invalid(crop, ~masks[-1]) if masks[-1].any() else crop)
+            for t, enhanced, crop_invalid in zip(row, enhance_tiles(self.net, crops, self.fidelity), masks):
+                self._mosaic.add(self.grid, t, enhanced[:, -t.height :, -t.width :], crop_invalid[-t.height :, -t.width :])
                 self._done += 1
                 if self.progress:
                     self.progress(self._done, len(self.grid))
