@@ -68,24 +68,34 @@ def measure(net, mosaics, level: int) -> dict:
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def probe_options(description: str, val: str, mosaics: int, levels: list[int]) -> argparse.ArgumentParser:
+    """The options of the model probes (this one and ``transform_ceiling.py``)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default="elic-v3", choices=sorted(REGISTRY))
     p.add_argument("--weights", nargs="+", required=True, help=".safetensors exports or training checkpoints (.pt)")
-    p.add_argument("--val", default="../shared/data/val/ucmerced")
-    p.add_argument("--mosaics", type=int, default=4)
-    p.add_argument("--levels", type=int, nargs="+", default=[3, 7, 11], help="1-based rate levels")
+    p.add_argument("--val", default=val)
+    p.add_argument("--mosaics", type=int, default=mosaics)
+    p.add_argument("--levels", type=int, nargs="+", default=levels, help="1-based rate levels")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out")
-    args = p.parse_args(argv)
+    return p
+
+
+def networks(model: str, weights: list[str]):
+    """(weights, network in eval mode) for each weights file, one at a time."""
+    for path in weights:
+        net = build_model(REGISTRY[model])
+        net.load_state_dict(read_state(path), strict=False)
+        yield path, net.eval()
+
+
+def main(argv=None) -> int:
+    args = probe_options(__doc__.split("\n\n")[0], "../shared/data/val/ucmerced", 4, [3, 7, 11]).parse_args(argv)
     torch.set_num_threads(args.threads)
     mosaics = scene_mosaics(args.val, args.mosaics)
     result = {"command": "python benchmarks/scene_borders.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "model": args.model, "mosaics": len(mosaics), "runs": []}
-    for weights in args.weights:
-        net = build_model(REGISTRY[args.model])
-        net.load_state_dict(read_state(weights), strict=False)
-        net.eval()
+    for weights, net in networks(args.model, args.weights):
         step = torch.load(weights, map_location="cpu", weights_only=False).get("step") if weights.endswith(".pt") else None
         run = {"weights": weights, "step": step, "levels": {}}
         for level in args.levels:

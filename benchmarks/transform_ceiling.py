@@ -13,7 +13,6 @@ Measured on 768 px mosaics of UCM val scenes (``scene_borders.scene_mosaics``) a
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,10 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from core.models import REGISTRY, build_model  # noqa: E402
-from scene_borders import scene_mosaics  # noqa: E402
+from scene_borders import networks, probe_options, scene_mosaics  # noqa: E402
 from training.data import list_images, load_image  # noqa: E402
-from training.train_elic import read_state  # noqa: E402
 
 CROP = 512
 
@@ -59,24 +56,13 @@ def ceiling(net, images, level: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="elic-v3", choices=sorted(REGISTRY))
-    p.add_argument("--weights", nargs="+", required=True, help=".safetensors exports or training checkpoints (.pt)")
-    p.add_argument("--val", default="../shared/data/val")
-    p.add_argument("--mosaics", type=int, default=3)
-    p.add_argument("--levels", type=int, nargs="+", default=[7, 9, 11], help="1-based rate levels")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out")
-    args = p.parse_args(argv)
+    args = probe_options(__doc__.split("\n\n")[0], "../shared/data/val", 3, [7, 9, 11]).parse_args(argv)
     torch.set_num_threads(args.threads)
     sets = {"ucm scene mosaics": scene_mosaics(str(Path(args.val) / "ucmerced"), args.mosaics),
             "dubai crops": dubai_crops(str(Path(args.val) / "dubai"))}
     result = {"command": "python benchmarks/transform_ceiling.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "model": args.model, "images": {k: len(v) for k, v in sets.items()}, "runs": []}
-    for weights in args.weights:
-        net = build_model(REGISTRY[args.model])
-        net.load_state_dict(read_state(weights), strict=False)
-        net.eval()
+    for weights, net in networks(args.model, args.weights):
         run = {"weights": weights, "sets": {}}
         for name, images in sets.items():
             run["sets"][name] = {}
