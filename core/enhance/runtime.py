@@ -137,19 +137,19 @@ class OpenVinoEnhancer:
             if self._float is None:  # int8 is calibrated at one fidelity (training.quantize_enhancer)
                 self._float = OpenVinoEnhancer(self.loaded, self.fixed, self.float_precision, self.window)
             return self._float.enhance_all(xs, fidelity)
-        padded = []
+        inputs = []
         for x in xs:
             h, w = x.shape[-2:]
             ph, pw = (-h) % self.multiple, (-w) % self.multiple
-            padded.append(np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x)
+            inputs.append(np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x)
         out, w_in, i = [], np.array([fidelity], np.float32), 0
         while i < len(xs):  # a batch: up to one window per stream, all of one shape
-            shape = padded[i].shape[-2:]
+            shape = inputs[i].shape[-2:]
             _, requests = self._compile(*shape)
             batch = []
-            while i < len(xs) and len(batch) < len(requests) and padded[i].shape[-2:] == shape:
+            while i < len(xs) and len(batch) < len(requests) and inputs[i].shape[-2:] == shape:
                 request = requests[len(batch)]
-                request.start_async([np.ascontiguousarray(padded[i], dtype=np.float32), w_in], share_inputs=False)
+                request.start_async([np.ascontiguousarray(inputs[i], dtype=np.float32), w_in], share_inputs=False)
                 batch.append((request, xs[i].shape[-2:]))
                 i += 1
             for request, (h, w) in batch:
