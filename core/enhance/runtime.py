@@ -2,7 +2,8 @@
 
 The whole network (code lookup, codebook decoder, HPIN fusion, gate) is exported to ONNX once
 per weights into the transforms' cache, compiled once per window shape and thread count, in
-bf16 where the CPU computes it natively (``options.PRECISION_ENV``). Weights files that carry
+bf16 where the CPU computes it natively (``options.PRECISION_ENV``), with a stream per thread:
+a raster's row of windows runs one window per thread at once (``enhance_all``). Weights files that carry
 an int8 network (``training.quantize_enhancer``: an OpenVINO IR inside the safetensors) run it
 instead, unless f32 is asked.
 
