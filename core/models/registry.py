@@ -111,7 +111,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="fc15e682bf2c0138cd00f24fb0a6faeb4ebd09a9095ab43ad50308e1104e5590",
+        sha256="279e2ce82a10398b99309d098f4e533cf825f2c5af06ae8b72586c2a4ea45526",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
