@@ -82,11 +82,17 @@ def probe_options(description: str, val: str, mosaics: int, levels: list[int]) -
 
 
 def networks(model: str, weights: list[str]):
-    """(weights, network in eval mode) for each weights file, one at a time."""
+    """(weights, network in eval mode, training step or None) for each weights file, one at a
+    time; a checkpoint is read once, without unpickling code."""
     for path in weights:
+        if path.endswith(".pt"):
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+            state, step = ck["model"], int(ck["step"])
+        else:
+            state, step = read_state(path), None
         net = build_model(REGISTRY[model])
-        net.load_state_dict(read_state(path), strict=False)
-        yield path, net.eval()
+        net.load_state_dict(state, strict=False)
+        yield path, net.eval(), step
 
 
 def main(argv=None) -> int:
@@ -95,8 +101,7 @@ def main(argv=None) -> int:
     mosaics = scene_mosaics(args.val, args.mosaics)
     result = {"command": "python benchmarks/scene_borders.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "model": args.model, "mosaics": len(mosaics), "runs": []}
-    for weights, net in networks(args.model, args.weights):
-        step = torch.load(weights, map_location="cpu", weights_only=False).get("step") if weights.endswith(".pt") else None
+    for weights, net, step in networks(args.model, args.weights):
         run = {"weights": weights, "step": step, "levels": {}}
         for level in args.levels:
             rows = measure(net, mosaics, level - 1)

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             "dubai crops": dubai_crops(str(Path(args.val) / "dubai"))}
     result = {"command": "python benchmarks/transform_ceiling.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "model": args.model, "images": {k: len(v) for k, v in sets.items()}, "runs": []}
-    for weights, net in networks(args.model, args.weights):
+    for weights, net, _ in networks(args.model, args.weights):
         run = {"weights": weights, "sets": {}}
         for name, images in sets.items():
             run["sets"][name] = {}
