@@ -13,6 +13,7 @@ beside the previous version's numbers (``--baseline``, a JSON this script wrote)
         --images ../shared/data/val/dubai/*.jpg
     python benchmarks/codec_throughput.py --sizes 8192 16384 --device cuda --threads 16   # on a GPU
     python benchmarks/codec_throughput.py --sizes 2048 --formats 2 3 --repeat 2 --threads 1   # format 3 vs 2
+    python benchmarks/codec_throughput.py --sizes 4096 --enhancers OLD.safetensors enhancer-fast --repeat 3
     python benchmarks/codec_throughput.py --sizes 16384x1024 65536x1024 --threads 1 --no-avif   # memory vs width
 """
 
@@ -158,10 +159,13 @@ def run_usage(cmd: list[str]) -> tuple[float, float, float]:
     return seconds, max(peak, usage.ru_maxrss / 1024), usage.ru_utime + usage.ru_stime
 
 
-def compare_formats(args, runtime: list[str], encode: list[str]) -> int:
-    """Each format on the same rasters, compress and plain decode in turns: wall and CPU seconds
-    (CPU time is what a busy machine distorts least), peak RSS, bpp."""
+def compare_variants(args, runtime: list[str], encode: list[str], variants: dict[str, tuple[list[str], list[str]]]) -> int:
+    """Variants of the codec on the same rasters, in turns: ``{label: (compress arguments, decompress
+    arguments)}`` (container formats; enhancers). Wall and CPU seconds (CPU time is what a busy
+    machine distorts least), peak RSS, bpp; variants with the same compress arguments share one
+    container, compressed once per round."""
     rows = []
+    py = [sys.executable, "-m", "core.tile_codec"]
     with tempfile.TemporaryDirectory() as tmp:
         for shape in sorted(args.sizes, key=lambda s: s[0] * s[1]):
             (width, height), size = shape, shape_label(shape)
@@ -169,26 +173,28 @@ def compare_formats(args, runtime: list[str], encode: list[str]) -> int:
             build_raster(src, shape, [Path(i) for i in args.images])
             mp = width * height / 1e6
             for rep in range(args.repeat):
-                for fmt in args.formats:
-                    crsic, dec = Path(tmp) / f"f{fmt}.crsic", Path(tmp) / f"f{fmt}.tif"
-                    py = [sys.executable, "-m", "core.tile_codec"]
-                    te, me, ce = run_usage(py + ["compress", str(src), "-o", str(crsic),
-                                                 "--quiet", "--overwrite", "--format", fmt,
-                                                 *runtime, *encode])
-                    td, md, cd = run_usage(py + ["decompress", str(crsic), "-o", str(dec),
-                                                 "--quiet", "--overwrite", "--no-enhance", *runtime])
-                    row = dict(size=size, format=int(fmt), repeat=rep, megapixels=mp, encode_s=te, decode_s=td,
+                encoded = {}  # compress arguments -> (container, seconds, peak MB, CPU seconds)
+                for label, (compress_args, decode_args) in variants.items():
+                    key = tuple(compress_args)
+                    if key not in encoded:
+                        crsic = Path(tmp) / f"v{len(encoded)}.crsic"
+                        encoded[key] = (crsic, *run_usage(py + ["compress", str(src), "-o", str(crsic), "--quiet",
+                                                                "--overwrite", *compress_args, *runtime, *encode]))
+                    crsic, te, me, ce = encoded[key]
+                    td, md, cd = run_usage(py + ["decompress", str(crsic), "-o", str(Path(tmp) / "dec.tif"), "--quiet",
+                                                 "--overwrite", *decode_args, *runtime])
+                    row = dict(size=size, variant=label, repeat=rep, megapixels=mp, encode_s=te, decode_s=td,
                                encode_cpu_s=ce, decode_cpu_s=cd, encode_peak_mb=me, decode_peak_mb=md,
                                bpp=crsic.stat().st_size * 8 / (width * height))
                     rows.append(row)
-                    print(f"{size!s:>6} format {fmt} encode {te:6.1f} s ({ce:6.1f} CPU s, {me:5.0f} MB)  decode {td:6.1f} s "
+                    print(f"{size!s:>6} {label} encode {te:6.1f} s ({ce:6.1f} CPU s, {me:5.0f} MB)  decode {td:6.1f} s "
                           f"({cd:6.1f} CPU s, {md:5.0f} MB)  {row['bpp']:.4f} bpp", flush=True)
     summary = {}
-    for fmt in args.formats:
-        mine = [r for r in rows if r["format"] == int(fmt)]
-        summary[fmt] = {k: float(np.median([r[k] for r in mine])) for k in
-                        ("encode_s", "decode_s", "encode_cpu_s", "decode_cpu_s", "encode_peak_mb", "decode_peak_mb")}
-        print(f"format {fmt} medians: " + ", ".join(f"{k} {v:.1f}" for k, v in summary[fmt].items()))
+    for label in variants:
+        mine = [r for r in rows if r["variant"] == label]
+        summary[label] = {k: float(np.median([r[k] for r in mine])) for k in
+                          ("encode_s", "decode_s", "encode_cpu_s", "decode_cpu_s", "encode_peak_mb", "decode_peak_mb")}
+        print(f"{label} medians: " + ", ".join(f"{k} {v:.1f}" for k, v in summary[label].items()))
     if args.out:
         Path(args.out).write_text(json.dumps({"command": " ".join(["python"] + sys.argv), "rows": rows,
                                               "medians": summary}, indent=1) + "\n")
@@ -238,7 +244,9 @@ def main(argv=None) -> int:
                    help="previous version's results (JSONs of this script, merged per size; a later file wins) for the ratios")
     p.add_argument("--out", help="also write the rows as JSON here")
     p.add_argument("--formats", nargs="+", help="compare container formats (e.g. 2 3) instead, in turns")
-    p.add_argument("--repeat", type=int, default=1, help="(--formats) rounds of the comparison")
+    p.add_argument("--enhancers", nargs="+", help="compare the enhanced decoding with these enhancers (names or "
+                                                  "files) instead, in turns, on one container")
+    p.add_argument("--repeat", type=int, default=1, help="(--formats, --enhancers) rounds of the comparison")
     args = p.parse_args(argv)
     if not args.images:
         sys.exit("no source images: pass --images")
@@ -248,7 +256,11 @@ def main(argv=None) -> int:
     # compress only; no --quality unless given, so the CLI's default is measured
     encode = (["--quality", args.quality] if args.quality else []) + (["--tile", args.tile] if args.tile else [])
     if args.formats:
-        return compare_formats(args, runtime, encode)
+        return compare_variants(args, runtime, encode,
+                                {f"format {f}": (["--format", f], ["--no-enhance"]) for f in args.formats})
+    if args.enhancers:
+        return compare_variants(args, runtime, encode,
+                                {Path(e).name: ([], ["--enhance", "--enhancer", e]) for e in args.enhancers})
     head = f"{'size':>6} {'MP':>6} {'enc MP/s':>9} {'dec MP/s':>9} {'enc peak MB':>12} {'dec peak MB':>12} {'bpp':>7}"
     print(head + (f" {'enh MP/s':>9} {'enh peak MB':>12}" if args.enhance else ""))
     rows = []

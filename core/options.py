@@ -94,6 +94,8 @@ def band_groups(n_bands: int) -> list[list[int]]:
 # ---------------------------------------------------------------- enhancement
 
 FIDELITY_RANGE = (0.0, 1.0)  # 0: most texture from the codebook prior, 1: closest to the decoded pixels
+# the default fidelity of an enhancer file that is neither registered nor carries an int8 network
+UNREGISTERED_FIDELITY = 0.5
 # ``decompress`` left to its default enhances containers coded for a lambda (the rate level's
 # trade-off, MSE on 0..255, the same scale for every model) up to this one: the shipped
 # enhancers' training range, elic-lite's quality 4, which is quality 5 of elic-v2 and elic-v3

@@ -220,3 +220,28 @@ def test_enhanced_decoding_on_int8_never_imports_torch(quantized, tiny_weights, 
     with rasterio.open(a) as x, rasterio.open(b) as y, rasterio.open(neon_rgb) as src:
         assert x.crs == src.crs and x.transform == src.transform
         assert np.array_equal(x.read(), y.read())
+
+
+def test_an_enhancer_given_by_path_keeps_its_default_fidelity(quantized, tmp_path):
+    """A registered file given by its path is that enhancer (the same bytes); an unregistered
+    one defaults to the fidelity its int8 network serves, and without one to UNREGISTERED_FIDELITY."""
+    import shutil
+
+    from core.enhance.windows import enhance_array
+    from core.models import save_enhancer
+    from core.models.registry import ENHANCERS, WEIGHTS_DIR
+    from core.options import UNREGISTERED_FIDELITY
+
+    copies = {}
+    for name in ("enhancer-fast", "enhancer-lite"):
+        copies[name] = tmp_path / f"copy-of-{name}.safetensors"
+        shutil.copy(WEIGHTS_DIR / ENHANCERS[name].weights_file, copies[name])
+        assert load_enhancer(str(copies[name])).default_fidelity == ENHANCERS[name].default_fidelity
+    int8_path, original = quantized
+    with_int8 = load_enhancer(str(int8_path))
+    assert with_int8.default_fidelity == with_int8.int8_fidelity != UNREGISTERED_FIDELITY
+    save_enhancer(original.net, tmp_path / "retrained.safetensors", {"note": "not registered"})
+    assert load_enhancer(str(tmp_path / "retrained.safetensors")).default_fidelity == UNREGISTERED_FIDELITY
+    # so a user who names the shipped file gets what the default gives, pixel for pixel
+    img = np.random.default_rng(0).integers(0, 256, (96, 112, 3), dtype=np.uint8)
+    assert np.array_equal(enhance_array(img, enhancer=str(copies["enhancer-fast"])), enhance_array(img))

@@ -7,8 +7,12 @@ enhancer's default): calibrated at 0.5, a student broke at 1, and calibrated at 
 in turns it agreed with its float network to 24 dB only. The fidelity goes into the file;
 other fidelities run the float network (``core.enhance.runtime``).
 Activations are quantised asymmetrically (NNCF's ``MIXED`` preset): with the symmetric
-default, the 8-channel full-resolution student lost 5 dB against its float network. The
-int8 network is then checked against the float one on the calibration crops and refused
+default, the 8-channel full-resolution student lost 5 dB against its float network.
+NNCF quantises it as a Transformer (``ModelType.TRANSFORMER``): its attention products then
+stay whole for OpenVINO's fused attention kernel, without quantisers (and the copies they
+force) between them. On enhancer-fast, against the generic scheme: 46.5 dB against its float
+network instead of 41.2, and 0.048 s a 256 px window on one thread instead of 0.060
+(``results/enhancer_int8_transformer.json``). The int8 network is then checked against the float one on the calibration crops and refused
 below ``MIN_AGREEMENT_DB``.
 The quantised OpenVINO IR (graph and int8 weights) goes into the enhancer's safetensors file
 (``core.models.files.INT8_IR_KEYS``), so one file, one sha256, carries both; ``--runtime
@@ -66,7 +70,7 @@ def quantize(loaded, crops: np.ndarray, fidelity: float) -> tuple[bytes, bytes]:
         model = core.read_model(str(export_enhancer_onnx(net, Path(tmp) / "enhancer.onnx")))
         items = [{"input": c[None], "fidelity": np.array([fidelity], np.float32)} for c in crops]
         quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items),
-                                  preset=nncf.QuantizationPreset.MIXED)
+                                  preset=nncf.QuantizationPreset.MIXED, model_type=nncf.ModelType.TRANSFORMER)
         ov.save_model(quantized, str(Path(tmp) / "int8.xml"), compress_to_fp16=False)
         return (Path(tmp) / "int8.xml").read_bytes(), (Path(tmp) / "int8.bin").read_bytes()
 
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
         return 1
     info["int8"] = {"tool": "nncf post-training quantisation (OpenVINO IR)", "calibration": Path(args.pairs).name,
                     "crops": len(crops), "crop_size": int(crops.shape[-1]), "fidelity": args.fidelity,
-                    "preset": "mixed", "agreement_db": round(agreement, 2)}
+                    "preset": "mixed", "model_type": "transformer", "agreement_db": round(agreement, 2)}
     sha = save_enhancer(loaded.net, args.out, info, int8_ir=(xml, weights))
     print(json.dumps({"out": args.out, "sha256": sha, "int8_ir_bytes": len(xml) + len(weights),
                       "agreement_db": round(agreement, 2)}))

@@ -37,5 +37,7 @@ class CodeLookup(nn.Module):
         t = t.flatten(2).transpose(1, 2)
         for layer in self.layers:
             t = layer(t)
-        logits = self.head(self.norm(t)).transpose(1, 2).reshape(b, -1, h, w)
-        return feats, logits, z_l
+        # the head on channel-first tokens: the K-wide logits come out as a map with no
+        # transpose of their own (8x the tokens' size; a third of it went to that copy)
+        logits = F.conv1d(self.norm(t).transpose(1, 2), self.head.weight[:, :, None], self.head.bias)
+        return feats, logits.reshape(b, -1, h, w), z_l

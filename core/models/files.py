@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import BadInput, ModelMismatch, WeightsUnavailable
-from ..options import DEFAULT_ENHANCER
+from ..options import DEFAULT_ENHANCER, UNREGISTERED_FIDELITY
 from .enhancer_config import EnhancerConfig
 from .registry import ENHANCERS, REGISTRY, WEIGHTS_DIR, EnhancerSpec, ModelSpec
 
@@ -148,10 +148,14 @@ class LoadedEnhancer:
             self.info = json.loads(meta.get(ENHANCER_INFO, "{}"))
         except Exception as exc:  # noqa: BLE001
             raise BadInput(f"{path}: not an enhancer weights file ({exc})") from None
-        self.default_fidelity = spec.default_fidelity if spec else 0.5
         self.int8_ir = _int8_ir(path)
         # the fidelity the int8 network was calibrated at; others run the float network
         self.int8_fidelity = float(self.info.get("int8", {}).get("fidelity", 1.0))
+        # a registered enhancer given by its path (the same bytes) is that enhancer; another
+        # file's default is the fidelity its int8 network serves
+        spec = spec or next((s for s in ENHANCERS.values() if s.sha256 == self.sha256), None)
+        self.default_fidelity = (spec.default_fidelity if spec else self.int8_fidelity if self.int8_ir
+                                 else UNREGISTERED_FIDELITY)
 
     @cached_property
     def net(self):

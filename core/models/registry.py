@@ -141,7 +141,7 @@ ENHANCERS: dict[str, EnhancerSpec] = {
     "enhancer-fast": EnhancerSpec(
         name="enhancer-fast",
         weights_file="enhancer-fast.safetensors",
-        sha256="e6707a2b9ea5f534dfabc88fa346e889361a41d2a1d1c8b486403417acaa3dd1",
+        sha256="4a533392512c41dc2bc1812f3ba5b4132603ae319bd9b43f26269759817f961a",
         default_fidelity=1.0,
         description="enhancer-lite distilled into a slimmer Code-RSIC student (same codebook, 2-layer lookup "
                     "Transformer, HPIN at 1/4 and 1/8, input gate; 8/16/64 channels at full/half/quarter "
