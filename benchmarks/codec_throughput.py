@@ -14,6 +14,8 @@ beside the previous version's numbers (``--baseline``, a JSON this script wrote)
     python benchmarks/codec_throughput.py --sizes 8192 16384 --device cuda --threads 16   # on a GPU
     python benchmarks/codec_throughput.py --sizes 2048 --formats 2 3 --repeat 2 --threads 1   # format 3 vs 2
     python benchmarks/codec_throughput.py --sizes 4096 --enhancers OLD.safetensors enhancer-fast --repeat 3
+    ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell CODERSIC_PRECISION=f32 \
+        python benchmarks/codec_throughput.py --sizes 4096 --enhance   # as on an AVX2-only CPU (ISA_ENV)
     python benchmarks/codec_throughput.py --sizes 16384x1024 65536x1024 --threads 1 --no-avif   # memory vs width
 """
 
@@ -222,6 +224,24 @@ def avif_encode_seconds(path: Path) -> float:
     return time.perf_counter() - t0
 
 
+# variables that narrow what the CPU kernels may use: an AVX2-only host, emulated on a newer
+# one, is ``ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell CODERSIC_PRECISION=f32`` (OpenVINO's
+# kernels and oneDNN's stop at AVX2, OpenBLAS takes its Haswell kernels, no bf16)
+ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "CODERSIC_PRECISION")
+
+
+def instruction_sets() -> dict:
+    """The CPU's vector extensions that matter to the codec's kernels, and any ``ISA_ENV`` set."""
+    flags = set()
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return {"cpu_flags": [f for f in wanted if f in flags], **{k: os.environ[k] for k in ISA_ENV if k in os.environ}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=parse_shape, nargs="+", default=[(2048, 2048), (4096, 4096), (8192, 8192)],
@@ -308,8 +328,8 @@ def main(argv=None) -> int:
                 f.unlink()
     print(json.dumps(rows))
     if args.out:
-        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "startup_s": startup, "rows": rows},
-                                             indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "environment": instruction_sets(),
+                                              "startup_s": startup, "rows": rows}, indent=1) + "\n")
     return 0
 
 
