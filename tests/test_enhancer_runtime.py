@@ -223,13 +223,15 @@ def test_enhanced_decoding_on_int8_never_imports_torch(quantized, tiny_weights, 
 
 
 def test_an_enhancer_given_by_path_keeps_its_default_fidelity(quantized, tmp_path):
-    """A registered file given by its path is that enhancer (the same bytes); an unregistered
-    one defaults to the fidelity its int8 network serves, and without one to UNREGISTERED_FIDELITY."""
+    """A registered file given by its path is that enhancer (the same bytes: its fidelity and
+    the qualities it enhances by default); an unregistered one defaults to the fidelity its
+    int8 network serves, and without one to UNREGISTERED_FIDELITY."""
     import shutil
 
+    from core.enhance.decode import default_enhancement
     from core.enhance.windows import enhance_array
     from core.models import save_enhancer
-    from core.models.registry import ENHANCERS, WEIGHTS_DIR
+    from core.models.registry import DEFAULT_LAMBDAS, ENHANCERS, WEIGHTS_DIR
     from core.options import UNREGISTERED_FIDELITY
 
     copies = {}
@@ -237,6 +239,10 @@ def test_an_enhancer_given_by_path_keeps_its_default_fidelity(quantized, tmp_pat
         copies[name] = tmp_path / f"copy-of-{name}.safetensors"
         shutil.copy(WEIGHTS_DIR / ENHANCERS[name].weights_file, copies[name])
         assert load_enhancer(str(copies[name])).default_fidelity == ENHANCERS[name].default_fidelity
+        lambdas = DEFAULT_LAMBDAS
+        for quality in (1, len(lambdas)):  # and the qualities it enhances by default
+            assert (default_enhancement(quality, lambdas, str(copies[name]))
+                    == default_enhancement(quality, lambdas, name))
     int8_path, original = quantized
     with_int8 = load_enhancer(str(int8_path))
     assert with_int8.default_fidelity == with_int8.int8_fidelity != UNREGISTERED_FIDELITY

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from ..errors import BadInput, ModelMismatch, WeightsUnavailable
@@ -28,6 +29,13 @@ INT8_IR_KEYS = ("openvino_int8.xml", "openvino_int8.bin")
 
 
 def file_sha256(path: str | Path) -> str:
+    stat = os.stat(path)
+    return _sha256(str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    """Hashed once per file version (resolving an enhancer and loading it both need it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -111,7 +119,9 @@ def resolve_enhancer(name: str | None = None) -> tuple[Path, EnhancerSpec | None
     path = Path(name)
     if not path.exists():
         raise WeightsUnavailable(f"enhancer weights not found: {name} (known: {', '.join(ENHANCERS)})")
-    return path, None
+    # a registered enhancer given by its path (the same bytes) is that enhancer
+    sha = file_sha256(path)
+    return path, next((spec for spec in ENHANCERS.values() if spec.sha256 == sha), None)
 
 
 def enhancer_available(name: str | None = None) -> bool:
@@ -151,9 +161,7 @@ class LoadedEnhancer:
         self.int8_ir = _int8_ir(path)
         # the fidelity the int8 network was calibrated at; others run the float network
         self.int8_fidelity = float(self.info.get("int8", {}).get("fidelity", 1.0))
-        # a registered enhancer given by its path (the same bytes) is that enhancer; another
-        # file's default is the fidelity its int8 network serves
-        spec = spec or next((s for s in ENHANCERS.values() if s.sha256 == self.sha256), None)
+        # an unregistered file's default is the fidelity its int8 network serves
         self.default_fidelity = (spec.default_fidelity if spec else self.int8_fidelity if self.int8_ir
                                  else UNREGISTERED_FIDELITY)
 
