@@ -54,6 +54,7 @@ from .settings import MAX_THREADS, PluginSettings
 MODEL_NAMES = (options.DEFAULT_MODEL,)  # the registry models the model box offers
 FIDELITY_STEP = 0.1  # one step below the fidelity range means "the enhancer's default"
 CONTAINER_FILTER = f"Code-RSIC container (*{options.CONTAINER_SUFFIX})"
+GEOTIFF_FILTER = "GeoTIFF (*.tif *.tiff)"
 
 
 # ---------------------------------------------------------------- compress
@@ -148,6 +149,23 @@ def _fidelity_box(parent: QWidget) -> QDoubleSpinBox:
 
 def _fidelity_value(box: QDoubleSpinBox) -> float | None:
     return None if box.value() < options.FIDELITY_RANGE[0] else box.value()
+
+
+def _file_widget(parent: QWidget, mode, file_filter: str | None = None) -> QgsFileWidget:
+    """A path picker: ``mode`` is a ``QgsFileWidget`` storage mode (SaveFile, GetFile, GetDirectory)."""
+    widget = QgsFileWidget(parent)
+    widget.setStorageMode(mode)
+    if file_filter:
+        widget.setFilter(file_filter)
+    return widget
+
+
+def _add_enhancement_rows(dialog: QWidget, form) -> None:
+    """The "Enhancement" and "Fidelity" rows of a dialog that decodes (``dialog.enhance``, ``dialog.fidelity``)."""
+    dialog.enhance = _enhance_box(dialog)
+    dialog.fidelity = _fidelity_box(dialog)
+    form.addRow("Enhancement", dialog.enhance)
+    form.addRow("Fidelity", dialog.fidelity)
 
 
 def _model_text(combo: QComboBox) -> str | None:
@@ -260,23 +278,16 @@ class CompressDialog(_ValidatingDialog):
         form.addRow("Tile size (px)", self.tile)
         form.addRow("Tile overlap (px)", self.overlap)
 
-        self.output = QgsFileWidget(self)
-        self.output.setStorageMode(QgsFileWidget.SaveFile)
-        self.output.setFilter(CONTAINER_FILTER)
+        self.output = _file_widget(self, QgsFileWidget.SaveFile, CONTAINER_FILTER)
         form.addRow("Compressed file", self.output)
 
         self.decode = QCheckBox("Decode it again and add a before/after comparison", self)
         self.decode.setChecked(defaults.decode)
         form.addRow(self.decode)
-        self.decoded_output = QgsFileWidget(self)
-        self.decoded_output.setStorageMode(QgsFileWidget.SaveFile)
-        self.decoded_output.setFilter("GeoTIFF (*.tif *.tiff)")
+        self.decoded_output = _file_widget(self, QgsFileWidget.SaveFile, GEOTIFF_FILTER)
         form.addRow("Decoded GeoTIFF", self.decoded_output)
 
-        self.enhance = _enhance_box(self)
-        self.fidelity = _fidelity_box(self)
-        form.addRow("Enhancement", self.enhance)
-        form.addRow("Fidelity", self.fidelity)
+        _add_enhancement_rows(self, form)
 
         self.model_box, self.model = _model_row(self)
         form.addRow("Model", self.model_box)
@@ -428,9 +439,7 @@ class DecompressDialog(_ValidatingDialog):
         layout = QVBoxLayout(self)
         form = QFormLayout()
         layout.addLayout(form)
-        self.container = QgsFileWidget(self)
-        self.container.setStorageMode(QgsFileWidget.GetFile)
-        self.container.setFilter(CONTAINER_FILTER)
+        self.container = _file_widget(self, QgsFileWidget.GetFile, CONTAINER_FILTER)
         form.addRow("Compressed file", self.container)
         self.whole = QRadioButton("Whole raster", self)
         self.in_extent = QRadioButton("Only the current map extent (decodes just the tiles in view)", self)
@@ -446,14 +455,9 @@ class DecompressDialog(_ValidatingDialog):
         form.addRow(self.whole)
         form.addRow(self.in_extent)
         form.addRow(self.in_area)
-        self.output = QgsFileWidget(self)
-        self.output.setStorageMode(QgsFileWidget.SaveFile)
-        self.output.setFilter("GeoTIFF (*.tif *.tiff)")
+        self.output = _file_widget(self, QgsFileWidget.SaveFile, GEOTIFF_FILTER)
         form.addRow("Decoded GeoTIFF", self.output)
-        self.enhance = _enhance_box(self)
-        self.fidelity = _fidelity_box(self)
-        form.addRow("Enhancement", self.enhance)
-        form.addRow("Fidelity", self.fidelity)
+        _add_enhancement_rows(self, form)
         self.model_box, self.model = _model_row(self)
         self.model.setToolTip(f"Leave at {options.DEFAULT_MODEL} to use the model the file was made with, "
                               "or give a weights file")
@@ -530,19 +534,15 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         form = QFormLayout()
         layout.addLayout(form)
-        self.python = QgsFileWidget(self)
-        self.python.setStorageMode(QgsFileWidget.GetFile)
+        self.python = _file_widget(self, QgsFileWidget.GetFile)
         self.python.setFilePath(st.worker_python)
         self.python.lineEdit().setPlaceholderText("automatic ($CODERSIC_PYTHON, the checkout's .venv, python3)")
         form.addRow("Worker Python", self.python)
-        self.source = QgsFileWidget(self)
-        self.source.setStorageMode(QgsFileWidget.GetDirectory)
+        self.source = _file_widget(self, QgsFileWidget.GetDirectory)
         self.source.setFilePath(st.source_dir)
         self.source.lineEdit().setPlaceholderText("optional: a Code-RSIC source folder (if not pip-installed)")
         form.addRow("Code-RSIC source folder", self.source)
-        self.enhancer = QgsFileWidget(self)
-        self.enhancer.setStorageMode(QgsFileWidget.GetFile)
-        self.enhancer.setFilter("Enhancer weights (*.safetensors)")
+        self.enhancer = _file_widget(self, QgsFileWidget.GetFile, "Enhancer weights (*.safetensors)")
         self.enhancer.setFilePath(st.enhancer)
         self.enhancer.lineEdit().setPlaceholderText("optional: enhancer weights (default: the shipped enhancer)")
         form.addRow("Enhancer weights", self.enhancer)
