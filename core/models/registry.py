@@ -111,7 +111,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="279e2ce82a10398b99309d098f4e533cf825f2c5af06ae8b72586c2a4ea45526",
+        sha256="9f2d09496bf067599c10511adf0731a43291e58fbf83d389aa1270dd4fce9d72",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
