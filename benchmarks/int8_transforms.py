@@ -117,10 +117,10 @@ def main(argv=None) -> int:
         out = np.clip(out[..., : x.shape[2], : x.shape[3]], 0, 1)
         return psnr_from_mse(float(np.mean((out - x) ** 2)), peak=1.0)
 
-    quality = []
+    quality, val = [], crops(args.val, args.crops, 1)
     for level in range(levels):
         rows = {"f32": [], "int8 synthesis": [], "int8 both": [], "latents changed %": []}
-        for x in crops(args.val, args.crops, 1):
+        for x in val:
             y, y8 = latents(x, level, f32["analysis"]), latents(x, level, int8["analysis"])
             rows["f32"].append(psnr(f32["synthesis"](y)[0], x))
             rows["int8 synthesis"].append(psnr(int8["synthesis"](y)[0], x))
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         print(host, speed[host], flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"command": " ".join(["python"] + sys.argv), "model": name,
-                                              "calibration_crops": len(train), "val_crops": args.crops,
+                                              "calibration_crops": len(train), "val_crops": len(val),
                                               "psnr_db": quality, "speed": speed}, indent=1) + "\n")
     return 0
 
