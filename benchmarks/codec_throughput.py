@@ -15,7 +15,7 @@ beside the previous version's numbers (``--baseline``, a JSON this script wrote)
     python benchmarks/codec_throughput.py --sizes 2048 --formats 2 3 --repeat 2 --threads 1   # format 3 vs 2
     python benchmarks/codec_throughput.py --sizes 4096 --enhancers OLD.safetensors enhancer-fast --repeat 3
     ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell CODERSIC_PRECISION=f32 \
-        python benchmarks/codec_throughput.py --sizes 4096 --enhance   # as on an AVX2-only CPU (ISA_ENV)
+        python benchmarks/codec_throughput.py --sizes 4096 --enhance   # as on an AVX2-only CPU (AVX2_ENV)
     python benchmarks/codec_throughput.py --sizes 16384x1024 65536x1024 --threads 1 --no-avif   # memory vs width
 """
 
@@ -224,10 +224,10 @@ def avif_encode_seconds(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-# variables that narrow what the CPU kernels may use: an AVX2-only host, emulated on a newer
-# one, is ``ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell CODERSIC_PRECISION=f32`` (OpenVINO's
-# kernels and oneDNN's stop at AVX2, OpenBLAS takes its Haswell kernels, no bf16)
-ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "CODERSIC_PRECISION")
+# an AVX2-only host, emulated on a newer one: OpenVINO's kernels and oneDNN's stop at AVX2,
+# OpenBLAS takes its Haswell kernels, no bf16
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell", "CODERSIC_PRECISION": "f32"}
+ISA_ENV = tuple(AVX2_ENV)  # the variables that narrow what the CPU kernels may use
 
 
 def instruction_sets() -> dict:

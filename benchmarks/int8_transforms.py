@@ -8,7 +8,7 @@ plain decode). This measures what int8 would buy and cost, without changing the 
   synthesis in int8, and with both in int8 (the rate effect of an int8 analysis is not measured:
   the latents' flips are reported instead);
 - seconds per 768 px tile on one thread, f32 (bf16 where native) against int8, natively and
-  with the CPU narrowed to AVX2 (``codec_throughput.ISA_ENV``), each in a process of its own.
+  with the CPU narrowed to AVX2 (``codec_throughput.AVX2_ENV``), each in a process of its own.
 
     python benchmarks/int8_transforms.py --out results/int8_transforms_pilot.json
 """
@@ -29,7 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell", "CODERSIC_PRECISION": "f32"}
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from codec_throughput import AVX2_ENV  # noqa: E402 (after the path: run as a script)
 
 
 def crops(folder: str, count: int, seed: int, size: int = 256) -> list[np.ndarray]:
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     from core.codec.tile_coder import get_coder
     from core.compare.psnr import psnr_from_mse
     from core.models import load_model
-    from core.models.runtime import cached_export
+    from core.models.runtime import cached_export, openvino_precision
     from core.options import DEFAULT_MODEL
 
     name = args.model or DEFAULT_MODEL
@@ -131,8 +133,7 @@ def main(argv=None) -> int:
 
     files = {**{f"{k} f32": v for k, v in onnx.items()}, **{f"{k} int8": str(folder / f"{k}_int8.xml") for k in int8}}
     speed = {}
-    for host, env, precision in (("native", {}, "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-                                  else "f32"), ("avx2", AVX2_ENV, "f32")):
+    for host, env, precision in (("native", {}, openvino_precision(core)), ("avx2", AVX2_ENV, "f32")):
         out = subprocess.run([sys.executable, __file__, "--time", precision, json.dumps(files)], check=True,
                              capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT).stdout
         speed[host] = {"float_precision": precision, "seconds_per_768px_tile": json.loads(out.splitlines()[-1])}

@@ -12,8 +12,8 @@ NNCF quantises it as a Transformer (``ModelType.TRANSFORMER``): its attention pr
 stay whole for OpenVINO's fused attention kernel, without quantisers (and the copies they
 force) between them. On enhancer-fast, against the generic scheme: 46.5 dB against its float
 network instead of 41.2, and 0.048 s a 256 px window on one thread instead of 0.060
-(``results/enhancer_int8_transformer.json``). The int8 network is then checked against the float one on the calibration crops and refused
-below ``MIN_AGREEMENT_DB``.
+(``results/enhancer_int8_transformer.json``). The int8 network is then checked against the
+float one on the calibration crops and refused below ``MIN_AGREEMENT_DB``.
 The quantised OpenVINO IR (graph and int8 weights) goes into the enhancer's safetensors file
 (``core.models.files.INT8_IR_KEYS``), so one file, one sha256, carries both; ``--runtime
 openvino`` (and ``auto``, see ``core.enhance.runtime``) then enhances in int8 unless
