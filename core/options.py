@@ -181,6 +181,11 @@ RUNTIME_PREFERENCE = ("openvino", "onnxruntime", "torch")
 # rate-distortion cost: results/transform_precision.json (benchmarks/transform_precision.py).
 PRECISION_ENV = "CODERSIC_PRECISION"
 PRECISION_CHOICES = ("auto", "f32")
+# oneDNN's (and so torch's and OpenVINO's) cap on the instructions its kernels may use. A cap
+# below AVX512-BF16 (``AVX2``, ``AVX512_CORE``, ...) makes ``auto`` compute in f32: the CPU may
+# say it has bf16, but the capped kernels cannot run it.
+ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"
+BF16_ISA_MARKS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
 
 # ---------------------------------------------------------------- memory
 

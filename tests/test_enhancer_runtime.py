@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
@@ -11,7 +14,7 @@ from core.enhance.runtime import OpenVinoEnhancer, enhancer_runtime
 from core.enhance.windows import enhance_tile
 from core.models import load_enhancer
 from core.models.runtime import runtime_problem
-from core.options import PRECISION_ENV, RUNTIME_ENV
+from core.options import ISA_CAP_ENV, PRECISION_ENV, RUNTIME_ENV
 from testdata import TEST_DATA
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
@@ -186,6 +189,31 @@ def test_f32_asked_uses_the_float_network_even_when_int8_is_there(quantized, neo
     with torch.inference_mode():
         want = original.net.enhance(torch.from_numpy(x), 1.0).numpy()
     assert np.abs(runner.enhance(x, 1.0) - want).max() < 1e-4
+
+
+def test_int8_runs_with_f32_around_it_where_the_kernels_are_capped_at_avx2(quantized, neon_rgb):
+    """An AVX2-only host, as far as oneDNN is concerned (the cap is read when a process first
+    uses it, so a fresh one): the int8 network compiles with its float layers in f32 and
+    gives this process's int8 pixels, up to kernel rounding."""
+    import subprocess
+    import sys
+
+    from testdata import ROOT
+
+    path = str(quantized[0])
+    x = _crop(neon_rgb)[None]
+    np.save(Path(path).with_suffix(".x.npy"), x)
+    code = ("import sys, numpy as np\nfrom core.models import load_enhancer\n"
+            "from core.enhance.runtime import OpenVinoEnhancer\n"
+            f"r = OpenVinoEnhancer(load_enhancer({path!r}), threads=1)\n"
+            f"np.save({path + '.y.npy'!r}, r.enhance(np.load({str(Path(path).with_suffix('.x.npy'))!r}), 1.0))\n"
+            "print(r.precision, r.float_precision)")
+    env = {**os.environ, ISA_CAP_ENV: "AVX2", PRECISION_ENV: "auto"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["int8", "f32"]
+    here = OpenVinoEnhancer(load_enhancer(path), threads=1).enhance(x, 1.0)
+    assert np.abs(np.load(path + ".y.npy") - here).mean() < 0.01
 
 
 def test_int8_asked_of_weights_without_it_says_so_in_one_line(lite):

@@ -21,9 +21,9 @@ from core.codec.compress import compress_raster
 from core.codec.decompress import decompress_raster
 from core.codec.tile_coder import get_coder
 from core.models import get_model
-from core.models.runtime import (RUNTIMES, cpu_bf16, export_onnx, load_transforms, openvino_core, openvino_precision,
+from core.models.runtime import (RUNTIMES, bf16_allowed, cpu_bf16, export_onnx, load_transforms, openvino_core, openvino_precision,
                                  runtime_problem)
-from core.options import PRECISION_ENV, RUNTIME_CHOICES, RUNTIME_ENV, CompressParams
+from core.options import ISA_CAP_ENV, PRECISION_ENV, RUNTIME_CHOICES, RUNTIME_ENV, CompressParams
 from testdata import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -70,6 +70,20 @@ def test_openvino_precision_is_bf16_only_where_native_and_asked(monkeypatch, tin
     assert openvino_precision(core) == "f32" and not cpu_bf16()
     loaded = get_model(tiny_weights)
     assert RUNTIMES["openvino"](loaded, export_onnx(loaded, tmp_path), 1).precision == "f32"
+
+
+@pytest.mark.skipif("openvino" not in FAST, reason="OpenVINO is not installed")
+def test_a_kernel_cap_below_bf16_computes_in_f32(monkeypatch):
+    """With oneDNN's kernels capped below AVX512-BF16 the CPU still says "BF16", but the capped
+    kernels cannot run it (OpenVINO then fails to compile the enhancer's bf16 Softmax)."""
+    core = openvino_core()
+    monkeypatch.setenv(PRECISION_ENV, "auto")
+    for cap in ("AVX2", "avx512_core", "AVX512_CORE_VNNI"):
+        monkeypatch.setenv(ISA_CAP_ENV, cap)
+        assert not bf16_allowed() and openvino_precision(core) == "f32" and not cpu_bf16()
+    for cap in ("AVX512_CORE_AMX", "avx512_core_bf16", "ALL", ""):
+        monkeypatch.setenv(ISA_CAP_ENV, cap)
+        assert bf16_allowed() and openvino_precision(core) == ("bf16" if _native_bf16() else "f32")
 
 
 @pytest.mark.skipif("openvino" not in FAST or not _native_bf16(), reason="no native bf16 on this CPU")

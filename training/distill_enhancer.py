@@ -4,7 +4,8 @@ The student is an ``Enhancer`` too: the same codebook (frozen: it is the prior),
 Transformer and HPIN fusion, with slimmer full- and half-resolution stages (``--channels``)
 and HPIN at ``--fuse-levels`` only, where most of the teacher's time goes (measured by
 ``benchmarks/profile_enhancer.py``). Every student tensor whose name and shape match the
-teacher's starts as the teacher's; the rest starts fresh.
+teacher's starts as the teacher's (or, over those, as an earlier student's: ``--init``); the
+rest starts fresh.
 
 Targets, made once by the teacher on the cached degraded crops (``training.lq_pairs``) and kept
 beside them (``teacher.npz``): its enhanced crop at fidelity ``--w`` and its code indices.
@@ -51,6 +52,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--fuse-levels", type=int, nargs="+", default=[2, 3], help="student HPIN scales (channel index)")
     p.add_argument("--tf-layers", type=int, help="student code-lookup Transformer layers (default: the teacher's); "
                                                   "the first ones start as the teacher's")
+    p.add_argument("--init", help="an earlier student (name or .safetensors) whose tensors of matching name and "
+                                  "shape the new one starts from, over the teacher's (e.g. enhancer-fast)")
     p.add_argument("--w", type=float, default=1.0, help="fidelity of the teacher targets and the student")
     p.add_argument("--ce-weight", type=float, default=0.2, help="weight of the teacher-code cross-entropy")
     p.add_argument("--hq-weight", type=float, default=0.25, help="weight of the L1 against the original crop")
@@ -87,13 +90,16 @@ def cached_targets(path: Path, teacher: Enhancer, pairs: str, w: float) -> dict[
     return {"out": d["out"], "codes": d["codes"]}
 
 
-def student_from(teacher: Enhancer, cfg: EnhancerConfig) -> tuple[Enhancer, list[str]]:
-    """A student with every teacher tensor whose name and shape match copied in -> (net, copied names)."""
+def student_from(cfg: EnhancerConfig, *sources: Enhancer) -> tuple[Enhancer, list[str]]:
+    """A student with every tensor of ``sources`` whose name and shape match copied in (a
+    later source over an earlier one) -> (net, copied names)."""
     net = Enhancer(cfg)
-    own, theirs = net.state_dict(), teacher.state_dict()
-    copied = [k for k, v in own.items() if k in theirs and theirs[k].shape == v.shape]
-    net.load_state_dict({**own, **{k: theirs[k].float() for k in copied}})
-    return net, copied
+    own = net.state_dict()
+    start = {}
+    for source in sources:
+        start.update({k: v.float() for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape})
+    net.load_state_dict({**own, **start})
+    return net, sorted(start)
 
 
 def main(argv=None) -> int:
@@ -115,11 +121,12 @@ def main(argv=None) -> int:
                   tf_layers=args.tf_layers or teacher.cfg.tf_layers)
     if ck is not None:
         cfg = EnhancerConfig.from_dict(ck["config"])
-    net, copied = student_from(teacher, cfg)
+    starts = [teacher] + ([load_enhancer(args.init, "cpu").net.float()] if args.init and ck is None else [])
+    net, copied = student_from(cfg, *starts)
     if ck is not None:
         net.load_state_dict(ck["model"])
     net = net.to(device)
-    info = dict(ck["info"]) if ck else {"teacher": args.teacher, "copied_tensors": len(copied),
+    info = dict(ck["info"]) if ck else {"teacher": args.teacher, "init": args.init, "copied_tensors": len(copied),
                                         "student_tensors": len(net.state_dict()), "w": args.w}
     freeze(net.quantizer)  # the codebook is the prior
     trainable = [p for n, p in net.named_parameters() if not n.startswith("quantizer.")]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..options import PRECISION_CHOICES, PRECISION_ENV, RUNTIME_CHOICES, RUNTIME_ENV, RUNTIME_PREFERENCE
+from ..options import BF16_ISA_MARKS, ISA_CAP_ENV, PRECISION_CHOICES, PRECISION_ENV, RUNTIME_CHOICES, RUNTIME_ENV, RUNTIME_PREFERENCE
 
 OPSET = 17
 STAGES = ("analysis", "synthesis")
@@ -217,18 +217,24 @@ def requested_precision() -> str:
     return _env_choice(PRECISION_ENV, PRECISION_CHOICES)
 
 
+def bf16_allowed() -> bool:
+    """``auto`` is asked and no ``options.ISA_CAP_ENV`` keeps the kernels below bf16."""
+    cap = os.environ.get(ISA_CAP_ENV, "").strip().upper()
+    return requested_precision() == "auto" and (not cap or any(mark in cap for mark in BF16_ISA_MARKS))
+
+
 def openvino_precision(core) -> str:
     """The inference precision OpenVINO computes the transforms in here: bf16 where the CPU
-    does it natively and ``auto`` is asked, else f32."""
-    if requested_precision() == "auto" and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    does it natively and ``bf16_allowed``, else f32."""
+    if bf16_allowed() and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         return "bf16"
     return "f32"
 
 
 def cpu_bf16() -> bool:
     """Whether torch computes in bf16 here (the enhancer): ``auto`` is asked and the CPU does
-    bf16 natively (oneDNN says so: AVX512-BF16 or AMX)."""
-    if requested_precision() != "auto":
+    bf16 natively (oneDNN says so: AVX512-BF16 or AMX) and ``bf16_allowed``."""
+    if not bf16_allowed():
         return False
     import torch
 
