@@ -489,6 +489,28 @@ def test_pair_sampler_cuts_extra_arrays_from_the_same_place(tmp_path):
         PairSampler(str(tmp_path / "p.npz"), 32, extra={"bad": codes[:2]})
 
 
+def test_a_student_starts_from_the_teacher_then_an_earlier_student_but_keeps_the_teachers_codebook():
+    from core.models.hpin import Enhancer
+    from core.models.vqgan import EnhancerConfig
+    from training.distill_enhancer import student_from
+
+    def net(channels):
+        return Enhancer(EnhancerConfig(channels=channels, n_codes=16, code_dim=4, tf_dim=16, tf_layers=1,
+                                       fuse_levels=(2, 3), input_skip=True))
+
+    torch.manual_seed(0)
+    teacher, earlier = net((8, 16, 24, 32)), net((4, 8, 16, 32))
+    student, copied = student_from(net((4, 8, 40, 32)).cfg, teacher, earlier)
+    mine, t, e = student.state_dict(), teacher.state_dict(), earlier.state_dict()
+    assert torch.equal(mine["lookup.encoder.conv_in.weight"], e["lookup.encoder.conv_in.weight"])  # only the earlier fits
+    assert torch.equal(mine["decoder.mid.0.weight"], e["decoder.mid.0.weight"])  # both fit: the later source
+    assert torch.equal(mine["quantizer.embedding"], t["quantizer.embedding"])  # the prior stays the teacher's
+    assert not torch.equal(t["quantizer.embedding"], e["quantizer.embedding"])
+    fresh = "fusion.2.refine.pos.conv.weight"  # 40 channels at 1/4: neither fits
+    assert fresh not in copied and mine[fresh].shape != t[fresh].shape and mine[fresh].shape != e[fresh].shape
+    assert "lookup.encoder.conv_in.weight" in copied and "quantizer.embedding" in copied
+
+
 def test_distilled_student_keeps_the_codebook_and_exports(pipeline, tmp_path):
     from core.models import load_enhancer
     from training import distill_enhancer

@@ -90,14 +90,17 @@ def cached_targets(path: Path, teacher: Enhancer, pairs: str, w: float) -> dict[
     return {"out": d["out"], "codes": d["codes"]}
 
 
-def student_from(cfg: EnhancerConfig, *sources: Enhancer) -> tuple[Enhancer, list[str]]:
-    """A student with every tensor of ``sources`` whose name and shape match copied in (a
-    later source over an earlier one) -> (net, copied names)."""
+def student_from(cfg: EnhancerConfig, teacher: Enhancer, *earlier: Enhancer) -> tuple[Enhancer, list[str]]:
+    """A student with every tensor of the teacher, then of ``earlier`` students, whose name and
+    shape match copied in (a later source over an earlier one; the codebook is always the
+    teacher's: it is the prior) -> (net, copied names)."""
     net = Enhancer(cfg)
     own = net.state_dict()
     start = {}
-    for source in sources:
-        start.update({k: v.float() for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape})
+    for source in (teacher, *earlier, teacher.quantizer):
+        prefix = "quantizer." if source is teacher.quantizer else ""
+        start.update({prefix + k: v.float() for k, v in source.state_dict().items()
+                      if prefix + k in own and own[prefix + k].shape == v.shape})
     net.load_state_dict({**own, **start})
     return net, sorted(start)
 
@@ -121,8 +124,8 @@ def main(argv=None) -> int:
                   tf_layers=args.tf_layers or teacher.cfg.tf_layers)
     if ck is not None:
         cfg = EnhancerConfig.from_dict(ck["config"])
-    starts = [teacher] + ([load_enhancer(args.init, "cpu").net.float()] if args.init and ck is None else [])
-    net, copied = student_from(cfg, *starts)
+    earlier = [load_enhancer(args.init, "cpu").net.float()] if args.init and ck is None else []
+    net, copied = student_from(cfg, teacher, *earlier)
     if ck is not None:
         net.load_state_dict(ck["model"])
     net = net.to(device)
