@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,7 +190,7 @@ def test_f32_asked_uses_the_float_network_even_when_int8_is_there(quantized, neo
     assert np.abs(runner.enhance(x, 1.0) - want).max() < 1e-4
 
 
-def test_int8_runs_with_f32_around_it_where_the_kernels_are_capped_at_avx2(quantized, neon_rgb):
+def test_int8_runs_with_f32_around_it_where_the_kernels_are_capped_at_avx2(quantized, neon_rgb, tmp_path):
     """An AVX2-only host, as far as oneDNN is concerned (the cap is read when a process first
     uses it, so a fresh one): the int8 network compiles with its float layers in f32 and
     gives this process's int8 pixels, up to kernel rounding."""
@@ -200,20 +199,20 @@ def test_int8_runs_with_f32_around_it_where_the_kernels_are_capped_at_avx2(quant
 
     from testdata import ROOT
 
-    path = str(quantized[0])
+    path, x_file, y_file = str(quantized[0]), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")
     x = _crop(neon_rgb)[None]
-    np.save(Path(path).with_suffix(".x.npy"), x)
-    code = ("import sys, numpy as np\nfrom core.models import load_enhancer\n"
+    np.save(x_file, x)
+    code = ("import numpy as np\nfrom core.models import load_enhancer\n"
             "from core.enhance.runtime import OpenVinoEnhancer\n"
             f"r = OpenVinoEnhancer(load_enhancer({path!r}), threads=1)\n"
-            f"np.save({path + '.y.npy'!r}, r.enhance(np.load({str(Path(path).with_suffix('.x.npy'))!r}), 1.0))\n"
+            f"np.save({y_file!r}, r.enhance(np.load({x_file!r}), 1.0))\n"
             "print(r.precision, r.float_precision)")
     env = {**os.environ, ISA_CAP_ENV: "AVX2", PRECISION_ENV: "auto"}
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["int8", "f32"]
     here = OpenVinoEnhancer(load_enhancer(path), threads=1).enhance(x, 1.0)
-    assert np.abs(np.load(path + ".y.npy") - here).mean() < 0.01
+    assert np.abs(np.load(y_file) - here).mean() < 0.01
 
 
 def test_int8_asked_of_weights_without_it_says_so_in_one_line(lite):

@@ -95,12 +95,11 @@ def student_from(cfg: EnhancerConfig, teacher: Enhancer, *earlier: Enhancer) -> 
     shape match copied in (a later source over an earlier one; the codebook is always the
     teacher's: it is the prior) -> (net, copied names)."""
     net = Enhancer(cfg)
-    own = net.state_dict()
+    own, theirs = net.state_dict(), teacher.state_dict()
+    prior = {k: v for k, v in theirs.items() if k.startswith("quantizer.")}
     start = {}
-    for source in (teacher, *earlier, teacher.quantizer):
-        prefix = "quantizer." if source is teacher.quantizer else ""
-        start.update({prefix + k: v.float() for k, v in source.state_dict().items()
-                      if prefix + k in own and own[prefix + k].shape == v.shape})
+    for source in (theirs, *(e.state_dict() for e in earlier), prior):
+        start.update({k: v.float() for k, v in source.items() if k in own and own[k].shape == v.shape})
     net.load_state_dict({**own, **start})
     return net, sorted(start)
 
