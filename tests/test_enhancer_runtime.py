@@ -278,3 +278,31 @@ def test_an_enhancer_given_by_path_keeps_its_default_fidelity(quantized, tmp_pat
     # so a user who names the shipped file gets what the default gives, pixel for pixel
     img = np.random.default_rng(0).integers(0, 256, (96, 112, 3), dtype=np.uint8)
     assert np.array_equal(enhance_array(img, enhancer=str(copies["enhancer-fast"])), enhance_array(img))
+
+
+def test_enhance_array_builds_its_runtime_once_for_many_images(monkeypatch):
+    """An evaluation enhances image after image: the OpenVINO network is compiled once, not per
+    image, and a changed runtime request gets its own."""
+    import core.enhance.runtime as er
+    import core.enhance.windows as ew
+
+    built, build = [], er.enhancer_runtime
+
+    def counting(loaded, window):
+        built.append(window)
+        return build(loaded, window)
+
+    monkeypatch.setattr(er, "enhancer_runtime", counting)
+    monkeypatch.setattr(ew, "_ARRAY_RUNTIMES", {})
+    monkeypatch.setenv(RUNTIME_ENV, "auto")
+    rng = np.random.default_rng(1)
+    a, b = (rng.integers(0, 256, (96, 112, 3), dtype=np.uint8) for _ in range(2))
+    first = ew.enhance_array(a)
+    assert not np.array_equal(first, a)  # it enhanced
+    ew.enhance_array(b)
+    assert np.array_equal(ew.enhance_array(a), first)
+    assert built == [256]
+    assert isinstance(next(iter(ew._ARRAY_RUNTIMES.values()))[1], OpenVinoEnhancer)
+    monkeypatch.setenv(RUNTIME_ENV, "torch")
+    ew.enhance_array(a)
+    assert built == [256, 256]

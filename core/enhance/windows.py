@@ -171,16 +171,33 @@ class StripEnhancer:
         return strip.y0, values, invalid
 
 
+# enhance_array's runtimes, kept for the process (an evaluation calls it once per image, and
+# an OpenVINO enhancer compiles its network when built): (loaded, window, runtime, precision)
+_ARRAY_RUNTIMES: dict[tuple, tuple] = {}
+_MAX_ARRAY_RUNTIMES = 2
+
+
+def _array_runtime(loaded, window: int):
+    from ..models.runtime import requested_precision, requested_runtime
+    from .runtime import enhancer_runtime
+
+    key = (id(loaded), window, requested_runtime(), requested_precision())
+    if key not in _ARRAY_RUNTIMES:
+        while len(_ARRAY_RUNTIMES) >= _MAX_ARRAY_RUNTIMES:
+            _ARRAY_RUNTIMES.pop(next(iter(_ARRAY_RUNTIMES)))
+        _ARRAY_RUNTIMES[key] = (loaded, enhancer_runtime(loaded, window))  # loaded kept: its id stays its own
+    return _ARRAY_RUNTIMES[key][1]
+
+
 def enhance_array(img: np.ndarray, fidelity: float | None = None, enhancer: str | None = None,
                   window: int = DEFAULT_ENHANCE_WINDOW, overlap: int = DEFAULT_ENHANCE_OVERLAP) -> np.ndarray:
     """Enhance an in-memory uint8 (h, w, bands) image with the same windows and blending as rasters."""
     from ..models import get_enhancer
-    from .runtime import enhancer_runtime
 
     loaded = get_enhancer(enhancer)
     w = loaded.default_fidelity if fidelity is None else fidelity
     h, wd, bands = img.shape
-    enh = StripEnhancer(enhancer_runtime(loaded, window), w, wd, h, [BandRange(0.0, 255.0)] * bands, "uint8", None, window, overlap)
+    enh = StripEnhancer(_array_runtime(loaded, window), w, wd, h, [BandRange(0.0, 255.0)] * bands, "uint8", None, window, overlap)
     strips = enh.run([(0, np.ascontiguousarray(img.transpose(2, 0, 1)), np.zeros((h, wd), bool))])
     out = np.concatenate([values for _, values, _ in strips], axis=1)
     return out.transpose(1, 2, 0)
