@@ -12,7 +12,7 @@ import torch
 from core.models import REGISTRY, build_model, load_model
 from training.data import CropSampler, list_images
 from training.train_elic import main as train_main
-from training.train_elic import PRECISIONS, fit_quantiles, rd_loss
+from training.train_elic import PRECISIONS, fit_quantiles, rd_loss, read_state
 
 
 def test_loss_falls_on_real_crops(neon_rgb):
@@ -315,3 +315,31 @@ def test_a_slim_context_grafted_into_a_campaign_trains_on_with_the_campaigns_sta
     assert after["step"] == 3 and set(after["opt"]["state"]) == set(range(len(names)))
     assert not torch.equal(after["model"]["latent_codec.y.channel_context.y1.0.weight"],
                            slim["latent_codec.y.channel_context.y1.0.weight"])
+
+
+def test_a_moving_average_of_the_weights_is_validated_checkpointed_resumed_and_exported(tmp_path, neon_rgb):
+    out = tmp_path / "run"
+    common = ["--model", "elic-tiny", "--data", str(neon_rgb), "--out", str(out), "--batch", "2", "--crop", "64",
+              "--ckpt-every", "1", "--log-every", "1", "--threads", "1", "--lr", "1e-3", "--ema", "0.5",
+              "--val", str(neon_rgb), "--val-every", "3", "--val-size", "128"]
+    assert train_main(common + ["--steps", "3"]) == 0
+    ck = torch.load(out / "last.pt", weights_only=True)
+    live, avg = ck["model"], ck["ema"]
+    moved = [k for k in avg if not torch.equal(avg[k], live[k])]
+    assert moved and all(avg[k].dtype == torch.float32 for k in avg)
+    record = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if '"val"' in l][-1]
+    assert set(record["val_ema"]) == set(record["val"]) == {"q1", "q2"}
+    assert record["val_ema"] != record["val"]  # the average's weights were validated, then the live ones restored
+
+    # resumed: the average goes on from the checkpoint's, not from the live weights
+    assert train_main(common + ["--steps", "4", "--resume"]) == 0
+    ck4 = torch.load(out / "last.pt", weights_only=True)
+    k = next(k for k in moved if not k.endswith("quantiles"))  # the export refits the quantiles
+    torch.testing.assert_close(ck4["ema"][k], 0.5 * avg[k] + 0.5 * ck4["model"][k])
+
+    # exported: the average by default, the live weights when asked
+    for flag, state in (([], ck4["ema"]), (["--export-live"], ck4["model"])):
+        weights = tmp_path / f"tiny{len(flag)}.safetensors"
+        assert train_main(["--model", "elic-tiny", "--out", str(out), "--export", str(weights), *flag]) == 0
+        exported = read_state(str(weights))
+        torch.testing.assert_close(exported[k], state[k].half().float())

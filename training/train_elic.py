@@ -29,6 +29,7 @@ from core.models import REGISTRY, build_model, save_weights
 
 from .clock import TrainingClock
 from .data import CropSampler, center_crops, list_images
+from .weight_average import WeightAverage
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # --precision -> the transforms' autocast type
@@ -80,6 +81,11 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="also keep an exponential moving average of the weights with this decay (e.g. 0.999): "
+                        "validated beside the live weights, checkpointed, and exported instead of them")
+    p.add_argument("--export-live", action="store_true",
+                   help="(--export) the live weights even where the checkpoint keeps an average (--ema)")
     p.add_argument("--export", help="write the model (after update()) as fp16 safetensors and exit")
     return p
 
@@ -265,14 +271,14 @@ def main(argv=None) -> int:
     main_named, aux_named = split_parameters(net)
     main_params, aux_params = [p for _, p in main_named], [p for _, p in aux_named]
     opt, aux_opt = adam(main_params, args.lr), adam(aux_params, args.aux_lr)
-    step, elapsed = 0, 0.0
+    step, elapsed, averaged = 0, 0.0, None
     ckpt_path = out_dir / "last.pt"
     if (args.resume or args.export) and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         net.load_state_dict(ck["model"])
         load_optimiser(opt, ck["opt"])
         load_optimiser(aux_opt, ck["aux_opt"])
-        step, elapsed = int(ck["step"]), float(ck["elapsed"])
+        step, elapsed, averaged = int(ck["step"]), float(ck["elapsed"]), ck.get("ema")
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
     elif args.export:
         print(f"no checkpoint at {ckpt_path}", file=sys.stderr)
@@ -282,6 +288,9 @@ def main(argv=None) -> int:
         step, elapsed = args.init_step, args.init_hours * 3600
 
     if args.export:
+        if averaged is not None and not args.export_live:
+            net.load_state_dict({**net.state_dict(), **averaged})
+            print("exporting the weights' moving average (--export-live: the live weights)", file=sys.stderr)
         net = net.cpu().eval()
         aux_before, aux_after = fit_quantiles(net)
         print(f"entropy-bottleneck quantiles refit: aux loss {aux_before:.1f} -> {aux_after:.3f}", file=sys.stderr)
@@ -297,6 +306,7 @@ def main(argv=None) -> int:
     if not args.data:
         print("--data is required for training", file=sys.stderr)
         return 2
+    ema = WeightAverage(net, args.ema, averaged) if args.ema else None
     random.seed(args.seed + step)
     torch.manual_seed(args.seed + step)
     t0 = time.time()
@@ -325,6 +335,8 @@ def main(argv=None) -> int:
         aux_opt.zero_grad()
         aux.backward()
         aux_opt.step()
+        if ema:
+            ema.update()
         step += 1
         elapsed = clock.step()
         if step % args.log_every == 0:
@@ -336,14 +348,19 @@ def main(argv=None) -> int:
         if step % args.ckpt_every == 0 or last:
             tmp = out_dir / "last.pt.tmp"
             torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                        "step": step, "elapsed": elapsed, "model_name": spec.name}, tmp)
+                        "step": step, "elapsed": elapsed, "model_name": spec.name,
+                        **({"ema": ema.state_dict()} if ema else {})}, tmp)
             tmp.replace(ckpt_path)
         if val_crops and (step % args.val_every == 0 or last):
-            res = validate(net, val_crops, spec.levels, device)
-            log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "val": res}) + "\n")
+            rec = {"step": step, "elapsed_s": round(elapsed, 1), "val": validate(net, val_crops, spec.levels, device)}
+            if ema:
+                with ema.applied(net):
+                    rec["val_ema"] = validate(net, val_crops, spec.levels, device)
+            log.write(json.dumps(rec) + "\n")
             log.flush()
-            print(f"step {step} {elapsed / 60:.1f} min val " +
-                  " ".join(f"{k}:{v['bpp']:.3f}bpp/{v['psnr']:.2f}dB" for k, v in res.items()), file=sys.stderr)
+            for key in ("val", "val_ema")[: 1 + bool(ema)]:
+                print(f"step {step} {elapsed / 60:.1f} min {key} " +
+                      " ".join(f"{k}:{v['bpp']:.3f}bpp/{v['psnr']:.2f}dB" for k, v in rec[key].items()), file=sys.stderr)
             clock.skip()
     return 0
 
