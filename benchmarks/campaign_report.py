@@ -66,6 +66,8 @@ def learning_curve(log: Path, reference: dict) -> list[dict]:
         rows.append({"step": rec["step"], "hours": round(rec["elapsed_s"] / 3600, 3),
                      "bd_rate_vs_reference": bd_rate(ref_bpp, ref_psnr, bpp, psnr),
                      "top_bpp": bpp[-1], "top_psnr": psnr[-1], "low_bpp": bpp[0], "low_psnr": psnr[0]})
+        if "val_ema" in rec:  # train_elic --ema: the weights' moving average, validated beside them
+            rows[-1]["ema_bd_rate_vs_reference"] = bd_rate(ref_bpp, ref_psnr, *_curve(rec["val_ema"]))
     return rows
 
 
@@ -87,7 +89,11 @@ def plot_curve(rows: list[dict], reference: str, path: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     h = [r["hours"] for r in rows]
-    a.plot(h, [r["bd_rate_vs_reference"] for r in rows], "o-")
+    a.plot(h, [r["bd_rate_vs_reference"] for r in rows], "o-", label="weights")
+    ema = [(r["hours"], r["ema_bd_rate_vs_reference"]) for r in rows if "ema_bd_rate_vs_reference" in r]
+    if ema:
+        a.plot(*zip(*ema), "s-", label="their moving average (--ema)")
+        a.legend()
     a.axhline(0, color="grey", lw=0.8)
     a.set(xlabel="training hours (2 CPU cores)", ylabel=f"BD-rate vs {reference} (%)",
           title="validation crops, PSNR")
@@ -164,10 +170,11 @@ def main(argv=None) -> int:
         curve_file.write_text(json.dumps({"log": args.log, "reference": args.reference, "rows": rows},
                                          indent=1) + "\n")
         plot_curve(rows, args.reference, out / "learning_curve.png")
-        print("| step | hours | BD-rate vs " + args.reference + " (val crops) | top level bpp / PSNR |")
-        print("|---|---|---|---|")
+        print("| step | hours | BD-rate vs " + args.reference + " (val crops) | moving average | top level bpp / PSNR |")
+        print("|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['step']} | {r['hours']:.2f} | {r['bd_rate_vs_reference']:+.1f} % | "
+            ema = f"{r['ema_bd_rate_vs_reference']:+.1f} %" if "ema_bd_rate_vs_reference" in r else ""
+            print(f"| {r['step']} | {r['hours']:.2f} | {r['bd_rate_vs_reference']:+.1f} % | {ema} | "
                   f"{r['top_bpp']:.3f} / {r['top_psnr']:.2f} |")
     for path in args.rd:
         result = json.loads(Path(path).read_text())
