@@ -126,7 +126,8 @@ def main(argv=None) -> int:
         fusion = sum(v for k, v in enh_parts.items() if k.startswith("HPIN"))
         for k, v in enh_parts.items():
             stages[f"  enhance: {k}"].append(v - fusion if k == "codebook decoder" else v)
-        stages["  enhance: other (blending, padding, codes)"].append((t5 - t4) - sum(enh_parts.values()) + fusion)
+        if enh_parts:  # torch: its parts were timed (OpenVINO runs the network as one piece)
+            stages["  enhance: other (blending, padding, codes)"].append((t5 - t4) - sum(enh_parts.values()) + fusion)
     mp = side * side / 1e6
     print(f"one {side} x {side} tile ({mp:.2f} MP), model {args.model}, quality {DEFAULT_QUALITY}, "
           f"{args.threads} threads, median of {args.repeat}")
@@ -139,7 +140,10 @@ def main(argv=None) -> int:
     print(f"{'encode, per tile':<48} {enc_total:7.3f} s  ({mp / enc_total:.2f} MP/s)")
     print(f"{'plain decode, per tile':<48} {dec_total:7.3f} s  ({mp / dec_total:.2f} MP/s)")
     if args.out:
-        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "tile": side, "threads": args.threads,
+        from codec_throughput import instruction_sets  # the CPU's extensions and any kernel cap set
+
+        Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "environment": instruction_sets(),
+                                              "tile": side, "threads": args.threads,
                                               "runtime": runtime, "model": args.model,
                                               "enhancer": enhancer.net.cfg.to_dict(), "seconds": rows},
                                              indent=1) + "\n")
