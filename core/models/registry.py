@@ -111,7 +111,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="5f3ee308a76a24e3f34042cedc4d18cc862a41df92f79c8a55ba750e2e93da1f",
+        sha256="17a9eee22ad31fb05f3469e25008efe591b190e671f7d86c43041efbe1ad88d9",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
