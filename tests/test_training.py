@@ -318,6 +318,7 @@ def test_a_slim_context_grafted_into_a_campaign_trains_on_with_the_campaigns_sta
 
 
 def test_a_moving_average_of_the_weights_is_validated_checkpointed_resumed_and_exported(tmp_path, neon_rgb):
+    torch.manual_seed(0)  # a fresh run's weights come from the global generator: the same curves in any test order
     out = tmp_path / "run"
     common = ["--model", "elic-tiny", "--data", str(neon_rgb), "--out", str(out), "--batch", "2", "--crop", "64",
               "--ckpt-every", "1", "--log-every", "1", "--threads", "1", "--lr", "1e-3", "--ema", "0.5",

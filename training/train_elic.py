@@ -358,7 +358,7 @@ def main(argv=None) -> int:
                     rec["val_ema"] = validate(net, val_crops, spec.levels, device)
             log.write(json.dumps(rec) + "\n")
             log.flush()
-            for key in ("val", "val_ema")[: 1 + bool(ema)]:
+            for key in ("val", "val_ema") if ema else ("val",):
                 print(f"step {step} {elapsed / 60:.1f} min {key} " +
                       " ".join(f"{k}:{v['bpp']:.3f}bpp/{v['psnr']:.2f}dB" for k, v in rec[key].items()), file=sys.stderr)
             clock.skip()

@@ -22,10 +22,10 @@ class WeightAverage:
             raise SystemExit(f"--ema must be between 0 and 1 (e.g. 0.999), got {decay}")
         self.decay = decay
         live = net.state_dict()  # detached views of the model's own storage: they follow the optimiser
-        self.names = [k for k, v in live.items() if v.is_floating_point()]
-        self._live = [live[k] for k in self.names]
-        start = state if state is not None and set(self.names) <= set(state) else live
-        self.avg = {k: start[k].detach().to(live[k].device, torch.float32, copy=True) for k in self.names}
+        names = [k for k, v in live.items() if v.is_floating_point()]
+        self._live = [live[k] for k in names]
+        start = state if state is not None and set(names) <= set(state) else live
+        self.avg = {k: start[k].detach().to(live[k].device, torch.float32, copy=True) for k in names}
 
     @torch.no_grad()
     def update(self) -> None:
@@ -39,8 +39,8 @@ class WeightAverage:
         """The model holds the averaged weights inside the block, its live ones again after."""
         kept = [t.clone() for t in self._live]
         with torch.no_grad():
-            for t, name in zip(self._live, self.names):
-                t.copy_(self.avg[name])
+            for t, avg in zip(self._live, self.avg.values()):
+                t.copy_(avg)
         try:
             yield net
         finally:
