@@ -1,12 +1,15 @@
 """Seconds per ELIC training step for each ``--precision`` of ``training.train_elic``, and in
-float32 on contiguous (NCHW) tensors, the trainer's layout before it went channels-last.
+float32 on contiguous (NCHW) tensors, the trainer's layout before it went channels-last;
+with ``--compile`` also bf16 with the step's forward and loss compiled (``train_elic --compile``).
 
 One step as the trainer runs it (forward, rate-distortion loss, backward, Adam, the
-entropy path fake-quantised with ``--exact-qat``), on random crops, in turns, after one
-warm-up step each. The rest of a real step (drawing crops, the auxiliary loss) is the
+entropy path fake-quantised with ``--exact-qat``), on random crops, one step of each variant
+in turn (the host's speed drifts), after two warm-up steps each (the first compiles). The rest of a real step (drawing crops, the auxiliary loss) is the
 same for every precision and is left out.
 
     python benchmarks/train_step_speed.py --model elic-v3 --threads 2 --out results/train_step_speed.json
+    python benchmarks/train_step_speed.py --model elic-v3 --threads 2 --compile --steps 12 \
+        --out results/train_step_speed.json
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4, help="timed steps per precision and round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="also bf16 with the forward and loss compiled")
     p.add_argument("--out")
     args = p.parse_args(argv)
     if args.threads:
@@ -59,30 +63,34 @@ def main(argv=None) -> int:
     levels = torch.randint(0, spec.levels, (args.batch,), generator=gen).float()
     variants = {"fp32, contiguous": ("fp32", torch.contiguous_format)}
     variants.update({name: (name, torch.channels_last) for name in PRECISIONS})
+    if args.compile:
+        variants["bf16, compiled"] = ("bf16", torch.channels_last)
     runs = {}
     for name, (precision, layout) in variants.items():
         torch.manual_seed(0)
         net = build_model(spec).to(memory_format=layout)
         qat.enable(net)
         net.train()
+        loss_fn = torch.compile(rd_loss, dynamic=False) if name.endswith("compiled") else rd_loss
         runs[name] = (net, torch.optim.Adam(net.parameters(), lr=1e-5), x.contiguous(memory_format=layout),
-                      PRECISIONS[precision])
+                      PRECISIONS[precision], loss_fn)
 
     def step(name: str) -> float:
-        net, opt, batch, dtype = runs[name]
+        net, opt, batch, dtype, loss_fn = runs[name]
         t = time.perf_counter()
-        loss, _, _ = rd_loss(net, batch, levels, lambdas, dtype)
+        loss, _, _ = loss_fn(net, batch, levels, lambdas, dtype)
         opt.zero_grad()
         loss.backward()
         opt.step()
         return time.perf_counter() - t
 
     for name in runs:
-        step(name)  # warm-up: oneDNN picks and caches its kernels
+        step(name)  # warm-up: oneDNN picks and caches its kernels; torch.compile compiles
+        step(name)
     times = {name: [] for name in runs}
-    for _ in range(args.rounds):
+    for _ in range(args.rounds * args.steps):
         for name in runs:
-            times[name] += [step(name) for _ in range(args.steps)]
+            times[name].append(step(name))
     rows = {name: {"seconds_per_step": statistics.median(t), "runs": [round(v, 3) for v in t]}
             for name, t in times.items()}
     base = rows["fp32, contiguous"]["seconds_per_step"]
@@ -90,6 +98,10 @@ def main(argv=None) -> int:
         row["steps_per_second_vs_contiguous_fp32"] = base / row["seconds_per_step"]
         print(f"{name}: {row['seconds_per_step']:.3f} s/step (x{row['steps_per_second_vs_contiguous_fp32']:.2f} "
               "the steps of contiguous fp32)")
+    if args.compile:  # per pair of neighbouring steps: the drift of the host cancels
+        ratios = [a / b for a, b in zip(times["bf16"], times["bf16, compiled"])]
+        rows["bf16, compiled"]["steps_per_second_vs_bf16_paired"] = statistics.median(ratios)
+        print(f"compiled: x{statistics.median(ratios):.2f} the steps per second of bf16 (paired)")
     result = {"command": "python benchmarks/train_step_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "model": spec.name, "batch": args.batch, "crop": args.crop, "threads": torch.get_num_threads(),
               "cpu": cpu_name(), "torch": torch.__version__, "precisions": rows}

@@ -242,3 +242,21 @@ def test_the_spatial_context_at_non_anchors_equals_the_full_convolution(monkeypa
     side = torch.randint(-2**20, 2**20, (1, 6, 4, 3)).double().numpy()
     full = Sequence([first, _relu, second])(np.concatenate([np.zeros((1, 4, 4, 3)), side], axis=1))
     assert np.array_equal(Sequence([first.without_inputs(4), _relu, second])(side), full)
+
+
+def test_qat_layers_trace_into_one_graph(tiny_net):
+    """The fake quantisation has no data-dependent Python step, so ``train_elic --compile``
+    compiles the entropy path's layers with the rest of the step instead of breaking its graph
+    at each of them."""
+    import copy
+
+    from training.qat import enable
+
+    net = copy.deepcopy(tiny_net)
+    enable(net)
+    h_s = net.latent_codec.latent_codec["hyper"].h_s
+    z = torch.randint(-4, 5, (1, 16, 3, 3)).float()
+    explained = torch._dynamo.explain(h_s)(z)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    with torch.no_grad():
+        assert torch.equal(torch.compile(h_s, backend="eager")(z), h_s(z))

@@ -10,7 +10,6 @@ checkpoints stay compatible with and without it.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +28,10 @@ def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def _fake_weight(weight: torch.Tensor, out_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights on the integer grid of ``IntConv``; returns (weight, per-channel shift)."""
     w = weight.transpose(0, 1) if out_dim == 1 else weight
-    peaks = w.detach().abs().flatten(1).amax(1).tolist()
-    shifts = [WEIGHT_BITS - 1 - (math.frexp(p)[1] if p > 0 else 0) for p in peaks]
-    shift = torch.tensor(shifts, dtype=weight.dtype, device=weight.device)
+    peaks = w.detach().abs().flatten(1).amax(1)
+    # frexp's exponent, as IntConv.quantise (0 for an all-zero channel), in tensors so that
+    # torch.compile traces the layer without leaving its graph
+    shift = (WEIGHT_BITS - 1 - torch.frexp(peaks).exponent).to(weight.dtype)
     view = [1] * weight.dim()
     view[out_dim] = -1
     scale = torch.pow(2.0, shift).view(view)
