@@ -4,8 +4,9 @@ with ``--compile`` also bf16 with the step's forward and loss compiled (``train_
 
 One step as the trainer runs it (forward, rate-distortion loss, backward, Adam, the
 entropy path fake-quantised with ``--exact-qat``), on random crops, one step of each variant
-in turn (the host's speed drifts), after two warm-up steps each (the first compiles). The rest of a real step (drawing crops, the auxiliary loss) is the
-same for every precision and is left out.
+in turn (the host's speed drifts), after two warm-up steps each (the first compiles). The
+rest of a real step (drawing crops, the auxiliary loss) is the same for every variant and
+is left out.
 
     python benchmarks/train_step_speed.py --model elic-v3 --threads 2 --out results/train_step_speed.json
     python benchmarks/train_step_speed.py --model elic-v3 --threads 2 --compile --steps 12 \
