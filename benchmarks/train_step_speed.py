@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from core.models import REGISTRY  # noqa: E402
 from core.models.elic import build_model  # noqa: E402
 from training import qat  # noqa: E402
-from training.train_elic import PRECISIONS, rd_loss  # noqa: E402
+from training.train_elic import PRECISIONS, step_loss_fn  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         net = build_model(spec).to(memory_format=layout)
         qat.enable(net)
         net.train()
-        loss_fn = torch.compile(rd_loss, dynamic=False) if name.endswith("compiled") else rd_loss
+        loss_fn = step_loss_fn(name.endswith("compiled"))
         runs[name] = (net, torch.optim.Adam(net.parameters(), lr=1e-5), x.contiguous(memory_format=layout),
                       PRECISIONS[precision], loss_fn)
 

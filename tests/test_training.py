@@ -363,15 +363,14 @@ def test_compile_runs_the_training_step_through_torch_compile(tmp_path, neon_rgb
         compiled.append((fn, kwargs))
         return real_compile(fn, backend="eager")
 
+    monkeypatch.setattr(te.torch, "compile", eager_backend_compile)
     losses = {}
     for flag in ([], ["--compile"]):
         out = tmp_path / f"run{len(flag)}"
-        monkeypatch.setattr(te.torch, "compile", eager_backend_compile)
         torch.manual_seed(0)
         assert train_main(["--model", "elic-tiny", "--data", str(neon_rgb), "--out", str(out), "--batch", "2",
                            "--crop", "64", "--steps", "3", "--log-every", "1", "--threads", "1", "--exact-qat",
                            "--precision", "bf16"] + flag) == 0
-        monkeypatch.undo()
         losses[bool(flag)] = [json.loads(l)["loss"] for l in (out / "log.jsonl").read_text().splitlines()]
     assert [fn for fn, _ in compiled] == [te.rd_loss] and compiled[0][1] == {"dynamic": False}
     assert len(losses[True]) == 3 and np.allclose(losses[True], losses[False], rtol=1e-4)

@@ -10,7 +10,6 @@ checkpoints stay compatible with and without it.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

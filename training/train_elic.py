@@ -105,6 +105,11 @@ def rd_loss(net, x, levels, lambdas, transform_dtype=None):
     return loss, mse.mean(), bpp.mean()
 
 
+def step_loss_fn(compile_step: bool):
+    """``rd_loss``, or ``rd_loss`` compiled for the training step (``--compile``; fixed shapes)."""
+    return torch.compile(rd_loss, dynamic=False) if compile_step else rd_loss
+
+
 def level_weights(levels: int, high_rate_weight: float) -> torch.Tensor:
     """Sampling weights of the rate levels: linear from 1 (lowest) to ``high_rate_weight`` (top)."""
     return torch.linspace(1.0, high_rate_weight, levels) if levels > 1 else torch.ones(1)
@@ -319,7 +324,7 @@ def main(argv=None) -> int:
     log = open(out_dir / "log.jsonl", "a")
     print(f"{sampler.megapixels:.1f} MP of training images loaded in {time.time() - t0:.0f}s", file=sys.stderr)
 
-    step_loss = torch.compile(rd_loss, dynamic=False) if args.compile else rd_loss
+    step_loss = step_loss_fn(args.compile)
     gen = torch.Generator().manual_seed(args.seed + step)
     level_probs = level_weights(spec.levels, args.high_rate_weight)
     net.train()
