@@ -1,6 +1,8 @@
 """Seconds per ELIC training step for each ``--precision`` of ``training.train_elic``, and in
 float32 on contiguous (NCHW) tensors, the trainer's layout before it went channels-last;
-with ``--compile`` also bf16 with the step's forward and loss compiled (``train_elic --compile``).
+with ``--compile`` also the precision ``--precision auto`` picks here (bf16 where the CPU
+computes it natively, else fp32) with the step's forward and loss compiled
+(``train_elic --compile``).
 
 One step as the trainer runs it (forward, rate-distortion loss, backward, Adam, the
 entropy path fake-quantised with ``--exact-qat``), on random crops, one step of each variant
@@ -11,6 +13,8 @@ is left out.
     python benchmarks/train_step_speed.py --model elic-v3 --threads 2 --out results/train_step_speed.json
     python benchmarks/train_step_speed.py --model elic-v3 --threads 2 --compile --steps 12 \
         --out results/train_step_speed.json
+    python benchmarks/train_step_speed.py --model elic-v3 --threads 2 --compile --steps 3 \
+        --rounds 1 --out results/train_step_speed_avx2.json   # on a CPU without native bf16
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from core.models import REGISTRY  # noqa: E402
 from core.models.elic import build_model  # noqa: E402
 from training import qat  # noqa: E402
-from training.train_elic import PRECISIONS, step_loss_fn  # noqa: E402
+from training.train_elic import PRECISIONS, native_precision, step_loss_fn  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -52,7 +56,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4, help="timed steps per precision and round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--compile", action="store_true", help="also bf16 with the forward and loss compiled")
+    p.add_argument("--compile", action="store_true",
+                   help="also the precision --precision auto picks, with the forward and loss compiled")
     p.add_argument("--out")
     args = p.parse_args(argv)
     if args.threads:
@@ -64,8 +69,9 @@ def main(argv=None) -> int:
     levels = torch.randint(0, spec.levels, (args.batch,), generator=gen).float()
     variants = {"fp32, contiguous": ("fp32", torch.contiguous_format)}
     variants.update({name: (name, torch.channels_last) for name in PRECISIONS})
+    native = native_precision(torch.device("cpu"))
     if args.compile:
-        variants["bf16, compiled"] = ("bf16", torch.channels_last)
+        variants[f"{native}, compiled"] = (native, torch.channels_last)
     runs = {}
     for name, (precision, layout) in variants.items():
         torch.manual_seed(0)
@@ -100,12 +106,12 @@ def main(argv=None) -> int:
         print(f"{name}: {row['seconds_per_step']:.3f} s/step (x{row['steps_per_second_vs_contiguous_fp32']:.2f} "
               "the steps of contiguous fp32)")
     if args.compile:  # per pair of neighbouring steps: the drift of the host cancels
-        ratios = [a / b for a, b in zip(times["bf16"], times["bf16, compiled"])]
-        rows["bf16, compiled"]["steps_per_second_vs_bf16_paired"] = statistics.median(ratios)
-        print(f"compiled: x{statistics.median(ratios):.2f} the steps per second of bf16 (paired)")
+        ratios = [a / b for a, b in zip(times[native], times[f"{native}, compiled"])]
+        rows[f"{native}, compiled"][f"steps_per_second_vs_{native}_paired"] = statistics.median(ratios)
+        print(f"compiled: x{statistics.median(ratios):.2f} the steps per second of {native} (paired)")
     result = {"command": "python benchmarks/train_step_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "model": spec.name, "batch": args.batch, "crop": args.crop, "threads": torch.get_num_threads(),
-              "cpu": cpu_name(), "torch": torch.__version__, "precisions": rows}
+              "cpu": cpu_name(), "native_precision": native, "torch": torch.__version__, "precisions": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0

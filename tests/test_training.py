@@ -351,6 +351,38 @@ def test_a_moving_average_of_the_weights_is_validated_checkpointed_resumed_and_e
         torch.testing.assert_close(exported[k], state[k].half().float())
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_trains_in_bf16_only_where_the_cpu_computes_it_natively(tmp_path, neon_rgb, monkeypatch,
+                                                                                capsys, native):
+    """The default ``--precision auto`` asks the decoder's own check (``runtime.cpu_bf16``):
+    bf16 transforms where the CPU has native bf16, fp32 where bf16 would be emulated (x0.11 the
+    steps per second on an AVX2 CPU), and says which."""
+    import core.models.runtime as runtime
+    import training.train_elic as te
+
+    monkeypatch.setattr(runtime, "cpu_bf16", lambda: native)
+    dtypes, real_loss = [], te.rd_loss
+
+    def recording_loss(net, x, levels, lambdas, transform_dtype=None):
+        dtypes.append(transform_dtype)
+        return real_loss(net, x, levels, lambdas, transform_dtype)
+
+    monkeypatch.setattr(te, "rd_loss", recording_loss)
+    assert train_main(["--model", "elic-tiny", "--data", str(neon_rgb), "--out", str(tmp_path / "run"),
+                       "--batch", "2", "--crop", "64", "--steps", "2", "--threads", "1"]) == 0
+    expected = "bf16" if native else "fp32"
+    assert dtypes == [PRECISIONS[expected]] * 2
+    assert f"transforms compute in {expected} (--precision auto)" in capsys.readouterr().err
+
+
+def test_precision_auto_follows_the_decoders_switch(monkeypatch):
+    """``CODERSIC_PRECISION=f32`` keeps decoding in f32, and training too, whatever the CPU."""
+    from training.train_elic import native_precision
+
+    monkeypatch.setenv("CODERSIC_PRECISION", "f32")
+    assert native_precision(torch.device("cpu")) == "fp32"
+
+
 def test_compile_runs_the_training_step_through_torch_compile(tmp_path, neon_rgb, monkeypatch):
     """--compile hands the step's forward and loss to torch.compile, and training goes on as
     without it. Inductor's code generation takes minutes on CI, so the compiled graph runs on

@@ -35,6 +35,18 @@ from .weight_average import WeightAverage
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # --precision -> the transforms' autocast type
 
 
+def native_precision(device: torch.device) -> str:
+    """``--precision auto``: bf16 where this device computes it natively (a CUDA GPU with bf16,
+    a CPU with AVX512-BF16 or AMX, as for decoding: ``core.models.runtime.cpu_bf16``), else fp32.
+    Elsewhere bf16 is emulated: x0.11 the steps per second of fp32 on an AVX2 CPU
+    (results/train_step_speed_avx2.json)."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    from core.models.runtime import cpu_bf16
+
+    return "bf16" if device.type == "cpu" and cpu_bf16() else "fp32"
+
+
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train_elic", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", help="training folders/files (images, GeoTIFFs)")
@@ -74,13 +86,16 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--run-minutes", type=float, default=None,
                    help="like --max-minutes, counted from this start (with --resume, a new lr cycle: --lr until "
                         "--decay-at of it, then x0.1), whatever the earlier sessions took")
-    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+    p.add_argument("--precision", choices=["auto", *sorted(PRECISIONS)], default="auto",
                    help="compute type of the analysis and synthesis transforms in training steps (autocast); the "
                         "entropy model, the weights and validation stay float32. bf16: x1.89 the steps per second of "
-                        "float32 on a CPU with AMX (results/train_step_speed.json)")
+                        "float32 on a CPU with AMX (results/train_step_speed.json), x0.11 on one with AVX2 only "
+                        "(results/train_step_speed_avx2.json). auto (default): bf16 where the device computes it "
+                        "natively, else fp32")
     p.add_argument("--compile", action="store_true",
                    help="compile the training step's forward and loss (torch.compile, inductor): x1.18 the steps "
-                        "per second on the 2-core CPU in bf16 with --exact-qat (results/train_step_speed.json); "
+                        "per second on the 2-core CPU in bf16 with --exact-qat (results/train_step_speed.json), x1.10 in fp32 on "
+                        "an AVX2 CPU (results/train_step_speed_avx2.json); "
                         "the first step compiles for about 2 minutes (under 30 s from inductor's cache)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
@@ -274,7 +289,8 @@ def main(argv=None) -> int:
     spec = REGISTRY[args.model]
     device = torch.device(args.device)
     net = build_model(spec).to(device, memory_format=torch.channels_last)  # oneDNN's fast layout
-    transform_dtype = PRECISIONS[args.precision]
+    precision = native_precision(device) if args.precision == "auto" else args.precision
+    transform_dtype = PRECISIONS[precision]
     lambdas = torch.tensor(spec.lambdas, device=device)
 
     main_named, aux_named = split_parameters(net)
@@ -324,6 +340,8 @@ def main(argv=None) -> int:
     log = open(out_dir / "log.jsonl", "a")
     print(f"{sampler.megapixels:.1f} MP of training images loaded in {time.time() - t0:.0f}s", file=sys.stderr)
 
+    print(f"transforms compute in {precision}" + (" (--precision auto)" if args.precision == "auto" else ""),
+          file=sys.stderr)
     step_loss = step_loss_fn(args.compile)
     gen = torch.Generator().manual_seed(args.seed + step)
     level_probs = level_weights(spec.levels, args.high_rate_weight)
