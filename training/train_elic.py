@@ -288,6 +288,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = REGISTRY[args.model]
     device = torch.device(args.device)
+    torch.manual_seed(args.seed)  # a fresh run's initial weights follow --seed
     net = build_model(spec).to(device, memory_format=torch.channels_last)  # oneDNN's fast layout
     precision = native_precision(device) if args.precision == "auto" else args.precision
     transform_dtype = PRECISIONS[precision]
