@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin

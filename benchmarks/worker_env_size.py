@@ -16,7 +16,6 @@ import importlib.metadata as md
 import json
 import re
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 

@@ -75,8 +75,6 @@ def main(argv=None) -> int:
                      f"{json.dumps(val['val']) if val else '-'} |")
     lines += ["", f"Total training time: {total / 60:.1f} min.", ""]
     if args.eval:
-        from .eval_enhance import print_table  # noqa: F401 - same table format
-
         res = json.loads(Path(args.eval).read_text())
         cols = ["bpp", "psnr", "ms_ssim", "lpips", "dists", "fid", "kid"]
         lines += [f"Validation ({res['crops']} centre crops of {res['size']} px from ../shared/data/val, "

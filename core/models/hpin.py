@@ -26,7 +26,7 @@ from torch import nn
 
 from .code_lookup import CodeLookup
 from .enhance_blocks import CrossAttentionModule, WindowBlock
-from .vqgan import VQGAN, Decoder, EnhancerConfig, VectorQuantizer
+from .vqgan import Decoder, EnhancerConfig, VectorQuantizer
 
 
 class FusionModule(nn.Module):

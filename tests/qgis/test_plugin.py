@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import configparser
-import os
 import re
 import zipfile
-from pathlib import Path
 
 import pytest
 
