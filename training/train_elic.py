@@ -37,9 +37,8 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # --precision -> the transf
 
 def native_precision(device: torch.device) -> str:
     """``--precision auto``: bf16 where this device computes it natively (a CUDA GPU with bf16,
-    a CPU with AVX512-BF16 or AMX, as for decoding: ``core.models.runtime.cpu_bf16``), else fp32.
-    Elsewhere bf16 is emulated: x0.11 the steps per second of fp32 on an AVX2 CPU
-    (results/train_step_speed_avx2.json)."""
+    a CPU with AVX512-BF16 or AMX, as for decoding: ``core.models.runtime.cpu_bf16``), else fp32:
+    elsewhere bf16 is emulated and slow (``--precision``'s help gives the measured cost)."""
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     from core.models.runtime import cpu_bf16
