@@ -87,6 +87,10 @@ class ExactElicEntropy:
     channel group its anchor then non-anchor half, then the hyper-latent ``z``.
     """
 
+    # the encoder's choice of symbol: nearest integer (what the synthesis was trained on;
+    # a deadzone costs rate-distortion, benchmarks/latent_rounding.py)
+    round_symbols = staticmethod(np.round)
+
     def __init__(self, tables: IntegerTables):
         a, meta = tables.arrays, tables.meta
         self.groups = list(meta["groups"])
@@ -154,7 +158,7 @@ class ExactElicEntropy:
                 scales, means = self._params(k, side_halves[half], halves, half)
                 indexes = self._indexes(k, scales)
                 if y_halves is not None:
-                    symbols = np.round(y_halves[half] - means * (1.0 / _ONE)).astype(np.int32)
+                    symbols = self.round_symbols(y_halves[half] - means * (1.0 / _ONE)).astype(np.int32)
                     strings.append(rans_encode(self.coder, self.y_tables[k], symbols, indexes))
                 else:
                     symbols = rans_decode(self.coder, self.y_tables[k], strings[cursor], indexes)
