@@ -47,7 +47,7 @@ class TracedEntropy(ExactElicEntropy):
 
     def round_symbols(self, residual):
         if not self.deadzone:
-            return np.round(residual)
+            return ExactElicEntropy.round_symbols(residual)
         return np.sign(residual) * np.floor(np.abs(residual) + 0.5 - self.deadzone)
 
     def _params(self, k, side_half, halves, half):
@@ -103,24 +103,31 @@ def main(argv=None) -> int:
     coder = get_coder(args.model)
     entropy = TracedEntropy(coder.tables)
     pictures = images(args.val, args.scenes, args.dubai_crop)
-    variants = [("plain", 0.0, 0.0)] + [(f"deadzone {t}", t, 0.0) for t in args.deadzone] \
-        + [(f"bin mean x{f}", 0.0, f) for f in args.shrink]
-    curves = {name: {"bpp": [], "psnr": []} for name, _, _ in variants}
+    codings = {"plain": 0.0, **{f"deadzone {t}": t for t in args.deadzone}}  # name -> deadzone
+    shrinks = {f"bin mean x{f}": f for f in args.shrink}  # decoded from the plain coding's symbols
+    curves = {name: {"bpp": [], "psnr": []} for name in [*codings, *shrinks]}
     for quality in args.levels:
         level = float(quality - 1)
-        totals = {name: [0, 0.0] for name, _, _ in variants}  # bits, squared error
+        totals = {name: [0, 0.0] for name in curves}  # bits, squared error
         pixels = 0
+
+        def score(name, bits, y_hat, img):
+            decoded = np.round(coder.synthesis(y_hat, level) * 255).transpose(1, 2, 0)
+            totals[name][0] += bits
+            totals[name][1] += float(np.sum((decoded - img) ** 2))
+
         for img in pictures:
             x = img.transpose(2, 0, 1)[None].astype(np.float32) / 255
             y = coder.analysis(x, level)
             pixels += img.shape[0] * img.shape[1]
-            for name, deadzone, shrink in variants:
+            for name, deadzone in codings.items():
                 entropy.deadzone, entropy.trace = deadzone, []
                 coded = entropy.compress(y)
-                y_hat = reconstruct(entropy, coded["y_hat"], shrink) if shrink else coded["y_hat"]
-                decoded = np.round(coder.synthesis(y_hat, level) * 255).transpose(1, 2, 0)
-                totals[name][0] += 8 * sum(len(s) for s in coded["strings"])
-                totals[name][1] += float(np.sum((decoded - img) ** 2))
+                bits = 8 * sum(len(s) for s in coded["strings"])
+                score(name, bits, coded["y_hat"], img)
+                if not deadzone:  # same symbols and rate, other reconstructions
+                    for shrink_name, factor in shrinks.items():
+                        score(shrink_name, bits, reconstruct(entropy, coded["y_hat"], factor), img)
         for name, (bits, sq) in totals.items():
             curves[name]["bpp"].append(bits / pixels)
             curves[name]["psnr"].append(float(10 * np.log10(255**2 * 3 * pixels / sq)))
