@@ -100,7 +100,7 @@ def _model_row(parent: QWidget) -> tuple[QWidget, QComboBox]:
     combo = QComboBox(box)
     combo.setEditable(True)
     combo.addItems(MODEL_NAMES)
-    combo.setToolTip(f"A model name (default {options.DEFAULT_MODEL}) or a .safetensors weights file")
+    combo.setToolTip(f"A model name (default {options.DEFAULT_MODEL_CHOICE}) or a .safetensors weights file")
     browse = QPushButton("…", box)
     browse.setMaximumWidth(32)
 
@@ -393,7 +393,7 @@ class CompressDialog(_ValidatingDialog):
             output=self.output.filePath().strip(),
             decode=self.decode.isChecked(),
             decoded_output=self.decoded_output.filePath().strip(),
-            model=_model_text(self.model) or options.DEFAULT_MODEL,
+            model=_model_text(self.model),
             device=self.device.currentText(),
             overwrite=self.overwrite.isChecked(),
         )

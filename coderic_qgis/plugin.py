@@ -217,7 +217,8 @@ class CodeRsicPlugin:
         if params.decode:
             original = QgsProject.instance().mapLayer(params.layer_id)
             enhanced = ", enhanced" if (res.get("decode") or {}).get("enhanced") else ""
-            label = short_name(name) + f" · q{res.get('quality', 0):g}, {res.get('bpp', 0):.2f} bpp{enhanced}"
+            model = f"{res['model']} " if res.get("model", options.DEFAULT_MODEL) != options.DEFAULT_MODEL else ""
+            label = short_name(name) + f" · {model}q{res.get('quality', 0):g}, {res.get('bpp', 0):.2f} bpp{enhanced}"
             try:
                 layer, group = add_decoded_layer(res["decoded"], label, original=original, bands=res.get("bands"),
                                                  container=params.output)

@@ -136,7 +136,8 @@ class CompressAlgorithm(_WorkerAlgorithm):
         self.addParameter(number("OVERLAP", "Tile overlap (px)", number.Integer, defaults.overlap, False,
                                  0, options.MAX_OVERLAP))
         self.addParameter(QgsProcessingParameterString(
-            "MODEL", f"Model name or .safetensors file (default {options.DEFAULT_MODEL})", "", optional=True))
+            "MODEL", f"Model name or .safetensors file (default {options.DEFAULT_MODEL_CHOICE})", "",
+            optional=True))
         self.addParameter(_device_param())
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT", "Compressed file", f"Code-RSIC container (*{options.CONTAINER_SUFFIX})"))
@@ -154,7 +155,7 @@ class CompressAlgorithm(_WorkerAlgorithm):
             target_bpp=None if target in (None, "") else self.parameterAsDouble(parameters, "TARGET_BPP", context),
             tile=self.parameterAsInt(parameters, "TILE", context),
             overlap=self.parameterAsInt(parameters, "OVERLAP", context),
-            model=model or options.DEFAULT_MODEL, device=device, overwrite=True, decode=False)
+            model=model, device=device, overwrite=True, decode=False)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS name
         ok, msg = super().checkParameterValues(parameters, context)

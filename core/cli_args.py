@@ -18,6 +18,7 @@ from .options import (
     DEFAULT_ENHANCER,
     DEFAULT_FORMAT,
     DEFAULT_MODEL,
+    DEFAULT_MODEL_CHOICE,
     DEFAULT_MODEL_LEVELS,
     DEFAULT_OVERLAP,
     LEGACY_OVERLAP,
@@ -59,8 +60,8 @@ def _bands(text: str) -> list[int]:
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help=f"model name from the registry or a .safetensors file (default: {DEFAULT_MODEL} for "
-                        "compress, the container's model for decompress)")
+                   help=f"model name from the registry or a .safetensors file (default for compress: "
+                        f"{DEFAULT_MODEL_CHOICE}; for decompress: the container's model)")
     p.add_argument("--device", default=DEFAULT_DEVICE,
                    help=f"torch device: {' or '.join(DEVICES)} (default {DEFAULT_DEVICE}); format-2 files decode on "
                         "any device, format-1 files only on the device type that encoded them")
@@ -230,7 +231,7 @@ def normalise_argv(argv: list[str]) -> list[str]:
 
 def compress_params(args) -> CompressParams:
     overlap = args.overlap if args.overlap is not None else (DEFAULT_OVERLAP if args.format == 3 else LEGACY_OVERLAP)
-    return CompressParams(model=args.model or DEFAULT_MODEL, quality=args.quality, target_bpp=args.target_bpp,
+    return CompressParams(model=args.model, quality=args.quality, target_bpp=args.target_bpp,
                           bands=args.bands, tile=args.tile, overlap=overlap, device=args.device,
                           overwrite=args.overwrite, format=args.format,
                           resume=getattr(args, "resume", False)).validate()

@@ -23,6 +23,8 @@ DEFAULT_MODEL_LEVELS = 6  # trained rate levels of DEFAULT_MODEL (a test checks 
 # What a compression suggests when --target-bpp is above the chosen model's top quality: the
 # shipped model trained for the highest rates (a test checks it reaches above DEFAULT_MODEL).
 HIGH_RATE_MODEL = "elic-v3"
+# what compressing with no model chosen uses (CompressParams.model None), for help texts
+DEFAULT_MODEL_CHOICE = f"{DEFAULT_MODEL}, or {HIGH_RATE_MODEL} for a target bpp above what {DEFAULT_MODEL} reaches"
 DEFAULT_ENHANCER = "enhancer-fast"
 DEVICES = ("cpu", "cuda")
 DEFAULT_DEVICE = "cpu"
@@ -288,7 +290,9 @@ def _raise_first(*problems: str | None) -> None:
 class CompressParams:
     """What ``compress_raster`` needs besides the paths."""
 
-    model: str = DEFAULT_MODEL
+    # a registry name or weights file; None: DEFAULT_MODEL, or HIGH_RATE_MODEL when target_bpp is
+    # above what DEFAULT_MODEL codes the raster at (compress_raster says so in its rate note)
+    model: str | None = None
     quality: float = DEFAULT_QUALITY
     target_bpp: float | None = None  # instead of quality: searched on sample tiles
     bands: list[int] | None = None  # 1-based; None: every band (alpha kept as the mask), up to MAX_DEFAULT_BANDS

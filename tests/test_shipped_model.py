@@ -88,22 +88,48 @@ def test_target_bpp_is_approached(tmp_path):
     assert abs(res["bpp"] - target) < 0.15 * (hi - lo)
 
 
-def test_a_target_out_of_the_models_reach_is_coded_at_its_nearest_quality_with_a_note(tmp_path, capsys):
+def test_a_target_out_of_the_chosen_models_reach_is_coded_at_its_nearest_quality_with_a_note(tmp_path, capsys):
     from core.cli import main as cli_main
     from core.options import HIGH_RATE_MODEL
 
     assert REGISTRY[HIGH_RATE_MODEL].lambdas[-1] > REGISTRY[DEFAULT_MODEL].lambdas[-1]
     top = compress_raster(NEON, tmp_path / "top.crsic", CompressParams(quality=6))
-    assert top["rate_note"] is None
-    res = compress_raster(NEON, tmp_path / "high.crsic", CompressParams(target_bpp=8.0))
+    assert top["rate_note"] is None and top["model"] == DEFAULT_MODEL
+    res = compress_raster(NEON, tmp_path / "high.crsic", CompressParams(model=DEFAULT_MODEL, target_bpp=8.0))
     assert res["quality"] == 6 and res["bpp"] == top["bpp"]  # the top quality, the same file
     assert res["rate_note"].startswith(f"8 bpp is above what {DEFAULT_MODEL} codes this raster at its top quality")
     assert res["rate_note"].endswith(f"--model {HIGH_RATE_MODEL} reaches higher rates")
     low = compress_raster(NEON, tmp_path / "low.crsic", CompressParams(target_bpp=0.001))
-    assert low["quality"] < 1 and "is below what" in low["rate_note"]
-    assert cli_main(["compress", str(NEON), "-o", str(tmp_path / "cli.crsic"), "--target-bpp", "8", "--quiet"]) == 0
+    assert low["quality"] < 1 and "is below what" in low["rate_note"] and low["model"] == DEFAULT_MODEL
+    assert cli_main(["compress", str(NEON), "-o", str(tmp_path / "cli.crsic"), "--target-bpp", "8", "--quiet",
+                     "--model", DEFAULT_MODEL]) == 0
     err = capsys.readouterr().err
     assert f"note: 8 bpp is above what {DEFAULT_MODEL} codes this raster" in err and len(err.splitlines()) == 1
+
+
+def test_with_no_model_chosen_a_target_above_the_default_models_reach_is_coded_by_the_high_rate_model(tmp_path):
+    """Only the rate search's choice changes: the container names the high-rate model, lands
+    near the target and decodes with that model; the note says which model coded it and why."""
+    from core.format.container import ContainerReader
+    from core.options import HIGH_RATE_MODEL
+
+    top = compress_raster(NEON, tmp_path / "top.crsic", CompressParams(quality=6))["bpp"]
+    target = round(1.4 * top, 3)
+    res = compress_raster(NEON, tmp_path / "auto.crsic", CompressParams(target_bpp=target))
+    assert res["model"] == HIGH_RATE_MODEL and 0.85 < res["bpp"] / target < 1.15, (res["bpp"], target)
+    note = f"coded with {HIGH_RATE_MODEL}: {target:g} bpp is above what {DEFAULT_MODEL} codes this raster at its top "
+    assert res["rate_note"].startswith(note + "quality (about ") and res["rate_note"].endswith(" bpp)")
+    predicted = float(res["rate_note"][len(note + "quality (about "):-len(" bpp)")])  # from sample tiles
+    assert abs(predicted / top - 1) < 0.05, (predicted, top)
+    with ContainerReader(tmp_path / "auto.crsic") as reader:
+        assert reader.header.model.name == HIGH_RATE_MODEL
+    decompress_raster(tmp_path / "auto.crsic", tmp_path / "auto.tif")
+    assert raster_psnr(NEON, tmp_path / "auto.tif") > raster_psnr(NEON, _decoded(tmp_path, "top"))
+
+
+def _decoded(tmp_path, stem: str):
+    decompress_raster(tmp_path / f"{stem}.crsic", tmp_path / f"{stem}.tif")
+    return tmp_path / f"{stem}.tif"
 
 
 def test_elic_v2_is_shipped_and_reaches_higher_rates(tmp_path):

@@ -9,8 +9,9 @@ uninterrupted run.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -22,7 +23,8 @@ from ..format.output import Partial, atomic_output, resumable_output
 from ..format.raster_io import band_ranges, dataset_name, has_mask, input_file_bytes, open_raster, select_bands
 from ..format.tiling import TileGrid, padded
 from ..models import MIN_LEVEL, ModelSpec, quality_to_level
-from ..options import ANALYSIS_MARGIN, HIGH_RATE_MODEL, LATENT_MARGIN, RATE_SAMPLE_TILES, CompressParams, raw_bytes
+from ..options import (ANALYSIS_MARGIN, DEFAULT_MODEL, HIGH_RATE_MODEL, LATENT_MARGIN, RATE_SAMPLE_TILES, CompressParams,
+                       raw_bytes)
 from .jobs import EncodeJob, encode_job, serial_map
 from .tile_coder import get_coder
 
@@ -35,12 +37,18 @@ def _jobs(src: str, tiles, header: Header, params: CompressParams, masked: bool,
                         masked, level, params.model, params.device, header.portable, header.analysis_margin)
 
 
+class RateChoice(NamedTuple):
+    level: float  # 0-based rate level
+    note: str | None  # None, or why ``target_bpp`` could not be met
+    top_bpp: float | None = None  # the model's predicted bpp at its top level, when the target is above it
+
+
 def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Header, masked: bool,
-                   spec: ModelSpec, mapper=serial_map) -> tuple[float, str | None]:
-    """The 0-based rate level: from the quality, or bisected to hit ``target_bpp``; and, when
-    the target is out of the model's reach on this raster, a one-line note saying so."""
+                   spec: ModelSpec, mapper=serial_map) -> RateChoice:
+    """The rate level: from the quality, or bisected to hit ``target_bpp``; and, when the
+    target is out of the model's reach on this raster, a one-line note saying so."""
     if params.target_bpp is None:
-        return quality_to_level(params.quality, spec.levels), None
+        return RateChoice(quality_to_level(params.quality, spec.levels), None)
     framing = framing_bytes(header.with_rate(1.0, 0.0), len(grid))
     # Bisect the (continuous) level on a few tiles spread over the raster: whole tiles where
     # there are enough (a cut tile at the edge pays its fixed costs on fewer pixels, so picking
@@ -61,16 +69,16 @@ def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Hea
 
     lo, hi = MIN_LEVEL, float(spec.levels - 1)
     if (least := bpp(lo)) >= params.target_bpp:
-        return lo, (f"{params.target_bpp:g} bpp is below what {spec.name} codes this raster at its lowest quality "
-                    f"(about {least:.3f} bpp)")
+        return RateChoice(lo, f"{params.target_bpp:g} bpp is below what {spec.name} codes this raster at its "
+                              f"lowest quality (about {least:.3f} bpp)")
     if (most := bpp(hi)) <= params.target_bpp:
         wider = f"; --model {HIGH_RATE_MODEL} reaches higher rates" if spec.name != HIGH_RATE_MODEL else ""
-        return hi, (f"{params.target_bpp:g} bpp is above what {spec.name} codes this raster at its top quality "
-                    f"(about {most:.3f} bpp){wider}")
+        return RateChoice(hi, f"{params.target_bpp:g} bpp is above what {spec.name} codes this raster at its top "
+                              f"quality (about {most:.3f} bpp){wider}", most)
     for _ in range(7):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if bpp(mid) <= params.target_bpp else (lo, mid)
-    return lo, None
+    return RateChoice(lo, None)
 
 
 def _header(ds, src: str, bands, ranges, masked: bool, grid: TileGrid, coder, version: int) -> Header:
@@ -110,15 +118,28 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
         bands = select_bands(ds, params.bands)
         masked = has_mask(ds, bands)
         grid = TileGrid(ds.width, ds.height, params.tile, params.overlap)
-        coder = get_coder(params.model, params.device)  # load (and validate) weights up front
+        coder = get_coder(params.model or DEFAULT_MODEL, params.device)  # load (and validate) weights up front
         output = resumable_output(dst, params.overwrite, params.resume) if params.format == 3 else \
             atomic_output(dst, params.overwrite)
         with output as tmp:
-            header = _header(ds, src, bands, band_ranges(ds, bands, masked), masked, grid, coder, params.format)
+            ranges = band_ranges(ds, bands, masked)
+            header = _header(ds, src, bands, ranges, masked, grid, coder, params.format)
             problem = header.problem()  # never write a container that a reader would refuse
             if problem:
                 raise UnsupportedRaster(f"{src}: {problem}")
-            level, rate_note = _quality_level(src, grid, params, header, masked, coder.model.spec, mapper)
+            model = params.model or DEFAULT_MODEL
+            rate = _quality_level(src, grid, replace(params, model=model), header, masked, coder.model.spec, mapper)
+            if rate.top_bpp is not None and params.model is None and model != HIGH_RATE_MODEL:
+                # no model chosen and the default cannot reach the target: the high-rate model codes it
+                model, coder = HIGH_RATE_MODEL, get_coder(HIGH_RATE_MODEL, params.device)
+                header = _header(ds, src, bands, ranges, masked, grid, coder, params.format)
+                high = _quality_level(src, grid, replace(params, model=model), header, masked, coder.model.spec,
+                                      mapper)
+                rate = RateChoice(high.level, f"coded with {model}: {params.target_bpp:g} bpp is above what "
+                                  f"{DEFAULT_MODEL} codes this raster at its top quality (about {rate.top_bpp:.3f} "
+                                  f"bpp)" + (f"; {high.note}" if high.note else ""))
+            params = replace(params, model=params.model or model)
+            level, rate_note = rate.level, rate.note
             header = header.with_rate(level + 1.0, level)
             writer = _writer(tmp, header, len(grid), dst)
             try:
@@ -146,6 +167,7 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
         "seconds": seconds,
         "megapixels_per_second": header.pixels / 1e6 / seconds,
         "tiles": len(grid),
+        "model": header.model.name,
         "quality": level + 1.0,
         "rate_note": rate_note,  # None, or why --target-bpp could not be met
         "format": header.format_version,

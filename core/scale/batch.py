@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BadInput, CodecError
-from ..options import CONTAINER_SUFFIX, DECODED_SUFFIX, CompressParams, DecompressParams, format_bytes, sizes_text
+from ..options import (CONTAINER_SUFFIX, DECODED_SUFFIX, DEFAULT_MODEL, CompressParams, DecompressParams, format_bytes,
+                       sizes_text)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 CONTAINER_SUFFIXES = (CONTAINER_SUFFIX,)
@@ -171,7 +172,7 @@ def _load_models(mode: str, todo: list[BatchItem], cparams: CompressParams, dpar
 
     if mode == "compress":
         if todo:
-            get_coder(cparams.model, cparams.device)  # bad weights: one clear error, not one per raster
+            get_coder(cparams.model or DEFAULT_MODEL, cparams.device)  # bad weights: one clear error, not one per raster
         return
     models = {i.result.pop("model") for i in todo}  # from each container's header
     for model in {dparams.model} if dparams.model else models:
