@@ -127,6 +127,19 @@ def test_with_no_model_chosen_a_target_above_the_default_models_reach_is_coded_b
     assert raster_psnr(NEON, tmp_path / "auto.tif") > raster_psnr(NEON, _decoded(tmp_path, "top"))
 
 
+def test_a_quality_above_the_default_models_levels_names_the_high_rate_model(tmp_path, capsys):
+    from core.cli import main as cli_main
+    from core.options import HIGH_RATE_MODEL
+
+    top = len(REGISTRY[DEFAULT_MODEL].lambdas)
+    out = tmp_path / "q.crsic"
+    assert cli_main(["compress", str(NEON), "-o", str(out), "--quality", str(top + 1)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: quality must be between 0 and {top}, got {top + 1:.1f} for {DEFAULT_MODEL}; --model "
+                   f"{HIGH_RATE_MODEL} has {len(REGISTRY[HIGH_RATE_MODEL].lambdas)} levels, for higher rates")
+    assert not out.exists() and not list(tmp_path.iterdir())  # nothing written
+
+
 def _decoded(tmp_path, stem: str):
     decompress_raster(tmp_path / f"{stem}.crsic", tmp_path / f"{stem}.tif")
     return tmp_path / f"{stem}.tif"

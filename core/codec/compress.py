@@ -16,15 +16,15 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .. import __version__
-from ..errors import UnsupportedRaster
+from ..errors import BadInput, UnsupportedRaster
 from ..format.container import ContainerWriter, framing_bytes
 from ..format.header import Header, ModelRef
 from ..format.output import Partial, atomic_output, resumable_output
 from ..format.raster_io import band_ranges, dataset_name, has_mask, input_file_bytes, open_raster, select_bands
 from ..format.tiling import TileGrid, padded
-from ..models import MIN_LEVEL, ModelSpec, quality_to_level
+from ..models import MIN_LEVEL, REGISTRY, ModelSpec, quality_to_level
 from ..options import (ANALYSIS_MARGIN, DEFAULT_MODEL, HIGH_RATE_MODEL, LATENT_MARGIN, RATE_SAMPLE_TILES, CompressParams,
-                       raw_bytes)
+                       quality_problem, raw_bytes)
 from .jobs import EncodeJob, encode_job, serial_map
 from .tile_coder import get_coder
 
@@ -48,6 +48,10 @@ def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Hea
     """The rate level: from the quality, or bisected to hit ``target_bpp``; and, when the
     target is out of the model's reach on this raster, a one-line note saying so."""
     if params.target_bpp is None:
+        problem = quality_problem(params.quality, spec.levels)
+        if problem and params.quality > spec.levels and spec.name != HIGH_RATE_MODEL:
+            raise BadInput(f"{problem} for {spec.name}; --model {HIGH_RATE_MODEL} has "
+                           f"{len(REGISTRY[HIGH_RATE_MODEL].lambdas)} levels, for higher rates")
         return RateChoice(quality_to_level(params.quality, spec.levels), None)
     framing = framing_bytes(header.with_rate(1.0, 0.0), len(grid))
     # Bisect the (continuous) level on a few tiles spread over the raster: whole tiles where
