@@ -45,6 +45,28 @@ def test_widened_model_reconstructs_identically_at_about_the_same_rate(one_torch
         assert bpp_old <= bpp_new < bpp_old * 1.01 + 0.002
 
 
+def test_growing_the_latent_alone_leaves_no_saddle(one_torch_thread):
+    """M grows, N does not (no new synthesis channels): the zero weights that read the new
+    latents get a gradient at once (the synthesis' attention block at M has new outputs fed
+    by the old latents), and from the second step the rows that write the new latents do."""
+    spec = REGISTRY["elic-tiny"]
+    m_only = ModelSpec(name="m-only", N=spec.N, M=spec.M + 32, groups=(*spec.groups, 32), lambdas=spec.lambdas)
+    wide = build_model(m_only)
+    wide.load_state_dict(widen_state(_trained_tiny().state_dict(), spec, m_only))
+    wide.train()
+    writer = [m for m in wide.g_a if isinstance(m, torch.nn.Conv2d)][-1]
+    reader = next(m for m in wide.g_s if isinstance(m, torch.nn.ConvTranspose2d))
+    opt = torch.optim.Adam(wide.parameters(), 1e-4)
+    for step in range(2):
+        opt.zero_grad()
+        x = torch.rand(2, 3, 64, 64)
+        out = wide(x, torch.tensor([1.0, 1.0]))
+        ((out["x_hat"] - x) ** 2).mean().backward()
+        assert reader.weight.grad[spec.M:].abs().sum() > 0
+        assert (writer.weight.grad[spec.M:].abs().sum() > 0) == (step > 0)  # zero readers pass nothing back
+        opt.step()
+
+
 def test_new_groups_must_come_after_the_old_ones():
     bad = ModelSpec(name="bad", N=24, M=80, groups=(32, 8, 8, 32), lambdas=REGISTRY["elic-tiny"].lambdas)
     with pytest.raises(ValueError, match="must start with the old groups"):

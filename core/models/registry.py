@@ -115,6 +115,19 @@ REGISTRY: dict[str, ModelSpec] = {
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
+    # Codec v4 (the campaign from step 91400 on): elic-v3 with a latent of 256 channels (a fifth
+    # group of 64), grown by training/widen.py, so it starts where elic-v3 stands. On 16 x 16
+    # patches of the UC Merced val scenes, 192 principal components leave 34.1 dB, about what
+    # elic-v3's transforms reach unquantised (34.6 dB); 256 leave 38.3 dB
+    # (benchmarks/latent_dimension.py). Not shipped yet.
+    "elic-v4": ModelSpec(
+        name="elic-v4",
+        N=64,
+        M=256,
+        groups=(16, 16, 64, 96, 64),
+        lambdas=tuple(0.000125 * 2**k for k in range(11)),
+        description="ELIC N=64 M=256, 11 rate levels, grown from elic-v3 for the high rates (in training)",
+    ),
     # Tiny architecture for tests and smoke runs (random weights are fine there).
     "elic-tiny": ModelSpec(
         name="elic-tiny",
