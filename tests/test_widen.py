@@ -9,7 +9,7 @@ import torch
 
 from core.models import REGISTRY, ModelSpec, build_model
 from training.train_elic import level_weights, likelihood_bits
-from training.widen import widen_state
+from training.widen import rounded_rate, widen_state
 
 WIDE = ModelSpec(name="wide-tiny", N=24, M=80, groups=(8, 8, 32, 32), lambdas=REGISTRY["elic-tiny"].lambdas)
 
@@ -46,9 +46,9 @@ def test_widened_model_reconstructs_identically_at_about_the_same_rate(one_torch
 
 
 def test_growing_the_latent_alone_leaves_no_saddle(one_torch_thread):
-    """M grows, N does not (no new synthesis channels): the zero weights that read the new
-    latents get a gradient at once (the synthesis' attention block at M has new outputs fed
-    by the old latents), and from the second step the rows that write the new latents do."""
+    """M grows, N does not (no new synthesis channels): the rows that write the new latents
+    get the distortion's gradient from the first step (the synthesis reads the new channels
+    with small fresh weights), and the weights that read them once they are no longer zero."""
     spec = REGISTRY["elic-tiny"]
     m_only = ModelSpec(name="m-only", N=spec.N, M=spec.M + 32, groups=(*spec.groups, 32), lambdas=spec.lambdas)
     wide = build_model(m_only)
@@ -62,9 +62,14 @@ def test_growing_the_latent_alone_leaves_no_saddle(one_torch_thread):
         x = torch.rand(2, 3, 64, 64)
         out = wide(x, torch.tensor([1.0, 1.0]))
         ((out["x_hat"] - x) ** 2).mean().backward()
-        assert reader.weight.grad[spec.M:].abs().sum() > 0
-        assert (writer.weight.grad[spec.M:].abs().sum() > 0) == (step > 0)  # zero readers pass nothing back
+        assert writer.weight.grad[spec.M:].abs().sum() > 0
         opt.step()
+    with torch.no_grad():  # push the new latents off zero: the readers learn from them
+        writer.weight[spec.M:] *= 1e4
+    opt.zero_grad()
+    out = wide(x, torch.tensor([1.0, 1.0]))
+    ((out["x_hat"] - x) ** 2).mean().backward()
+    assert reader.weight.grad[spec.M:].abs().sum() > 0
 
 
 def test_new_groups_must_come_after_the_old_ones():
@@ -77,3 +82,35 @@ def test_level_weights_favour_high_rates_linearly():
     w = level_weights(5, 3.0)
     assert w.tolist() == pytest.approx([1.0, 1.5, 2.0, 2.5, 3.0])
     assert level_weights(4, 1.0).tolist() == [1.0] * 4
+
+
+def test_a_rounded_rate_group_gets_no_rate_gradient_and_its_true_rate(one_torch_thread):
+    """With the rounded rate, a group's entropy model gives its latents no gradient (the
+    noisy proxy does) and the rate of the rounded latents (what eval mode computes); the
+    other groups keep the proxy; off again, the group has the proxy back."""
+    from compressai.entropy_models import GaussianConditional
+
+    net = _trained_tiny().train()
+    codecs = net.latent_codec.latent_codec["y"].latent_codec
+    last = len(REGISTRY["elic-tiny"].groups) - 1
+
+    def entropy_models(k):
+        return [m for m in codecs[f"y{k}"].modules() if isinstance(m, GaussianConditional)]
+
+    def rate(model, training=None):
+        torch.manual_seed(0)
+        y = (3 * torch.randn(1, 8, 6, 6)).requires_grad_(True)
+        scales, means = torch.full_like(y, 0.8), torch.zeros_like(y)
+        _, lik = model(y, scales, means) if training is None else model(y, scales, means, training=training)
+        bits = -torch.log2(lik).sum()
+        bits.backward()
+        return float(bits), float(y.grad.abs().sum())
+
+    assert all(rate(m)[1] > 0 for k in range(last + 1) for m in entropy_models(k))
+    rounded_rate(net, [last], True)
+    for m in entropy_models(last):
+        bits, grad = rate(m)
+        assert grad == 0 and bits == rate(m, training=False)[0]
+    assert all(rate(m)[1] > 0 for k in range(last) for m in entropy_models(k))
+    rounded_rate(net, [last], False)
+    assert all(rate(m)[1] > 0 for m in entropy_models(last))

@@ -64,6 +64,10 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--mosaic", type=float, default=0.0,
                    help="fraction of crops assembled from four images (scene borders inside a tile, as in a "
                         "mosaic of chips); 0: crops of one image only")
+    p.add_argument("--rounded-rate-groups", type=int, nargs="*", default=[],
+                   help="channel groups (0-based) whose rate is that of the rounded latents, with no gradient "
+                        "to them, until step --rounded-rate-until: a group added by training/widen.py leaves zero")
+    p.add_argument("--rounded-rate-until", type=int, default=0, help="the global step --rounded-rate-groups ends at")
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     p.add_argument("--val-every", type=int, default=500, help="validate every N steps")
     p.add_argument("--val-size", type=int, default=256, help="validation centre-crop size")
@@ -348,7 +352,12 @@ def main(argv=None) -> int:
     net.train()
     clock = TrainingClock(elapsed)  # pauses (SIGSTOP while benchmarks run) are not training time
     window = time_window(elapsed, args.max_minutes, args.run_minutes)
+    from .widen import rounded_rate  # (widen imports this module)
+
+    rounded_rate(net, args.rounded_rate_groups, step < args.rounded_rate_until)
     while step < args.steps and not out_of_time(elapsed, window):
+        if step == args.rounded_rate_until:
+            rounded_rate(net, args.rounded_rate_groups, False)
         lr = args.lr * (0.1 if progress(step, args.steps, elapsed, window) >= args.decay_at else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr

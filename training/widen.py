@@ -12,6 +12,14 @@ Two places need more than that rule:
   write them (the analysis' last conv and its attention block) get new rows scaled by
   ``LATENT_MUTE``, so they start tiny and round to zero; the new channel group's entropy
   parameters start at mean 0 and the smallest scale, so a zero costs almost no bits.
+- **Reading them.** With zeros on both sides the new latents would sit on a saddle: rounded
+  to zero they give the synthesis weights that read them no gradient, and zero weights give
+  them none. Growing M alone (elic-v3 -> elic-v4), a first try with those zeros left the new
+  channels unused after 750 steps. So the synthesis' first upsampling layer reads them with
+  fresh weights scaled by ``LATENT_LISTEN``, and the synthesis' attention block at the
+  latent's width passes a new channel through unchanged where it is zero (its rows that
+  write new channels from the old ones are zero): a zero latent still adds nothing, and the
+  distortion's gradient reaches the new channels from the first step.
 - **New hyper-latent channels** (N grows) would also cost bits: the hyper-analysis writes
   zeros into them, and their factorised densities start narrow and centred on zero
   (``HYPER_INIT_SCALE``, zero biases), so a zero costs almost nothing.
@@ -37,11 +45,12 @@ import torch
 from torch import nn
 
 from core.models import REGISTRY, build_model
-from core.models.compressai_backend import EntropyBottleneck
+from core.models.compressai_backend import EntropyBottleneck, GaussianConditional
 
 from .train_elic import read_state
 
 LATENT_MUTE = 0.01  # scale of the new latent channels' analysis rows at the start
+LATENT_LISTEN = 0.1  # scale of the synthesis' fresh weights that read the new latent channels
 HYPER_INIT_SCALE = 0.03  # initial width of the new hyper-latent channels' densities
 EB = "latent_codec.hyper.entropy_bottleneck."
 # Buffers rebuilt by ``update()`` (CDF tables) or fixed by construction (masks, tables).
@@ -74,6 +83,7 @@ def widen_state(old_state: dict, old_spec, wide_spec) -> dict:
     wide = build_model(wide_spec)
     owners = _owners(wide)
     state = wide.state_dict()
+    fresh_state = {k: v.clone() for k, v in state.items()}
     M_old = old_spec.M
     for key, fresh in state.items():
         if key.rsplit(".", 1)[-1] in _REBUILT or key not in old_state:
@@ -97,6 +107,8 @@ def widen_state(old_state: dict, old_spec, wide_spec) -> dict:
             grown[tuple(cross)] = 0  # new inputs never reach old outputs
         state[key] = grown
     _mute_new_latents(state, owners, M_old)
+    if wide_spec.M > M_old:
+        _listen_to_new_latents(state, fresh_state, wide, M_old)
     silence_new_hyper_channels(state, old_spec.N)
     for k in new_groups:
         _start_group_silent(state, k)
@@ -112,6 +124,26 @@ def _mute_new_latents(state: dict, owners: dict, M_old: int) -> None:
         module = owners.get(key)
         if key.startswith(writers) and t.shape[0] > M_old and module is not None and _out_dim(module) == 0:
             t[M_old:] *= LATENT_MUTE
+
+
+def _listen_to_new_latents(state: dict, fresh: dict, wide: nn.Module, M_old: int) -> None:
+    """The synthesis reads the new latent channels (see the module docstring): the layers
+    before its first upsampling (the attention block at the latent's width) write nothing
+    into the new channels but the identity, and the upsampling reads them with small fresh
+    weights."""
+    owners = _owners(wide)
+    reader = next(i for i, m in enumerate(wide.g_s) if isinstance(m, nn.ConvTranspose2d))
+    M = state[f"g_s.{reader}.weight"].shape[0]
+    for key, t in state.items():
+        module = owners.get(key)
+        if not key.startswith("g_s.") or int(key.split(".")[1]) >= reader or module is None:
+            continue
+        out = _out_dim(module) if t.dim() > 1 else 0
+        if t.shape[out] == M:  # writes the latent's channels (not a hidden layer's)
+            rows = [slice(None)] * t.dim()
+            rows[out] = slice(M_old, None)
+            t[tuple(rows)] = 0
+    state[f"g_s.{reader}.weight"][M_old:] = fresh[f"g_s.{reader}.weight"][M_old:] * LATENT_LISTEN
 
 
 def silence_new_hyper_channels(state: dict, N_old: int) -> None:
@@ -139,6 +171,38 @@ def _start_group_silent(state: dict, k: int) -> None:
     half = b.shape[0] // 2  # (scales, means): GaussianConditionalLatentCodec's chunk order
     b[:half] = 0.11
     b[half:] = 0.0
+
+
+_ROUNDED: dict[type, type] = {}
+
+
+def _rounded_rate_class(cls: type) -> type:
+    """``cls`` (a GaussianConditional) whose training-time rate is that of the rounded latents:
+    the true rate, with no gradient to the latents (their rounding has none)."""
+    if cls not in _ROUNDED:
+        def forward(self, inputs, scales, means=None, training=None):
+            return cls.forward(self, inputs, scales, means, training=False)
+
+        _ROUNDED[cls] = type(f"RoundedRate{cls.__name__}", (cls,), {"forward": forward})
+    return _ROUNDED[cls]
+
+
+def rounded_rate(net: nn.Module, groups: list[int], on: bool) -> None:
+    """Channel groups ``groups`` of ``net``'s latent: rate of the rounded latents (``on``) or
+    CompressAI's noisy proxy (off). A group added by widening starts near zero, where the
+    proxy's gradient pulls a latent back to its mean (uniform noise around a narrow density
+    costs bits that the rounded zero does not), against the weak gradient of the distortion:
+    with the rounded rate, only the distortion moves the new latents until they are used."""
+    codecs = net.latent_codec.latent_codec["y"].latent_codec
+    for k in groups:
+        for module in codecs[f"y{k}"].modules():
+            if not isinstance(module, GaussianConditional):
+                continue
+            rounded = type(module) in _ROUNDED.values()
+            if on and not rounded:
+                module.__class__ = _rounded_rate_class(type(module))
+            elif not on and rounded:
+                module.__class__ = type(module).__bases__[0]
 
 
 def main(argv=None) -> int:
