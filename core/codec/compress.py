@@ -51,7 +51,7 @@ def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Hea
         problem = quality_problem(params.quality, spec.levels)
         if problem and params.quality > spec.levels and spec.name != HIGH_RATE_MODEL:
             raise BadInput(f"{problem} for {spec.name}; --model {HIGH_RATE_MODEL} has "
-                           f"{len(REGISTRY[HIGH_RATE_MODEL].lambdas)} levels, for higher rates")
+                           f"{REGISTRY[HIGH_RATE_MODEL].levels} levels, for higher rates")
         return RateChoice(quality_to_level(params.quality, spec.levels), None)
     framing = framing_bytes(header.with_rate(1.0, 0.0), len(grid))
     # Bisect the (continuous) level on a few tiles spread over the raster: whole tiles where
@@ -83,6 +83,13 @@ def _quality_level(src: str, grid: TileGrid, params: CompressParams, header: Hea
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if bpp(mid) <= params.target_bpp else (lo, mid)
     return RateChoice(lo, None)
+
+
+def _high_rate(default: RateChoice, high: RateChoice, target_bpp: float) -> RateChoice:
+    """The high-rate model's choice, its note saying why it coded the raster."""
+    note = (f"coded with {HIGH_RATE_MODEL}: {target_bpp:g} bpp is above what {DEFAULT_MODEL} codes this raster at "
+            f"its top quality (about {default.top_bpp:.3f} bpp)")
+    return RateChoice(high.level, note + (f"; {high.note}" if high.note else ""))
 
 
 def _header(ds, src: str, bands, ranges, masked: bool, grid: TileGrid, coder, version: int) -> Header:
@@ -137,11 +144,8 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
                 # no model chosen and the default cannot reach the target: the high-rate model codes it
                 model, coder = HIGH_RATE_MODEL, get_coder(HIGH_RATE_MODEL, params.device)
                 header = _header(ds, src, bands, ranges, masked, grid, coder, params.format)
-                high = _quality_level(src, grid, replace(params, model=model), header, masked, coder.model.spec,
-                                      mapper)
-                rate = RateChoice(high.level, f"coded with {model}: {params.target_bpp:g} bpp is above what "
-                                  f"{DEFAULT_MODEL} codes this raster at its top quality (about {rate.top_bpp:.3f} "
-                                  f"bpp)" + (f"; {high.note}" if high.note else ""))
+                rate = _high_rate(rate, _quality_level(src, grid, replace(params, model=model), header, masked,
+                                                       coder.model.spec, mapper), params.target_bpp)
             params = replace(params, model=params.model or model)
             level, rate_note = rate.level, rate.note
             header = header.with_rate(level + 1.0, level)
