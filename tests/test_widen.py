@@ -9,7 +9,8 @@ import torch
 
 from core.models import REGISTRY, ModelSpec, build_model
 from training.train_elic import level_weights, likelihood_bits
-from training.widen import rounded_rate, widen_state
+from training.rate_proxy import rounded_rate
+from training.widen import widen_state
 
 WIDE = ModelSpec(name="wide-tiny", N=24, M=80, groups=(8, 8, 32, 32), lambdas=REGISTRY["elic-tiny"].lambdas)
 

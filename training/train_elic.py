@@ -29,6 +29,7 @@ from core.models import REGISTRY, build_model, save_weights
 
 from .clock import TrainingClock
 from .data import CropSampler, center_crops, list_images
+from .rate_proxy import rounded_rate
 from .weight_average import WeightAverage
 
 
@@ -352,8 +353,6 @@ def main(argv=None) -> int:
     net.train()
     clock = TrainingClock(elapsed)  # pauses (SIGSTOP while benchmarks run) are not training time
     window = time_window(elapsed, args.max_minutes, args.run_minutes)
-    from .widen import rounded_rate  # (widen imports this module)
-
     rounded_rate(net, args.rounded_rate_groups, step < args.rounded_rate_until)
     while step < args.steps and not out_of_time(elapsed, window):
         if step == args.rounded_rate_until:

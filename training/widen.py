@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from core.models import REGISTRY, build_model
-from core.models.compressai_backend import EntropyBottleneck, GaussianConditional
+from core.models.compressai_backend import EntropyBottleneck
 
 from .train_elic import read_state
 
@@ -171,38 +171,6 @@ def _start_group_silent(state: dict, k: int) -> None:
     half = b.shape[0] // 2  # (scales, means): GaussianConditionalLatentCodec's chunk order
     b[:half] = 0.11
     b[half:] = 0.0
-
-
-_ROUNDED: dict[type, type] = {}
-
-
-def _rounded_rate_class(cls: type) -> type:
-    """``cls`` (a GaussianConditional) whose training-time rate is that of the rounded latents:
-    the true rate, with no gradient to the latents (their rounding has none)."""
-    if cls not in _ROUNDED:
-        def forward(self, inputs, scales, means=None, training=None):
-            return cls.forward(self, inputs, scales, means, training=False)
-
-        _ROUNDED[cls] = type(f"RoundedRate{cls.__name__}", (cls,), {"forward": forward})
-    return _ROUNDED[cls]
-
-
-def rounded_rate(net: nn.Module, groups: list[int], on: bool) -> None:
-    """Channel groups ``groups`` of ``net``'s latent: rate of the rounded latents (``on``) or
-    CompressAI's noisy proxy (off). A group added by widening starts near zero, where the
-    proxy's gradient pulls a latent back to its mean (uniform noise around a narrow density
-    costs bits that the rounded zero does not), against the weak gradient of the distortion:
-    with the rounded rate, only the distortion moves the new latents until they are used."""
-    codecs = net.latent_codec.latent_codec["y"].latent_codec
-    for k in groups:
-        for module in codecs[f"y{k}"].modules():
-            if not isinstance(module, GaussianConditional):
-                continue
-            rounded = type(module) in _ROUNDED.values()
-            if on and not rounded:
-                module.__class__ = _rounded_rate_class(type(module))
-            elif not on and rounded:
-                module.__class__ = type(module).__bases__[0]
 
 
 def main(argv=None) -> int:
