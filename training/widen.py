@@ -83,7 +83,8 @@ def widen_state(old_state: dict, old_spec, wide_spec) -> dict:
     wide = build_model(wide_spec)
     owners = _owners(wide)
     state = wide.state_dict()
-    fresh_state = {k: v.clone() for k, v in state.items()}
+    reader = f"g_s.{_first_upsampling(wide)}.weight"  # reads the latent; its fresh rows may be needed
+    fresh_reader = state[reader].clone()
     M_old = old_spec.M
     for key, fresh in state.items():
         if key.rsplit(".", 1)[-1] in _REBUILT or key not in old_state:
@@ -108,7 +109,7 @@ def widen_state(old_state: dict, old_spec, wide_spec) -> dict:
         state[key] = grown
     _mute_new_latents(state, owners, M_old)
     if wide_spec.M > M_old:
-        _listen_to_new_latents(state, fresh_state, wide, M_old)
+        _listen_to_new_latents(state, fresh_reader, wide, owners, M_old)
     silence_new_hyper_channels(state, old_spec.N)
     for k in new_groups:
         _start_group_silent(state, k)
@@ -126,13 +127,17 @@ def _mute_new_latents(state: dict, owners: dict, M_old: int) -> None:
             t[M_old:] *= LATENT_MUTE
 
 
-def _listen_to_new_latents(state: dict, fresh: dict, wide: nn.Module, M_old: int) -> None:
+def _first_upsampling(wide: nn.Module) -> int:
+    """Index in the synthesis of its first upsampling layer, the one that reads the latent."""
+    return next(i for i, m in enumerate(wide.g_s) if isinstance(m, nn.ConvTranspose2d))
+
+
+def _listen_to_new_latents(state: dict, fresh_reader, wide: nn.Module, owners: dict, M_old: int) -> None:
     """The synthesis reads the new latent channels (see the module docstring): the layers
     before its first upsampling (the attention block at the latent's width) write nothing
     into the new channels but the identity, and the upsampling reads them with small fresh
-    weights."""
-    owners = _owners(wide)
-    reader = next(i for i, m in enumerate(wide.g_s) if isinstance(m, nn.ConvTranspose2d))
+    weights (``fresh_reader``: its freshly initialised weight)."""
+    reader = _first_upsampling(wide)
     M = state[f"g_s.{reader}.weight"].shape[0]
     for key, t in state.items():
         module = owners.get(key)
@@ -143,7 +148,7 @@ def _listen_to_new_latents(state: dict, fresh: dict, wide: nn.Module, M_old: int
             rows = [slice(None)] * t.dim()
             rows[out] = slice(M_old, None)
             t[tuple(rows)] = 0
-    state[f"g_s.{reader}.weight"][M_old:] = fresh[f"g_s.{reader}.weight"][M_old:] * LATENT_LISTEN
+    state[f"g_s.{reader}.weight"][M_old:] = fresh_reader[M_old:] * LATENT_LISTEN
 
 
 def silence_new_hyper_channels(state: dict, N_old: int) -> None:

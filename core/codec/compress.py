@@ -122,6 +122,8 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
                     progress: Progress | None = None, mapper=serial_map) -> dict:
     """Compress a raster to a container; returns a summary (sizes, bpp, ratio, seconds)."""
     params = (params or CompressParams()).validate()
+    chosen = params.model is not None  # else the high-rate model may code a target the default cannot reach
+    params = replace(params, model=params.model or DEFAULT_MODEL)
     t0 = time.perf_counter()
     src = str(src)  # a file or any GDAL dataset name (/vsizip/..., GPKG:file:table)
     with open_raster(src) as ds:
@@ -129,7 +131,7 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
         bands = select_bands(ds, params.bands)
         masked = has_mask(ds, bands)
         grid = TileGrid(ds.width, ds.height, params.tile, params.overlap)
-        coder = get_coder(params.model or DEFAULT_MODEL, params.device)  # load (and validate) weights up front
+        coder = get_coder(params.model, params.device)  # load (and validate) weights up front
         output = resumable_output(dst, params.overwrite, params.resume) if params.format == 3 else \
             atomic_output(dst, params.overwrite)
         with output as tmp:
@@ -138,15 +140,13 @@ def compress_raster(src: str | Path, dst: str | Path, params: CompressParams | N
             problem = header.problem()  # never write a container that a reader would refuse
             if problem:
                 raise UnsupportedRaster(f"{src}: {problem}")
-            model = params.model or DEFAULT_MODEL
-            rate = _quality_level(src, grid, replace(params, model=model), header, masked, coder.model.spec, mapper)
-            if rate.top_bpp is not None and params.model is None and model != HIGH_RATE_MODEL:
+            rate = _quality_level(src, grid, params, header, masked, coder.model.spec, mapper)
+            if rate.top_bpp is not None and not chosen and params.model != HIGH_RATE_MODEL:
                 # no model chosen and the default cannot reach the target: the high-rate model codes it
-                model, coder = HIGH_RATE_MODEL, get_coder(HIGH_RATE_MODEL, params.device)
+                params, coder = replace(params, model=HIGH_RATE_MODEL), get_coder(HIGH_RATE_MODEL, params.device)
                 header = _header(ds, src, bands, ranges, masked, grid, coder, params.format)
-                rate = _high_rate(rate, _quality_level(src, grid, replace(params, model=model), header, masked,
-                                                       coder.model.spec, mapper), params.target_bpp)
-            params = replace(params, model=params.model or model)
+                rate = _high_rate(rate, _quality_level(src, grid, params, header, masked, coder.model.spec, mapper),
+                                  params.target_bpp)
             level, rate_note = rate.level, rate.note
             header = header.with_rate(level + 1.0, level)
             writer = _writer(tmp, header, len(grid), dst)
