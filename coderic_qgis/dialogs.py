@@ -181,6 +181,14 @@ def _device_box(parent: QWidget, device: str) -> QComboBox:
     return box
 
 
+def _add_run_rows(dialog: QWidget, form, device: str) -> None:
+    """The "Device" and "Overwrite existing files" rows of a dialog that writes files."""
+    dialog.device = _device_box(dialog, device)
+    form.addRow("Device", dialog.device)
+    dialog.overwrite = QCheckBox("Overwrite existing files", dialog)
+    form.addRow(dialog.overwrite)
+
+
 class _ValidatingDialog(QDialog):
     """A dialog with a red problem list above OK/Cancel; OK works only without problems."""
 
@@ -291,10 +299,7 @@ class CompressDialog(_ValidatingDialog):
 
         self.model_box, self.model = _model_row(self)
         form.addRow("Model", self.model_box)
-        self.device = _device_box(self, st.device)
-        form.addRow("Device", self.device)
-        self.overwrite = QCheckBox("Overwrite existing files", self)
-        form.addRow(self.overwrite)
+        _add_run_rows(self, form, st.device)
         self._finish_layout(layout)
 
         self.layer_combo.layerChanged.connect(self._layer_changed)
@@ -464,10 +469,7 @@ class DecompressDialog(_ValidatingDialog):
         if model:
             self.model.setEditText(model)
         form.addRow("Model", self.model_box)
-        self.device = _device_box(self, st.device)
-        form.addRow("Device", self.device)
-        self.overwrite = QCheckBox("Overwrite existing files", self)
-        form.addRow(self.overwrite)
+        _add_run_rows(self, form, st.device)
         self._finish_layout(layout)
 
         self.container.fileChanged.connect(self._container_changed)

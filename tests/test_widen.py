@@ -115,3 +115,42 @@ def test_a_rounded_rate_group_gets_no_rate_gradient_and_its_true_rate(one_torch_
     assert all(rate(m)[1] > 0 for k in range(last) for m in entropy_models(k))
     rounded_rate(net, [last], False)
     assert all(rate(m)[1] > 0 for m in entropy_models(last))
+
+
+def test_new_group_steps_scale_adams_step_on_the_new_groups_rows_only(one_torch_thread):
+    """The same Adam step with --new-group-lr-scale 4: the rows that write, read and code the
+    new group move four times as far; every other weight moves exactly as without it."""
+    from training.new_group_lr import NewGroupSteps, new_group_slices
+
+    def one_step(scale):
+        torch.manual_seed(3)
+        net = build_model(WIDE).train()
+        x, level = torch.rand(1, 3, 64, 64), torch.tensor([1.0])
+        with torch.no_grad():
+            net(x, level)  # the spatial contexts' masked convs zero their masked weights in place
+        start = {k: v.clone() for k, v in net.state_dict().items()}
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        steps = NewGroupSteps(new_group_slices(net, WIDE.groups, 3), scale)
+        out = net(x, level)
+        (out["x_hat"].square().mean() + likelihood_bits(out["likelihoods"]).sum()).backward()
+        steps.before()
+        opt.step()
+        steps.after()
+        return {k: v - start[k] for k, v in net.state_dict().items()}, steps.targets
+
+    plain, targets = one_step(1.0)
+    boosted, _ = one_step(4.0)
+    rows = {name: r for name, _, r in targets}
+    new = slice(48, 80)  # group 3 of (8, 8, 32, 32)
+    assert rows["g_a.13.weight"] == new and rows["g_s.1.weight"] == new  # the latent's writer and reader
+    assert any(n.startswith("latent_codec.y.latent_codec.y3.") and r == slice(None) for n, r in rows.items())
+    assert not any(".y0." in n or ".y1." in n or ".y2." in n for n in rows)
+    for name, delta in plain.items():
+        if name in rows:
+            assert torch.allclose(boosted[name][rows[name]], 4 * delta[rows[name]], atol=1e-7), name
+            rest = torch.ones(delta.shape[0], dtype=torch.bool)
+            rest[rows[name]] = False
+            assert torch.equal(boosted[name][rest], delta[rest]), name
+        else:
+            assert torch.equal(boosted[name], delta), name
+    assert plain["g_a.13.weight"][new].abs().sum() > 0

@@ -29,6 +29,7 @@ from core.models import REGISTRY, build_model, save_weights
 
 from .clock import TrainingClock
 from .data import CropSampler, center_crops, list_images
+from .new_group_lr import NewGroupSteps, new_group_slices
 from .rate_proxy import rounded_rate
 from .weight_average import WeightAverage
 
@@ -69,6 +70,10 @@ def setup_args() -> argparse.ArgumentParser:
                    help="channel groups (0-based) whose rate is that of the rounded latents, with no gradient "
                         "to them, until step --rounded-rate-until: a group added by training/widen.py leaves zero")
     p.add_argument("--rounded-rate-until", type=int, default=0, help="the global step --rounded-rate-groups ends at")
+    p.add_argument("--new-group-lr-scale", type=float, default=1.0,
+                   help="until --rounded-rate-until, the weights that write, read and code --rounded-rate-groups "
+                        "take this many times the optimiser's step (training/new_group_lr.py): a widened group's "
+                        "tiny rows reach the trained rows' scale sooner")
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     p.add_argument("--val-every", type=int, default=500, help="validate every N steps")
     p.add_argument("--val-size", type=int, default=256, help="validation centre-crop size")
@@ -354,9 +359,14 @@ def main(argv=None) -> int:
     clock = TrainingClock(elapsed)  # pauses (SIGSTOP while benchmarks run) are not training time
     window = time_window(elapsed, args.max_minutes, args.run_minutes)
     rounded_rate(net, args.rounded_rate_groups, step < args.rounded_rate_until)
+    boost = None  # --new-group-lr-scale, while the rounded rate lasts
+    if args.new_group_lr_scale != 1 and step < args.rounded_rate_until:
+        targets = [t for k in args.rounded_rate_groups for t in new_group_slices(net, spec.groups, k)]
+        boost = NewGroupSteps(targets, args.new_group_lr_scale)
     while step < args.steps and not out_of_time(elapsed, window):
         if step == args.rounded_rate_until:
             rounded_rate(net, args.rounded_rate_groups, False)
+            boost = None
         lr = args.lr * (0.1 if progress(step, args.steps, elapsed, window) >= args.decay_at else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -366,7 +376,12 @@ def main(argv=None) -> int:
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(main_params, args.clip)
-        opt.step()
+        if boost:
+            boost.before()
+            opt.step()
+            boost.after()
+        else:
+            opt.step()
         aux = net.aux_loss()
         aux_opt.zero_grad()
         aux.backward()
