@@ -87,7 +87,7 @@ def networks(model: str, weights: list[str]):
     for path in weights:
         if path.endswith(".pt"):
             ck = torch.load(path, map_location="cpu", weights_only=True)
-            state, step = ck["model"], int(ck["step"])
+            state, step = ck["model"], ck.get("step")  # a widened init.pt has no step
         else:
             state, step = read_state(path), None
         net = build_model(REGISTRY[model])
