@@ -422,3 +422,37 @@ def test_compile_runs_the_training_step_through_torch_compile(tmp_path, neon_rgb
         losses[bool(flag)] = [json.loads(l)["loss"] for l in (out / "log.jsonl").read_text().splitlines()]
     assert [fn for fn, _ in compiled] == [te.rd_loss] and compiled[0][1] == {"dynamic": False}
     assert len(losses[True]) == 3 and np.allclose(losses[True], losses[False], rtol=1e-4)
+
+
+def test_new_group_only_trains_the_groups_rows_and_the_quantiles_then_everything(tmp_path, neon_rgb):
+    """--new-group-only until --rounded-rate-until: only the rows that write, read and code the
+    group move (and the entropy bottleneck's quantiles, trained by the auxiliary loss); from
+    that step on, every weight trains again."""
+    from training.new_group_lr import new_group_slices
+
+    spec = REGISTRY["elic-tiny"]
+    torch.manual_seed(0)
+    fresh = build_model(spec)  # a fresh run's weights for --seed 0
+    with torch.no_grad():
+        fresh(torch.rand(1, 3, 64, 64), torch.tensor([0.0]))  # the spatial contexts zero their masked weights in place
+    start = {k: v.clone() for k, v in fresh.state_dict().items()}
+    out = tmp_path / "run"
+    common = ["--model", "elic-tiny", "--data", str(neon_rgb), "--out", str(out), "--batch", "2", "--crop", "64",
+              "--threads", "1", "--rounded-rate-groups", "2", "--rounded-rate-until", "2", "--new-group-only",
+              "--new-group-lr-scale", "2"]
+    assert train_main(common + ["--steps", "2"]) == 0
+    after = torch.load(out / "last.pt", weights_only=True)["model"]
+    rows = {name: r for name, _, r in new_group_slices(build_model(spec), spec.groups, 2)}
+    moved = {k for k in start if start[k].is_floating_point() and not torch.equal(start[k], after[k])}
+    for name in moved - set(rows):
+        assert name.endswith("quantiles"), name
+    for name, r in rows.items():
+        if not torch.equal(start[name][r], after[name][r]):
+            rest = torch.ones(start[name].shape[0], dtype=torch.bool)
+            rest[r] = False
+            assert torch.equal(start[name][rest], after[name][rest]), name
+    assert {"g_a.13.weight", "g_s.1.weight"} <= moved and any(n.endswith("quantiles") for n in moved)
+
+    assert train_main(common + ["--steps", "3", "--resume"]) == 0
+    later = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert not torch.equal(after["g_a.0.weight"], later["g_a.0.weight"])  # the old weights train again

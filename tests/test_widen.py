@@ -122,7 +122,7 @@ def test_new_group_steps_scale_adams_step_on_the_new_groups_rows_only(one_torch_
     new group move four times as far; every other weight moves exactly as without it."""
     from training.new_group_lr import NewGroupSteps, new_group_slices
 
-    def one_step(scale):
+    def one_step(scale, freeze_rest=False):
         torch.manual_seed(3)
         net = build_model(WIDE).train()
         x, level = torch.rand(1, 3, 64, 64), torch.tensor([1.0])
@@ -130,7 +130,8 @@ def test_new_group_steps_scale_adams_step_on_the_new_groups_rows_only(one_torch_
             net(x, level)  # the spatial contexts' masked convs zero their masked weights in place
         start = {k: v.clone() for k, v in net.state_dict().items()}
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        steps = NewGroupSteps(new_group_slices(net, WIDE.groups, 3), scale)
+        steps = NewGroupSteps(new_group_slices(net, WIDE.groups, 3), scale,
+                              list(net.parameters()) if freeze_rest else None)
         out = net(x, level)
         (out["x_hat"].square().mean() + likelihood_bits(out["likelihoods"]).sum()).backward()
         steps.before()
@@ -140,6 +141,7 @@ def test_new_group_steps_scale_adams_step_on_the_new_groups_rows_only(one_torch_
 
     plain, targets = one_step(1.0)
     boosted, _ = one_step(4.0)
+    alone, _ = one_step(4.0, freeze_rest=True)  # --new-group-only: nothing else moves
     rows = {name: r for name, _, r in targets}
     new = slice(48, 80)  # group 3 of (8, 8, 32, 32)
     assert rows["g_a.13.weight"] == new and rows["g_s.1.weight"] == new  # the latent's writer and reader
@@ -151,6 +153,9 @@ def test_new_group_steps_scale_adams_step_on_the_new_groups_rows_only(one_torch_
             rest = torch.ones(delta.shape[0], dtype=torch.bool)
             rest[rows[name]] = False
             assert torch.equal(boosted[name][rest], delta[rest]), name
+            assert torch.allclose(alone[name][rows[name]], 4 * delta[rows[name]], atol=1e-7), name
+            assert not alone[name][rest].any(), name
         else:
             assert torch.equal(boosted[name], delta), name
+            assert not alone[name].any(), name
     assert plain["g_a.13.weight"][new].abs().sum() > 0

@@ -13,7 +13,11 @@ on those weights alone, leaving the trained weights on their own schedule:
 - every weight of the group's own entropy model (its channel context, spatial context and
   entropy parameters), which are new as a whole.
 
-Used by ``train_elic --new-group-lr-scale`` for ``--rounded-rate-groups``.
+With ``freeze_rest`` every other weight stays as it is (``train_elic --new-group-only``): the
+new group alone learns, against the old model's fixed output, so its steps can be large
+without moving what the old channels do.
+
+Used by ``train_elic --new-group-lr-scale`` / ``--new-group-only`` for ``--rounded-rate-groups``.
 """
 
 from __future__ import annotations
@@ -37,17 +41,37 @@ def new_group_slices(net: nn.Module, groups: tuple[int, ...], group: int) -> lis
 
 
 class NewGroupSteps:
-    """Scale the optimiser's step on some parameter rows: ``before()`` then ``opt.step()`` then ``after()``."""
+    """Scale the optimiser's step on some parameter rows: ``before()`` then ``opt.step()`` then
+    ``after()``. With ``freeze_rest`` (the parameters the optimiser trains), none of those moves
+    but the targets: they take no gradient, and the other rows of a tensor that holds target
+    rows are put back after the step."""
 
-    def __init__(self, targets: list[tuple[str, torch.Tensor, slice]], scale: float):
-        self.targets, self.scale, self._saved = targets, scale, []
+    def __init__(self, targets: list[tuple[str, torch.Tensor, slice]], scale: float,
+                 freeze_rest: list[torch.Tensor] | None = None):
+        self.targets, self.scale, self.freeze_rest, self._saved = targets, scale, bool(freeze_rest), []
+        held = {id(p) for _, p, _ in targets}
+        self._frozen = [p for p in freeze_rest or [] if id(p) not in held and p.requires_grad]
+        for p in self._frozen:
+            p.requires_grad_(False)
 
     def before(self) -> None:
-        self._saved = [p.detach()[rows].clone() for _, p, rows in self.targets]
+        self._saved = [p.detach().clone() if self.freeze_rest else p.detach()[rows].clone()
+                       for _, p, rows in self.targets]
 
     @torch.no_grad()
     def after(self) -> None:
         for (_, p, rows), old in zip(self.targets, self._saved):
-            moved = p[rows]
-            moved.copy_(old + self.scale * (moved - old))
+            if self.freeze_rest:
+                moved = old.clone()
+                moved[rows] = old[rows] + self.scale * (p[rows] - old[rows])
+                p.copy_(moved)
+            else:
+                moved = p[rows]
+                moved.copy_(old + self.scale * (moved - old))
         self._saved = []
+
+    def release(self) -> None:
+        """Every weight trains again."""
+        for p in self._frozen:
+            p.requires_grad_(True)
+        self._frozen = []

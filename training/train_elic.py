@@ -74,6 +74,9 @@ def setup_args() -> argparse.ArgumentParser:
                    help="until --rounded-rate-until, the weights that write, read and code --rounded-rate-groups "
                         "take this many times the optimiser's step (training/new_group_lr.py): a widened group's "
                         "tiny rows reach the trained rows' scale sooner")
+    p.add_argument("--new-group-only", action="store_true",
+                   help="until --rounded-rate-until, train only the weights that write, read and code "
+                        "--rounded-rate-groups; every other weight stays as it is")
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     p.add_argument("--val-every", type=int, default=500, help="validate every N steps")
     p.add_argument("--val-size", type=int, default=256, help="validation centre-crop size")
@@ -359,13 +362,15 @@ def main(argv=None) -> int:
     clock = TrainingClock(elapsed)  # pauses (SIGSTOP while benchmarks run) are not training time
     window = time_window(elapsed, args.max_minutes, args.run_minutes)
     rounded_rate(net, args.rounded_rate_groups, step < args.rounded_rate_until)
-    boost = None  # --new-group-lr-scale, while the rounded rate lasts
-    if args.new_group_lr_scale != 1 and step < args.rounded_rate_until:
+    boost = None  # --new-group-lr-scale / --new-group-only, while the rounded rate lasts
+    if (args.new_group_lr_scale != 1 or args.new_group_only) and step < args.rounded_rate_until:
         targets = [t for k in args.rounded_rate_groups for t in new_group_slices(net, spec.groups, k)]
-        boost = NewGroupSteps(targets, args.new_group_lr_scale)
+        boost = NewGroupSteps(targets, args.new_group_lr_scale, main_params if args.new_group_only else None)
     while step < args.steps and not out_of_time(elapsed, window):
         if step == args.rounded_rate_until:
             rounded_rate(net, args.rounded_rate_groups, False)
+            if boost:
+                boost.release()
             boost = None
         lr = args.lr * (0.1 if progress(step, args.steps, elapsed, window) >= args.decay_at else 1.0)
         for g in opt.param_groups:
