@@ -203,6 +203,8 @@ def test_the_lr_schedule_spans_the_run_or_this_session():
     assert out_of_time(3600.0 + 1800, cycle) and not out_of_time(3600.0 + 1799, cycle)
     with pytest.raises(SystemExit, match="not both"):
         time_window(0.0, 60, 30)
+    with pytest.raises(SystemExit, match="already 120 minutes: give --run-minutes"):  # would train no step
+        time_window(7200.0, 14, None)
 
 
 def test_a_resumed_run_with_run_minutes_trains_a_new_window(tmp_path, neon_rgb):
@@ -211,8 +213,9 @@ def test_a_resumed_run_with_run_minutes_trains_a_new_window(tmp_path, neon_rgb):
               "--ckpt-every", "1", "--log-every", "1", "--threads", "1", "--lr", "1e-3", "--decay-at", "0.5"]
     assert train_main(common + ["--steps", "3"]) == 0
     first = torch.load(out / "last.pt", weights_only=True)["elapsed"]
-    # the whole run's budget is already spent: --max-minutes trains nothing more
-    assert train_main(common + ["--steps", "100", "--resume", "--max-minutes", str(first / 60 / 2)]) == 0
+    # the whole run's budget is already spent: --max-minutes says so and trains nothing more
+    with pytest.raises(SystemExit, match="counts the whole run's training time"):
+        train_main(common + ["--steps", "100", "--resume", "--max-minutes", str(first / 60 / 2)])
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
     # a new window of its own: it trains, starting at the full learning rate
     assert train_main(common + ["--steps", "5", "--resume", "--run-minutes", "10"]) == 0

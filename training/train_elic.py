@@ -277,6 +277,9 @@ def time_window(elapsed: float, max_minutes: float | None, run_minutes: float | 
         raise SystemExit("give --max-minutes or --run-minutes, not both")
     if run_minutes:
         return elapsed, run_minutes * 60
+    if max_minutes and elapsed >= max_minutes * 60:
+        raise SystemExit(f"--max-minutes {max_minutes:g} counts the whole run's training time, already "
+                         f"{elapsed / 60:.0f} minutes: give --run-minutes for a window from now")
     return (0.0, max_minutes * 60) if max_minutes else None
 
 
