@@ -111,7 +111,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="15873c1ad5d651f677c9a7195ffe4e7a3be63a08dbd1e2f3a496f1c1a9443550",
+        sha256="aa96afc289fb665e4451b925f22ef5fb5000f7a9c68820e03f8f5aa72442a273",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
