@@ -22,17 +22,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.models import REGISTRY, build_model  # noqa: E402
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from scene_borders import networks  # noqa: E402
 from training.data import center_crops, list_images  # noqa: E402
-from training.train_elic import read_state  # noqa: E402
 
 
 @torch.no_grad()
-def usage(checkpoint: str, model: str, old: int, crops: list[torch.Tensor], levels: list[int]) -> dict:
-    net = build_model(REGISTRY[model])
-    net.load_state_dict(read_state(checkpoint), strict=False)
-    net.eval()
-    step = torch.load(checkpoint, map_location="cpu", weights_only=True).get("step")
+def usage(checkpoint: str, net, step: int | None, old: int, crops: list[torch.Tensor], levels: list[int]) -> dict:
     rows = {}
     for level in levels:
         ys = [net.analysis(x[None], torch.tensor([float(level)])) for x in crops]
@@ -57,8 +54,8 @@ def main(argv=None) -> int:
     crops = center_crops(list_images([str(ROOT.parent / "shared/data/val")]), 256, limit=args.crops)
     labels = args.labels or args.checkpoints
     res = {}
-    for label, ck in zip(labels, args.checkpoints):
-        res[label] = usage(ck, args.model, args.old_channels, crops, args.levels)
+    for label, (ck, net, step) in zip(labels, networks(args.model, args.checkpoints)):  # each read once
+        res[label] = usage(ck, net, step, args.old_channels, crops, args.levels)
         for level, r in res[label]["levels"].items():
             print(f"{label:>24} (step {res[label]['step']}) level {level}: new channels mean |y| {r['new_mean_abs']:.4f}, "
                   f"non-zero {r['new_nonzero']:.4f} (old: {r['old_mean_abs']:.3f}, {r['old_nonzero']:.3f})")
