@@ -478,3 +478,18 @@ def test_gdal_compare_mosaic_and_quality_matching(tmp_path):
     out = tmp_path / "q.tif"
     rasterio.shutil.copy(raster, out, **bench.gdal_options("gdal_jpeg_compress", q, 1))
     assert abs(out.stat().st_size * 8 / 512**2 - 1.0) < 0.15
+
+
+def test_residual_layer_hull_and_fixed_interval_bd():
+    """The residual-layer estimate keeps only operating points on the concave hull, and its
+    BD-rate over a fixed PSNR interval is exact for a curve at a constant rate ratio."""
+    import benchmarks.residual_layer as rl
+
+    pts = [{"bpp": 0.1, "psnr": 24.0}, {"bpp": 0.2, "psnr": 25.0}, {"bpp": 0.4, "psnr": 30.0},
+           {"bpp": 0.8, "psnr": 32.0}]
+    assert [p["bpp"] for p in rl.concave_hull(pts)] == [0.1, 0.4, 0.8]  # 0.2 lies below the chord
+    anchor = [{"bpp": 0.05 * 2**k, "psnr": 20.0 + 3 * k} for k in range(6)]
+    half = [{"bpp": p["bpp"] / 2, "psnr": p["psnr"]} for p in anchor]
+    got = rl.bd_on(anchor, {"same": anchor, "half": half}, 22.0, 33.0)
+    assert abs(got["same"]) < 1e-9 and abs(got["half"] + 50.0) < 1e-6
+    assert abs(rl.psnr_at(anchor, 0.2) - 26.0) < 1e-9
