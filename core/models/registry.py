@@ -111,7 +111,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="aa96afc289fb665e4451b925f22ef5fb5000f7a9c68820e03f8f5aa72442a273",
+        sha256="2355f1b5ac974cf5e034b96909919eac87f3cf0d5b920e3c42cee119ab11accb",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
