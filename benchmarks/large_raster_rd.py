@@ -50,20 +50,24 @@ def qualities(model: str) -> list[str]:
     return [str(q) for q in range(top + 1) if q <= 2 or q == top or q % 2 == 0 or top <= 6]
 
 
-def build_named_raster(path: Path, raster: str, size: int, images: list[str]) -> None:
-    """Write the benchmark raster ``raster`` (see the module docstring) as a GeoTIFF."""
+def val_mosaic_rgb(cols: int = 16) -> np.ndarray:
+    """The ``val-mosaic`` raster's pixels: every UC Merced val scene at 256 x 256, ``cols`` a
+    row, (h, w, 3) uint8."""
     from PIL import Image
 
+    files = sorted((ROOT.parent / "shared/data/val/ucmerced").glob("*/*"))
+    tiles = [np.asarray(Image.open(f).convert("RGB").resize((256, 256))) for f in files]
+    rows = [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(len(tiles) // cols)]
+    return np.concatenate(rows, axis=0)
+
+
+def build_named_raster(path: Path, raster: str, size: int, images: list[str]) -> None:
+    """Write the benchmark raster ``raster`` (see the module docstring) as a GeoTIFF."""
     if raster == "dubai-tiled":
         build_raster(path, size, [Path(i) for i in images])
         return
     if raster == "val-mosaic":
-        files = sorted((ROOT.parent / "shared/data/val/ucmerced").glob("*/*"))
-        tiles = [np.asarray(Image.open(f).convert("RGB").resize((256, 256))) for f in files]
-        cols = 16
-        rows = [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(len(tiles) // cols)]
-        img = np.concatenate(rows, axis=0)
-        write_rgb(path, img.transpose(2, 0, 1))
+        write_rgb(path, val_mosaic_rgb().transpose(2, 0, 1))
     elif raster == "dubai-pair":
         dubai_pair(path)
     else:

@@ -35,21 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from large_raster_rd import val_mosaic_rgb  # noqa: E402
 from scene_borders import networks  # noqa: E402
 
 from training.data import list_images, load_image  # noqa: E402
 
 TILE = 512
-
-
-def val_mosaic() -> np.ndarray:
-    """The large-raster benchmark's val mosaic, (3, 2560, 4096) float in [0, 1]."""
-    from PIL import Image
-
-    files = sorted((ROOT.parent / "shared/data/val/ucmerced").glob("*/*"))
-    tiles = [np.asarray(Image.open(f).convert("RGB").resize((256, 256))) for f in files]
-    rows = [np.concatenate(tiles[r * 16:(r + 1) * 16], axis=1) for r in range(len(tiles) // 16)]
-    return np.concatenate(rows, axis=0).transpose(2, 0, 1).astype(np.float32) / 255
 
 
 def train_crops(folder: str, count: int, side: int = 256, seed: int = 1) -> list[np.ndarray]:
@@ -180,7 +171,8 @@ def main(argv=None) -> int:
 def measure(args) -> list[dict]:
     torch.set_num_threads(args.threads)
     _, net, _ = next(networks(args.model, [args.weights]))
-    mosaic, crops = val_mosaic(), train_crops(args.train, args.train_crops)
+    mosaic = val_mosaic_rgb().transpose(2, 0, 1).astype(np.float32) / 255
+    crops = train_crops(args.train, args.train_crops)
     x255, pixels = mosaic * 255, mosaic.shape[1] * mosaic.shape[2]
     rows = []
     for quality in args.qualities:
