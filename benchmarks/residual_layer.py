@@ -13,8 +13,8 @@ Measured on the large-raster benchmark's UCM val mosaic (160 scenes, 4096 x 2560
 non-overlapping 512 px tiles: for each level and step, the bits the layer adds and the dB
 it buys. Those deltas are then added to the real points of ``--anchors`` (an output of
 ``large_raster_rd.py`` on the same mosaic, whole containers) to give the BD-rate against
-AVIF, plain and with the best residual point per rate (upper hull), over 0.05-1.0 bpp
-and over the whole range.
+AVIF, plain and with the residual points (the concave hull of all operating points), over a
+fixed PSNR interval: that of the plain curve's 0.05-1.0 bpp, and that up to the plain top.
 
     python benchmarks/residual_layer.py --anchors results/campaign/val-mosaic.json \
         --out results/campaign/residual_layer.json
@@ -38,7 +38,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from large_raster_rd import val_mosaic_rgb  # noqa: E402
 from scene_borders import networks  # noqa: E402
 
+from core.compare.psnr import psnr_from_mse  # noqa: E402
+from core.evaluation.metrics import psnr  # noqa: E402
 from training.data import list_images, load_image  # noqa: E402
+from training.train_elic import likelihood_bits  # noqa: E402
 
 TILE = 512
 
@@ -62,7 +65,7 @@ def base_layer(net, image: np.ndarray, level: int) -> tuple[float, np.ndarray]:
         for x in range(0, image.shape[2], TILE):
             tile = torch.from_numpy(np.ascontiguousarray(image[:, y:y + TILE, x:x + TILE]))[None]
             res = net(tile, torch.tensor([float(level)]))
-            bits += sum(float(-torch.log2(p.clamp_min(1e-9)).sum()) for p in res["likelihoods"].values())
+            bits += float(likelihood_bits(res["likelihoods"]).sum())
             out[:, y:y + TILE, x:x + TILE] = res["x_hat"][0].clamp(0, 1).numpy()
     return bits, np.round(out * 255)
 
@@ -80,10 +83,6 @@ def laplace_bits(q: np.ndarray, step: float, scale: np.ndarray) -> float:
         return np.where(t < 0, 0.5 * np.exp(np.minimum(t, 0) / scale), 1 - 0.5 * np.exp(-np.maximum(t, 0) / scale))
     p = cdf((q + 0.5) * step) - cdf((q - 0.5) * step)
     return float(-np.log2(np.clip(p, 1e-12, 1)).sum())
-
-
-def psnr255(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)))
 
 
 def concave_hull(points: list[dict]) -> list[dict]:
@@ -184,12 +183,12 @@ def measure(args) -> list[dict]:
         bits, decoded = base_layer(net, mosaic, level)
         res = blocks(x255 - decoded, args.block)
         coeffs = res @ basis
-        base = {"quality": quality, "bpp": bits / pixels, "psnr": psnr255(x255, decoded), "layers": []}
+        base = {"quality": quality, "bpp": bits / pixels, "psnr": psnr(x255, decoded), "layers": []}
         for step in args.steps:
             q = np.round(coeffs / step)
             left = res - (q * step) @ basis.T
             layer = {"step": step, "added_bpp": laplace_bits(q, step, scale) / pixels,
-                     "psnr": float(10 * np.log10(255.0**2 / np.mean(left**2)))}
+                     "psnr": psnr_from_mse(np.mean(left**2))}
             layer["added_db"] = layer["psnr"] - base["psnr"]
             base["layers"].append(layer)
             print(f"q{quality}: base {base['bpp']:.3f} bpp {base['psnr']:.2f} dB, step {step:g}: "
