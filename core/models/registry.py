@@ -111,7 +111,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="2355f1b5ac974cf5e034b96909919eac87f3cf0d5b920e3c42cee119ab11accb",
+        sha256="a278192bf07a3cc6e61b435c3ebb0245d5423ed555067b7c8a8ad3c9c8cb1d3b",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2, not yet than AVIF; see its card)",
     ),
