@@ -113,7 +113,8 @@ REGISTRY: dict[str, ModelSpec] = {
         weights_file="elic-v3.safetensors",
         sha256="a278192bf07a3cc6e61b435c3ebb0245d5423ed555067b7c8a8ad3c9c8cb1d3b",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
-                    "candidate (better than elic-v2, not yet than AVIF; see its card)",
+                    "candidate (better than elic-v2; ahead of AVIF on continuous rasters, not yet on mosaics of "
+                    "separate scenes; see its card)",
     ),
     # Codec v4 (the campaign from step 91400 on): elic-v3 with a latent of 256 channels (a fifth
     # group of 64), grown by training/widen.py, so it starts where elic-v3 stands. On 16 x 16
