@@ -111,7 +111,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="a278192bf07a3cc6e61b435c3ebb0245d5423ed555067b7c8a8ad3c9c8cb1d3b",
+        sha256="94ea955ec8142519b50aebab9032ba29c7e76f317ef3622d99823ec67384b816",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2; ahead of AVIF on continuous rasters, not yet on mosaics of "
                     "separate scenes; see its card)",
