@@ -296,6 +296,7 @@ def test_cli_on_a_full_disk_says_one_line(small_container, tmp_path, tiny_weight
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: could not write"), proc.stderr
+    assert ".partial" not in lines[0], "the message names our temporary file"
     assert list(out.iterdir()) == []
 
 

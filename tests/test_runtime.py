@@ -86,6 +86,37 @@ def test_a_kernel_cap_below_bf16_computes_in_f32(monkeypatch):
         assert bf16_allowed() and openvino_precision(core) == ("bf16" if _native_bf16() else "f32")
 
 
+_BRIDGE_PROBE = """
+import sys, numpy as np, numpy.lib._version as version
+import core.models.runtime as runtime
+from core.codec.jobs import ThreadMapper
+from core.codec.tile_coder import get_coder
+
+under_lock = []  # pybind11 looks up NumPy's API once, from the binding's first array conversion
+init = version.NumpyVersion.__init__
+def spy(self, *args):
+    caller = sys._getframe(1).f_code.co_filename  # the Python code that called into the binding
+    if "openvino" in caller or caller == runtime.__file__:
+        under_lock.append(runtime._BRIDGE_LOCK.locked())
+    init(self, *args)
+version.NumpyVersion.__init__ = spy
+coder = get_coder(sys.argv[1])
+y = np.zeros((1, coder.model.spec.M, 4, 4), np.float32)
+out = list(ThreadMapper(2)(lambda level: coder.synthesis(y, level), [0, 1, 0, 1]))
+print(type(coder.transforms).__name__, len(out), under_lock)
+"""
+
+
+@pytest.mark.skipif("openvino" not in FAST, reason="OpenVINO is not installed")
+def test_openvino_sets_up_its_numpy_bridge_before_job_threads_infer(tiny_weights):
+    """Two job threads' first ``infer`` at once could deadlock in the binding's one-time
+    NumPy set-up (a C++ static that runs Python code): ``openvino_core`` does it first, alone."""
+    res = subprocess.run([sys.executable, "-c", _BRIDGE_PROBE, tiny_weights], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**__import__("os").environ, RUNTIME_ENV: "openvino"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().split(maxsplit=2) == ["OpenVinoTransforms", "4", "[True]"], res.stdout
+
+
 @pytest.mark.skipif("openvino" not in FAST or not _native_bf16(), reason="no native bf16 on this CPU")
 def test_bf16_transforms_stay_close_to_torch_and_ignore_the_thread_count(tiny_weights, tmp_path, monkeypatch):
     """bf16 keeps 8 bits of mantissa: latents within a few hundredths (the quantiser rounds them

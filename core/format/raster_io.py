@@ -357,7 +357,8 @@ def raster_output(dst: str | Path, profile: dict, overwrite: bool = False, cog: 
             # own lines about it are dropped if the file then fails its checks.
             with held_stderr():
                 out.__exit__(None, None, None)
-                if cog:
+                if cog:  # a cut-short GeoTIFF fails here, in our words, not in the COG driver's
+                    check_written(gtiff, dst)
                     rasterio.shutil.copy(gtiff, tmp, driver="COG", compress=GEOTIFF_CREATION["compress"],
                                           predictor=profile.get("predictor", 2))
                 check_written(tmp, dst)

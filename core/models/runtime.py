@@ -210,7 +210,28 @@ def openvino_core():
         sys.modules.setdefault("openvino_telemetry", None)  # its import now fails: openvino falls back
     import openvino as ov
 
+    _warm_numpy_bridge(ov)
     return ov.Core()
+
+
+_BRIDGE_LOCK = threading.Lock()
+_bridge_warm = False
+
+
+def _warm_numpy_bridge(ov) -> None:
+    """Make OpenVINO's binding set up its NumPy bridge now, on one thread.
+
+    Its first tensor-to-array conversion fills a C++ static that runs Python code (pybind11
+    looks up NumPy's API): two job threads (``ThreadMapper``) converting for the first time
+    at once deadlock there, one holding the static's guard and waiting for the GIL, the other
+    holding the GIL and waiting for the guard (seen as a rare hang of a two-thread decode,
+    reproduced with four threads' first ``infer`` at once)."""
+    global _bridge_warm
+    with _BRIDGE_LOCK:
+        if not _bridge_warm:
+            tensor = ov.Tensor(np.zeros(1, np.float32))
+            tensor.data[:] = tensor.data  # both directions infer's data dispatch takes
+            _bridge_warm = True
 
 
 def requested_precision() -> str:
