@@ -111,7 +111,7 @@ REGISTRY: dict[str, ModelSpec] = {
         groups=(16, 16, 64, 96),
         lambdas=tuple(0.000125 * 2**k for k in range(11)),
         weights_file="elic-v3.safetensors",
-        sha256="6a1c7d60abf9785b9f1eb96cd5f725a361c14548dd7816103b3ec5c9f041d0b4",
+        sha256="f37f24fc4bf02e28d8cdb60d47d9037e925c96aee7e58656c2bdc10a50256def",
         description="ELIC N=64 M=192, 11 rate levels, grown from elic-v2; the training campaign's current "
                     "candidate (better than elic-v2; ahead of AVIF on continuous rasters, not yet on mosaics of "
                     "separate scenes; see its card)",
