@@ -108,11 +108,12 @@ print(type(coder.transforms).__name__, len(out), under_lock)
 
 
 @pytest.mark.skipif("openvino" not in FAST, reason="OpenVINO is not installed")
-def test_openvino_sets_up_its_numpy_bridge_before_job_threads_infer(tiny_weights):
+def test_openvino_sets_up_its_numpy_bridge_before_job_threads_infer(tiny_weights, monkeypatch):
     """Two job threads' first ``infer`` at once could deadlock in the binding's one-time
     NumPy set-up (a C++ static that runs Python code): ``openvino_core`` does it first, alone."""
+    monkeypatch.setenv(RUNTIME_ENV, "openvino")
     res = subprocess.run([sys.executable, "-c", _BRIDGE_PROBE, tiny_weights], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, env={**__import__("os").environ, RUNTIME_ENV: "openvino"})
+                         text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().split(maxsplit=2) == ["OpenVinoTransforms", "4", "[True]"], res.stdout
 
